@@ -1,0 +1,34 @@
+"""The spectral pipeline: pure tensor functions plus one orchestrator (`analysis.audit`)."""
+
+from __future__ import annotations
+
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+ANALYSIS_VERSION = "a1"
+"""Version of the method; part of the audit key, bumped whenever a number's meaning changes."""
+
+try:
+    __version__ = metadata.version("depthcard")
+except metadata.PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0.0.0+source"
+
+
+@lru_cache(maxsize=1)
+def git_revision() -> str | None:
+    """Commit of the source tree depthcard runs from, if it is a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and len(sha) == 40 else None

@@ -1,0 +1,201 @@
+"""Safe model loading and layer discovery.
+
+Security rules (DESIGN.md): never `trust_remote_code`, safetensors only, Hub revisions
+pinned by sha. Every refusal is a `ModelLoadError` whose message says why and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HASHED_SUFFIXES = (".json", ".safetensors", ".jinja", ".model", ".txt")
+# Candidate attribute paths of the decoder block list, most common first.
+LAYER_PATHS = (
+    "model.layers",  # Llama, Mistral, Qwen2/3, Gemma 1-3 text, Phi-3
+    "model.language_model.layers",  # Gemma 3 / multimodal wrappers
+    "gpt_neox.layers",  # GPT-NeoX, Pythia
+    "transformer.h",  # GPT-2, GPT-J, Falcon
+    "model.decoder.layers",  # OPT
+)
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelLoadError(ValueError):
+    """A model that depthcard refuses to load, with the reason."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from: a local folder, or a Hub repo at an optional revision."""
+
+    text: str
+    path: Path | None
+    repo_id: str | None
+    revision: str | None
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model folder on disk, checked and pinned."""
+
+    folder: Path
+    source: str  # "hub" | "local"
+    repo_id: str | None
+    revision: str | None
+    content_sha256: str | None
+    config: dict
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """Parse `BASE`/`CHILD` arguments: an existing folder, or `org/name[@revision]`."""
+    candidate = Path(text).expanduser()
+    if candidate.exists():
+        if not candidate.is_dir():
+            raise ModelLoadError(f"{text}: is a file; pass the model's folder")
+        return ModelSpec(text, candidate.resolve(), None, None)
+    repo, _, revision = text.partition("@")
+    if not _REPO_ID.match(repo):
+        raise ModelLoadError(f"{text}: no such folder, and not a Hub id of the form org/name[@rev]")
+    return ModelSpec(text, None, repo, revision or None)
+
+
+def read_config(folder: Path) -> dict:
+    """config.json of a model folder, refusing remote code."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelLoadError(f"{folder}: no config.json; not a transformers model folder")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object")
+    if "auto_map" in config:
+        raise ModelLoadError(
+            f"{folder}: config.json has auto_map, so the model needs remote code; "
+            "depthcard never runs trust_remote_code"
+        )
+    return config
+
+
+def check_weights(folder: Path) -> list[Path]:
+    """The safetensors weight files of a folder; refuse pickle-only folders."""
+    safetensors = sorted(folder.glob("*.safetensors"))
+    if safetensors:
+        return safetensors
+    pickles = [p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt"}]
+    if pickles:
+        raise ModelLoadError(
+            f"{folder}: only pickle weights ({', '.join(sorted(pickles))}); depthcard loads "
+            "safetensors only (re-save it with save_pretrained(safe_serialization=True))"
+        )
+    raise ModelLoadError(f"{folder}: no *.safetensors weight files")
+
+
+def content_sha256(folder: Path) -> str:
+    """sha256 over names and bytes of the config, tokenizer and weight files, in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix in _HASHED_SUFFIXES:
+            digest.update(path.name.encode() + b"\0")
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_model(spec: ModelSpec, token: str | None = None) -> ResolvedModel:
+    """Check a local folder or download a Hub snapshot pinned to its commit sha."""
+    if spec.path is not None:
+        config = read_config(spec.path)
+        check_weights(spec.path)
+        return ResolvedModel(spec.path, "local", None, None, content_sha256(spec.path), config)
+    return _resolve_hub(spec, token)
+
+
+def _resolve_hub(spec: ModelSpec, token: str | None) -> ResolvedModel:
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(token=token)
+    try:
+        info = api.model_info(spec.repo_id, revision=spec.revision)
+    except HfHubHTTPError as exc:
+        raise ModelLoadError(f"{spec.text}: cannot read from the Hub ({exc})") from exc
+    names = [s.rfilename for s in info.siblings or []]
+    if not any(n.endswith(".safetensors") for n in names):
+        raise ModelLoadError(f"{spec.text}: the repo has no safetensors weights")
+    patterns = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
+    folder = Path(
+        snapshot_download(spec.repo_id, revision=info.sha, allow_patterns=patterns, token=token)
+    )
+    config = read_config(folder)
+    check_weights(folder)
+    return ResolvedModel(folder, "hub", spec.repo_id, info.sha, None, config)
+
+
+def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> nn.Module:
+    """Load a causal LM from a checked folder: safetensors only, no remote code.
+
+    `device="auto"` spreads a model over every visible GPU with accelerate's
+    `device_map="auto"` (CPU when there is none).
+    """
+    from transformers import AutoModelForCausalLM
+
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
+    kwargs: dict = {"dtype": _DTYPES[dtype], "trust_remote_code": False, "use_safetensors": True}
+    if device == "auto":
+        kwargs["device_map"] = "auto" if torch.cuda.is_available() else None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"{folder}: transformers could not load it ({exc})") from exc
+    if device not in ("auto", "cpu"):
+        model = model.to(device)
+    model.eval()
+    return model
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Device where input ids must live (the embedding's device under a device map)."""
+    return model.get_input_embeddings().weight.device
+
+
+def resolve_attr(root: nn.Module, dotted: str) -> object:
+    obj: object = root
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def decoder_layers(model: nn.Module, layers_path: str | None = None) -> nn.ModuleList:
+    """The list of decoder blocks; fails loudly with what to set when it cannot be found."""
+    paths = (layers_path,) if layers_path else LAYER_PATHS
+    for path in paths:
+        try:
+            layers = resolve_attr(model, path)
+        except AttributeError:
+            continue
+        if isinstance(layers, nn.ModuleList) and len(layers) > 0:
+            return layers
+    tried = ", ".join(paths)
+    raise ModelLoadError(
+        f"cannot find the decoder blocks of {type(model).__name__} (tried {tried}); "
+        "pass --layers-path with the dotted attribute path of its nn.ModuleList of blocks"
+    )
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

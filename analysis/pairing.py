@@ -1,0 +1,110 @@
+"""Is this a matched pair? Config and tokenizer checks before any forward pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from analysis.models import ModelLoadError, ResolvedModel
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The architecture facts two models of a pair must share."""
+
+    architecture: str
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+
+
+def _first(config: dict, *keys: str) -> int | None:
+    for key in keys:
+        if isinstance(config.get(key), int):
+            return config[key]
+    return None
+
+
+def model_shape(model: ResolvedModel) -> Shape:
+    """Architecture, hidden size, layer count and vocab size from config.json."""
+    config = model.config
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    merged = {**config, **text}
+    archs = config.get("architectures") or ["unknown"]
+    hidden = _first(merged, "hidden_size", "n_embd", "d_model")
+    layers = _first(merged, "num_hidden_layers", "n_layer", "num_layers")
+    vocab = _first(merged, "vocab_size")
+    if hidden is None or layers is None or vocab is None:
+        raise ModelLoadError(
+            f"{model.folder}: config.json lacks hidden size, layer count or vocab size"
+        )
+    return Shape(str(archs[0]), hidden, layers, vocab)
+
+
+def check_shapes(base: ResolvedModel, child: ResolvedModel) -> Shape:
+    """Refuse a pair whose architectures differ; return the shared shape."""
+    a, b = model_shape(base), model_shape(child)
+    for name in ("architecture", "hidden_size", "num_layers", "vocab_size"):
+        if getattr(a, name) != getattr(b, name):
+            raise ModelLoadError(
+                f"not a matched pair: {name.replace('_', ' ')} differs "
+                f"(base {getattr(a, name)}, child {getattr(b, name)})"
+            )
+    return b
+
+
+def load_tokenizer(folder: Path):
+    """The model's own tokenizer, never remote code."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"{folder}: cannot load its tokenizer ({exc})") from exc
+
+
+def require_chat_template(tokenizer, folder: Path) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelLoadError(
+            f"{folder}: the child's tokenizer has no chat template; depthcard reads the "
+            "child in its chat format and needs one (add chat_template to tokenizer_config.json)"
+        )
+
+
+def template_special_tokens(tokenizer) -> set[str]:
+    """Special tokens that appear in a rendered one-turn chat prompt."""
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}], add_generation_prompt=True, tokenize=False
+    )
+    specials = set(tokenizer.all_special_tokens) | set(
+        getattr(tokenizer, "added_tokens_encoder", {}) or {}
+    )
+    return {t for t in specials if t and t in text}
+
+
+def compare_vocab(base_tok, child_tok) -> tuple[bool, bool, list[str]]:
+    """(vocab_equal, base_knows_template_tokens, warnings); raises on conflicting ids.
+
+    A token both tokenizers know must have the same id in both, or the two models would not
+    read the same text from the same ids. Tokens only the child has (template tokens added
+    at instruction tuning) are allowed and reported.
+    """
+    base_vocab, child_vocab = base_tok.get_vocab(), child_tok.get_vocab()
+    conflicts = [t for t, i in child_vocab.items() if t in base_vocab and base_vocab[t] != i]
+    if conflicts:
+        raise ModelLoadError(
+            f"not a matched pair: {len(conflicts)} tokens have different ids in the base and "
+            f"child tokenizers (e.g. {conflicts[0]!r})"
+        )
+    template = template_special_tokens(child_tok)
+    missing = sorted(t for t in template if t not in base_vocab)
+    warnings = []
+    if missing:
+        warnings.append(
+            f"the base tokenizer lacks the template tokens {missing}: the base reads them as "
+            "ids it never saw in training, which inflates the template shift"
+        )
+    only_child = set(child_vocab) - set(base_vocab)
+    if only_child and not missing:
+        warnings.append(f"the child tokenizer has {len(only_child)} tokens the base lacks")
+    return base_vocab == child_vocab, not missing, warnings

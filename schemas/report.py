@@ -1,0 +1,292 @@
+"""The audit report: everything `depthcard audit` measures, as one validated document.
+
+The report is the only thing the bot, the card renderer and the Space read. Definitions of
+every quantity are in DESIGN.md and docs/metrics.md. Sections that later stages fill
+(modes, depth, ablation, fragility, erosion) are optional; when one is missing the report
+names it in `absent` with the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from schemas._base import Strict
+from schemas.sections import Ablation, DepthScore, Erosion, Fragility, ModeCatalogue
+
+SCHEMA_VERSION = "1.0"
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNeg = Annotated[float, Field(ge=0.0)]
+Cosine = Annotated[float, Field(ge=0.0, le=1.0 + 1e-6)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+MatrixName = Literal["naive", "template", "aligned", "did", "aligned_harmless", "child_contrast"]
+
+_GIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class ToolInfo(Strict):
+    name: Literal["depthcard"] = Field("depthcard", description="Tool that wrote the report.")
+    version: str = Field(description="depthcard package version.")
+    git_revision: str | None = Field(None, description="Git commit of the tool, if known.")
+    analysis_version: str = Field(description="Version of the analysis method (part of the key).")
+
+
+class ModelRef(Strict):
+    """One audited model, pinned exactly."""
+
+    role: Literal["base", "child", "third"] = Field(description="Role in the audit.")
+    source: Literal["hub", "local"] = Field(description="Hub repo at a revision, or local folder.")
+    repo_id: str | None = Field(None, description="Hub repo id (source=hub).")
+    revision: str | None = Field(None, description="Exact 40-hex commit sha (source=hub).")
+    path: str | None = Field(None, description="Local folder (source=local).")
+    content_sha256: Sha256 | None = Field(
+        None, description="sha256 over config, tokenizer and weight files (source=local)."
+    )
+    architecture: str = Field(description="transformers architecture class name.")
+    num_parameters: int = Field(ge=1, description="Number of parameters.")
+    dtype: str = Field(description="dtype the model was run in.")
+    num_layers: int = Field(ge=1, description="Number of decoder blocks L.")
+    hidden_size: int = Field(ge=1, description="Residual stream width d.")
+    vocab_size: int = Field(ge=1, description="Vocabulary size of the model's embedding.")
+
+    @model_validator(mode="after")
+    def _pinned(self) -> ModelRef:
+        if self.source == "hub":
+            if not self.repo_id or not self.revision or not _GIT_SHA.match(self.revision):
+                raise ValueError("a hub model needs repo_id and a 40-hex revision sha")
+        elif not self.path or not self.content_sha256:
+            raise ValueError("a local model needs path and content_sha256")
+        return self
+
+
+class Models(Strict):
+    base: ModelRef | None = Field(None, description="Parent (base) model; absent in child-only.")
+    child: ModelRef = Field(description="Child (instruct) model: the one whose card is audited.")
+    third: ModelRef | None = Field(None, description="Optional third model (e.g. a fine-tune).")
+
+
+class TokenizerCheck(Strict):
+    vocab_equal: bool | None = Field(
+        None, description="Base and child tokenizers map the same tokens to the same ids."
+    )
+    template_source: Literal["child"] = Field(
+        "child", description="Whose chat template formats the chat prompts (always the child's)."
+    )
+    base_has_chat_template: bool | None = Field(None, description="Base tokenizer has a template.")
+    base_knows_template_tokens: bool | None = Field(
+        None, description="Every special token of the child's template is in the base vocabulary."
+    )
+    suffix_tokens: int = Field(ge=1, description="Template tokens after the user's text.")
+
+
+class PromptSetRef(Strict):
+    role: Literal["harmful", "harmless", "capability", "domain"] = Field(description="Use.")
+    name: str = Field(description="Prompt set name.")
+    version: int = Field(ge=1, description="Prompt set version.")
+    sha256: Sha256 = Field(description="sha256 of the prompt file's bytes.")
+    count: int = Field(ge=1, description="Prompts in the file.")
+    used: int = Field(ge=1, description="Prompts used in this audit (after --max-prompts).")
+
+
+class AuditConfig(Strict):
+    """Every configuration value that influenced the numbers."""
+
+    eps: list[Unit] = Field(description="Energy tolerances ε for effective rank.")
+    headline_eps: Unit = Field(description="ε of the headline ρ_ε.")
+    num_directions: int = Field(ge=1, description="K: top singular directions of M_DiD kept.")
+    position: Literal["last", "suffix"] = Field(description="Token position read.")
+    batch_size: int = Field(ge=1, description="Initial capture batch size.")
+    max_prompts: int | None = Field(None, ge=1, description="Cap per prompt set.")
+    seed: int = Field(description="Seed for prompt subsampling.")
+    device: str = Field(description="Requested device: auto, cpu or cuda.")
+    dtype: str = Field(description="Requested dtype.")
+    layer_window: tuple[Unit, Unit] = Field(description="Fractions of L where l* may lie.")
+    cross_domain_k: int = Field(ge=1, description="Singular vectors per domain.")
+    zero_tolerance: NonNeg = Field(
+        description="A matrix whose Frobenius norm is below this fraction of the activation "
+        "norm counts as exactly zero (the models agree at that layer)."
+    )
+
+
+class Environment(Strict):
+    device: str = Field(description="Device the models ran on.")
+    python: str = Field(description="Python version.")
+    torch: str = Field(description="torch version.")
+    transformers: str = Field(description="transformers version.")
+    platform: str = Field(description="OS / machine.")
+
+
+class StageTiming(Strict):
+    name: str = Field(description="Stage name.")
+    seconds: NonNeg = Field(description="Wall-clock seconds.")
+    peak_memory_bytes: int = Field(ge=0, description="Peak memory during the stage (RSS or CUDA).")
+    memory_kind: Literal["cuda", "rss"] = Field(description="What peak_memory_bytes measures.")
+
+
+class RankAtEps(Strict):
+    eps: Unit = Field(description="Energy tolerance ε.")
+    rank: int = Field(ge=0, description="rank_ε: smallest k holding (1-ε) of the energy.")
+    rho: Unit = Field(description="ρ_ε = rank_ε / d.")
+
+
+class RankStats(Strict):
+    """Effective rank of one matrix at one layer (DESIGN.md, Effective rank)."""
+
+    rows: int = Field(ge=0, description="N, rows of the matrix (rank ≤ min(N, d)).")
+    max_rank: int = Field(ge=0, description="min(N, d): the largest possible rank.")
+    zero: bool = Field(description="The matrix is zero within tolerance (ranks 0, no residual).")
+    frobenius_norm: NonNeg = Field(description="‖M‖_F.")
+    uncentered: list[RankAtEps] = Field(description="rank_ε of M.")
+    centered: list[RankAtEps] = Field(description="rank_ε of M with its row mean removed.")
+    energy_residual: Unit | None = Field(None, description="1 − σ1²/Σσ² of M; None if zero.")
+    energy_residual_centered: Unit | None = Field(None, description="Same for centered M.")
+
+    def rho(self, eps: float, centered: bool = False) -> float:
+        """ρ_ε at a recorded ε."""
+        for r in self.centered if centered else self.uncentered:
+            if abs(r.eps - eps) < 1e-12:
+                return r.rho
+        raise KeyError(f"ε={eps} not recorded")
+
+
+class LayerMetrics(Strict):
+    """Everything measured at one layer l (0 = embeddings, l = output of block l)."""
+
+    layer: int = Field(ge=0, description="Layer index l.")
+    ranks: dict[MatrixName, RankStats] = Field(description="Effective rank of each matrix.")
+    refusal_direction_norm: NonNeg = Field(description="‖r_l‖ on the child.")
+    activation_norm: NonNeg = Field(description="Mean ‖h_l‖ of the child over Ds ∪ Dh.")
+    norm_ratio: NonNeg = Field(description="‖r_l‖ / mean activation norm.")
+    recovery_cosine: Cosine | None = Field(
+        None, description="|cos(v1(M_DiD), r_l)|; None where either is zero."
+    )
+    safety_specificity: NonNeg | None = Field(
+        None, description="ρ_ε(Δ_aligned over Dh) / ρ_ε(over Ds); None where Ds's is zero."
+    )
+    alignment_direction_norm: NonNeg | None = Field(None, description="‖v_l‖ (pair audits).")
+    projection_base: float | None = Field(None, description="s_l for the base, along v̂_l.")
+    projection_child: float | None = Field(None, description="s_l for the child, along v̂_l.")
+    projection_third: float | None = Field(None, description="s_l for the third model.")
+    erosion: float | None = Field(None, description="e_l = (s_F − s_B)/(s_I − s_B).")
+    models_identical: bool = Field(
+        False, description="Base and child activations agree within tolerance here."
+    )
+
+
+class SelectedLayer(Strict):
+    layer: int = Field(ge=0, description="l*, the layer the headline and the attack use.")
+    rule: Literal["ablation", "norm-ratio"] = Field(description="Which DESIGN.md rule chose l*.")
+    window: tuple[int, int] = Field(description="Inclusive layer range searched.")
+    reason: str = Field(description="One sentence on why this layer.")
+
+
+class Headline(Strict):
+    """The numbers on the card, all at the selected layer l*."""
+
+    layer: int = Field(ge=0, description="l*.")
+    eps: Unit = Field(description="ε of the ρ values.")
+    rho_eps_aligned: Unit | None = Field(
+        None, description="Template-controlled ρ_ε of M_aligned (None in child-only audits)."
+    )
+    rho_eps_naive: Unit | None = Field(None, description="Uncontrolled ρ_ε of M_naive.")
+    rank_aligned: int | None = Field(None, ge=0, description="rank_ε of M_aligned.")
+    rho_eps_contrast: Unit | None = Field(
+        None, description="ρ_ε of the child's own harmful−harmless contrast (child-only)."
+    )
+    refusal_direction_recovery: Cosine | None = Field(
+        None, description="|cos(v1(M_DiD), r_l*)|."
+    )
+    safety_specificity: NonNeg | None = Field(None, description="ρ over Dh / ρ over Ds.")
+    alignment_depth_score: Unit | None = Field(None, description="0 = chance, 1 = entangled.")
+    depth_chance_level: Unit | None = Field(None, description="K_c/d.")
+    baseline_refusal_rate: Unit | None = Field(None, description="Child's refusal rate on Ds.")
+    abliteration_min_k: int | None = Field(None, ge=0, description="Directions to strip.")
+    abliteration_kl: NonNeg | None = Field(None, description="First-token KL at min_k.")
+    judge: str | None = Field(None, description="Judge that produced the refusal rates.")
+
+
+class DomainOverlap(Strict):
+    a: str = Field(description="First domain.")
+    b: str = Field(description="Second domain.")
+    overlap: list[list[Cosine]] = Field(description="k×k matrix |V_a V_bᵀ|.")
+    smallest_angle_cosine: Cosine = Field(description="cos of the smallest principal angle.")
+
+
+class CrossDomain(Strict):
+    layer: int = Field(ge=0, description="Layer of the analysis (l*).")
+    k: int = Field(ge=1, description="Singular vectors per domain.")
+    domains: list[str] = Field(description="Domain names.")
+    rows: dict[str, int] = Field(description="Prompts per domain.")
+    pairs: list[DomainOverlap] = Field(description="One entry per unordered domain pair.")
+    shared_cosine: list[list[Cosine]] = Field(
+        description="domains×domains matrix of smallest-angle cosines (1 on the diagonal)."
+    )
+
+
+class AbsentSection(Strict):
+    section: str = Field(description="Report section not computed.")
+    reason: str = Field(description="Why.")
+
+
+class Verdict(Strict):
+    code: Literal["measured", "no-refusal", "identical-models", "partial"] = Field(
+        description="Overall outcome of the audit."
+    )
+    text: str = Field(description="One plain sentence.")
+
+
+class AuditReport(Strict):
+    """A complete audit. Validated before it is written or published."""
+
+    schema_version: Literal["1.0"] = Field(SCHEMA_VERSION, description="Report schema version.")
+    tool: ToolInfo
+    created_at: datetime = Field(description="UTC time the report was written.")
+    audit_key: str = Field(description="base sha / child sha / analysis version.")
+    kind: Literal["pair", "child-only", "three-model"] = Field(description="Audit kind.")
+    models: Models
+    tokenizer: TokenizerCheck
+    prompt_sets: list[PromptSetRef] = Field(min_length=2, description="Prompt sets used.")
+    config: AuditConfig
+    environment: Environment
+    stages: list[StageTiming] = Field(description="Seconds and peak memory per stage.")
+    layers: list[LayerMetrics] = Field(min_length=1, description="Per-layer metrics, l = 0..L.")
+    selected_layer: SelectedLayer
+    headline: Headline
+    cross_domain: CrossDomain | None = Field(None, description="Cross-domain shared directions.")
+    modes: ModeCatalogue | None = Field(None, description="Mode catalogue (issue: depth stage).")
+    depth: DepthScore | None = Field(None, description="Alignment depth score per layer.")
+    ablation: Ablation | None = Field(None, description="Abliteration cost curve.")
+    fragility: Fragility | None = Field(None, description="Fragility forecast.")
+    erosion: Erosion | None = Field(None, description="Erosion analyses with a third model.")
+    verdict: Verdict
+    absent: list[AbsentSection] = Field(default_factory=list, description="Missing sections.")
+    warnings: list[str] = Field(default_factory=list, description="Things a reader should know.")
+    directions_file: str = Field("directions.safetensors", description="Tensor file beside it.")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_in_order(cls, layers: list[LayerMetrics]) -> list[LayerMetrics]:
+        if [m.layer for m in layers] != list(range(len(layers))):
+            raise ValueError("layers must be listed in order 0..L without gaps")
+        return layers
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AuditReport:
+        n = len(self.layers)
+        if not 0 <= self.selected_layer.layer < n:
+            raise ValueError(f"selected layer {self.selected_layer.layer} is not in 0..{n - 1}")
+        if self.headline.layer != self.selected_layer.layer:
+            raise ValueError("headline.layer must equal selected_layer.layer")
+        if self.kind == "child-only" and self.models.base is not None:
+            raise ValueError("a child-only report has no base model")
+        if self.kind != "child-only" and self.models.base is None:
+            raise ValueError(f"a {self.kind} report needs a base model")
+        return self
+
+    def layer(self, index: int) -> LayerMetrics:
+        """Metrics of layer `index`."""
+        return self.layers[index]

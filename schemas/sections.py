@@ -1,0 +1,117 @@
+"""Report sections filled by the later stages: modes, depth, ablation, fragility, erosion.
+
+Designed together with the core report so that a report written today stays readable when
+these stages land; each is optional in `AuditReport` and named in `absent` when missing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from schemas._base import Strict
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNeg = Annotated[float, Field(ge=0.0)]
+
+
+class Species(Strict):
+    """A track of principal modes linked across adjacent layers by |cos| ≥ τ_s."""
+
+    id: int = Field(ge=0, description="Species index within its model.")
+    first_layer: int = Field(ge=0, description="First layer of the track.")
+    last_layer: int = Field(ge=0, description="Last layer of the track.")
+    mean_variance_share: Unit = Field(description="Mean variance share of its modes.")
+    alignment_specific: bool = Field(False, description="Child-only track (no base match).")
+
+
+class LayerModes(Strict):
+    layer: int = Field(ge=0, description="Layer index.")
+    base_variance_share: list[Unit] = Field(default_factory=list, description="Base modes.")
+    child_variance_share: list[Unit] = Field(description="Child modes' variance shares.")
+    match_cosine: list[Unit] = Field(
+        default_factory=list, description="|cos| of each child mode to its assigned base mode."
+    )
+    alignment_specific: list[int] = Field(
+        default_factory=list, description="Child modes whose best base |cos| is below τ_m."
+    )
+
+
+class ModeCatalogue(Strict):
+    k: int = Field(ge=1, description="Modes per layer (top-K principal directions).")
+    tau_species: Unit = Field(description="τ_s, adjacent-layer link threshold.")
+    tau_match: Unit = Field(description="τ_m, base↔child match threshold.")
+    layers: list[LayerModes] = Field(description="Per-layer modes.")
+    base_species: list[Species] = Field(default_factory=list, description="Base tracks.")
+    child_species: list[Species] = Field(description="Child tracks.")
+
+
+class DepthAtLayer(Strict):
+    layer: int = Field(ge=0, description="Layer index.")
+    safety_modes: int = Field(ge=0, description="Singular vectors of M_DiD holding 90% energy.")
+    entanglement: Unit = Field(description="Energy-weighted mean e(s) = ‖P_C s‖².")
+    score: Unit = Field(description="(e − chance)/(1 − chance), clipped at 0.")
+    fraction_above_2x_chance: Unit = Field(description="Safety modes with e(s) > 2·chance.")
+
+
+class DepthScore(Strict):
+    capability_k: int = Field(ge=1, description="K_c, capability subspace dimension.")
+    chance_level: Unit = Field(description="K_c/d: a random unit vector's expected e(s).")
+    score: Unit = Field(description="Overall depth score: 0 = chance, 1 = fully entangled.")
+    fraction_above_2x_chance: Unit = Field(description="Over all analysed layers.")
+    layers: list[DepthAtLayer] = Field(description="Per analysed layer.")
+    child_only: bool = Field(False, description="Capability subspace from the child's own Dc.")
+
+
+class AblationPoint(Strict):
+    basis: Literal["attack", "svd", "single"] = Field(description="Which direction basis.")
+    k: int = Field(ge=0, description="Directions ablated (for 'single': index of the one).")
+    refusal_score: float = Field(description="Mean first-token refusal log-odds on Ds.")
+    refusal_rate: Unit | None = Field(None, description="Judged refusal rate on Ds.")
+    kl: NonNeg = Field(description="Mean first-token KL(p_I ‖ p_ablated) on Dh.")
+    delta_ce: float = Field(description="Change in cross-entropy on Dc (nats/token).")
+
+
+class Ablation(Strict):
+    layer: int = Field(ge=0, description="l*, the layer the directions come from.")
+    judge: str = Field(description="Judge behind every refusal_rate.")
+    max_new_tokens: int = Field(ge=1, description="Greedy tokens generated per prompt.")
+    threshold: Unit = Field(description="Refusal rate below which the attack has succeeded.")
+    baseline_refusal_rate: Unit = Field(description="Child's refusal rate with nothing ablated.")
+    baseline_refusal_score: float = Field(description="Child's refusal log-odds.")
+    curve: list[AblationPoint] = Field(description="k = 0..K for each basis, plus singles.")
+    min_k: int | None = Field(None, ge=0, description="Smallest k under the threshold.")
+    kl_at_min_k: NonNeg | None = Field(None, description="KL at min_k.")
+    delta_ce_at_min_k: float | None = Field(None, description="ΔCE at min_k.")
+    causal_spearman: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Spearman(SVD order, single-direction effect)."
+    )
+    non_monotone: bool = Field(False, description="Cumulative curve rises somewhere.")
+
+
+class Fragility(Strict):
+    parameter_subset: str = Field(description="Parameters the curvature is taken over.")
+    power_iterations: int = Field(ge=1, description="Power-iteration steps.")
+    alignment_loss: NonNeg = Field(description="L_A: mean NLL of the child's refusals on Ds.")
+    sharpness: float = Field(description="Top eigenvalue of ∇²L_A.")
+    gradient_cosine: float = Field(ge=-1.0, le=1.0, description="cos(∇L_A, g_F).")
+    curvature_coupling: float = Field(description="g_Fᵀ H_A g_F / ‖g_F‖².")
+    steps: int = Field(ge=1, description="Benign SGD steps run.")
+    learning_rate: NonNeg = Field(description="SGD learning rate.")
+    delta_loss: list[float] = Field(description="ΔL_A(t), t = 1..steps.")
+    exponent: float | None = Field(None, description="Fitted p in ΔL_A ≈ c·t^p.")
+    fit_r2: float | None = Field(None, le=1.0, description="R² of the log-log fit.")
+    forecast_steps: float | None = Field(None, ge=0.0, description="Steps until L_A rises.")
+    forecast_margin: NonNeg = Field(description="Rise in L_A the forecast is for.")
+
+
+class Erosion(Strict):
+    third_role: str = Field(description="What the third model is (e.g. 'fine-tune').")
+    logprob_base: float = Field(description="Joint log-prob of reference completions under B.")
+    logprob_child: float = Field(description="Same under I.")
+    logprob_third: float = Field(description="Same under F.")
+    gradient_cosine: float | None = Field(
+        None, ge=-1.0, le=1.0, description="cos between loss gradients of two framings."
+    )
+    kept_fraction: float = Field(description="Mean e_l over the window: alignment kept by F.")
