@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One entry point for the two jobs in the README:
+#   bash run.sh demo   set up, then audit the bundled calibration pair into ./demo-audit
+#   bash run.sh test   set up, then run the linters, the schema drift check and every test
+# Set-up creates .venv (Python 3.11+) and installs depthcard into it; it is skipped when
+# pyproject.toml has not changed since the last install.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.installed
+
+setup() {
+  local extras=$1
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+  fi
+  local want
+  want="$(sha256sum pyproject.toml | cut -c1-16)-$extras"
+  if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    # Pinned first: an unpinned torch would pull several GB of CUDA packages.
+    "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+    "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+    echo "$want" >"$STAMP"
+  fi
+}
+
+case "${1:-}" in
+  demo)
+    setup demo
+    shift
+    "$VENV/bin/depthcard" audit --demo --out "${DEMO_OUT:-demo-audit}" --overwrite "$@"
+    ;;
+  test)
+    setup test
+    shift
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/python" -m schemas.export --check
+    "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *)
+    echo "usage: bash run.sh demo|test [extra args]" >&2
+    exit 2
+    ;;
+esac
