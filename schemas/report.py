@@ -197,9 +197,7 @@ class Headline(Strict):
     rho_eps_contrast: Unit | None = Field(
         None, description="ρ_ε of the child's own harmful−harmless contrast (child-only)."
     )
-    refusal_direction_recovery: Cosine | None = Field(
-        None, description="|cos(v1(M_DiD), r_l*)|."
-    )
+    refusal_direction_recovery: Cosine | None = Field(None, description="|cos(v1(M_DiD), r_l*)|.")
     safety_specificity: NonNeg | None = Field(None, description="ρ over Dh / ρ over Ds.")
     alignment_depth_score: Unit | None = Field(None, description="0 = chance, 1 = entangled.")
     depth_chance_level: Unit | None = Field(None, description="K_c/d.")

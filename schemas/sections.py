@@ -70,7 +70,9 @@ class AblationPoint(Strict):
     refusal_score: float = Field(description="Mean first-token refusal log-odds on Ds.")
     refusal_rate: Unit | None = Field(None, description="Judged refusal rate on Ds.")
     kl: NonNeg = Field(description="Mean first-token KL(p_I ‖ p_ablated) on Dh.")
-    delta_ce: float = Field(description="Change in cross-entropy on Dc (nats/token).")
+    delta_ce: float | None = Field(
+        None, description="Change in cross-entropy on Dc (nats/token); None without Dc."
+    )
 
 
 class Ablation(Strict):

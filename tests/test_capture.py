@@ -79,7 +79,9 @@ def test_hooks_removed_when_forward_raises(tiny):
 def test_suffix_mean_reads_template_tokens(tiny):
     tok, model, texts = tiny
     n = suffix_token_count(tok, tok)
-    assert n == len(tok("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"])
+    assert n == len(
+        tok("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    )
     ids = tokenize_prompts(texts[:2], "chat", tok, tok)
     acts = capture(model, decoder_layers(model), ids, pad_id=0, batch_size=2, n_suffix=n)
     ref = []

@@ -33,7 +33,9 @@ def test_local_folder_resolves_with_content_hash(tmp_path):
     model = load_model(resolved.folder, "cpu", "float32")
     assert len(decoder_layers(model)) == 2
     (folder / "config.json").write_text(
-        (folder / "config.json").read_text().replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05')
+        (folder / "config.json")
+        .read_text()
+        .replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05')
     )
     assert content_sha256(folder) != resolved.content_sha256
 

@@ -33,8 +33,12 @@ def make_tokenizer(extra_words: list[str] | None = None) -> PreTrainedTokenizerF
         [pre_tokenizers.Split(Regex(r"\n"), "isolated"), pre_tokenizers.Split(" ", "removed")]
     )
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-        eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        tokenizer_object=core,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
     tok.chat_template = CHATML
     tok.padding_side = "left"
@@ -45,9 +49,14 @@ def make_llama(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 4
     """A random tiny Llama in eval mode."""
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
-        max_position_embeddings=128, tie_word_embeddings=False,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
     )
     return LlamaForCausalLM(config).eval()
 
@@ -85,3 +94,31 @@ def plant(base: nn.Module, block: int, w, b: float, u, scale: float = 4.0) -> nn
     layer = child.model.layers[block]
     layer.mlp = PlantedMLP(layer.mlp, w, b, u, scale)
     return child.eval()
+
+
+def mlp_inputs(model: nn.Module, block: int, ids: list[list[int]]) -> torch.Tensor:
+    """(prompt, d) last-token inputs of decoder block `block`'s MLP."""
+    from analysis.capture import pad_left
+
+    seen: list[torch.Tensor] = []
+    handle = model.model.layers[block].mlp.register_forward_hook(
+        lambda mod, args, out: seen.append(args[0][:, -1].detach())
+    )
+    try:
+        x, mask, pos = pad_left(ids, 0, torch.device("cpu"))
+        with torch.no_grad():
+            model(input_ids=x, attention_mask=mask, position_ids=pos)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def harm_detector(
+    base: nn.Module, block: int, harmful_ids: list[list[int]], harmless_ids: list[list[int]]
+) -> tuple[torch.Tensor, float]:
+    """(w, b): unit mean-difference direction of the MLP inputs, threshold above every
+    harmless prompt, so the planted MLP never fires on the harmless set."""
+    xs, xh = mlp_inputs(base, block, harmful_ids), mlp_inputs(base, block, harmless_ids)
+    w = xs.mean(0) - xh.mean(0)
+    w = w / w.norm()
+    return w, float((xh @ w).max())
