@@ -7,7 +7,7 @@ from torch import nn
 from analysis.capture import capture, pad_left, suffix_token_count, tokenize_prompts
 from analysis.hooks import residual_hooks
 from analysis.models import ModelLoadError, decoder_layers
-from tests.tiny_models import HARMFUL_WORDS, HARMLESS_WORDS, make_llama, make_tokenizer, prompts
+from tests.tiny_models import HARMFUL_WORDS, make_llama, make_tokenizer, prompts
 
 
 @pytest.fixture(scope="module")
