@@ -1,0 +1,466 @@
+"""The depthcard section of a model card: render it, read it back, splice it into a README.
+
+The section is a documented standard (docs/card-standard.md): it sits between a start marker
+that carries the card standard's version and the audit key, and an end marker. Right after
+the start marker an HTML comment carries the headline as compact JSON, so tools read the
+numbers without scraping the table. Everything here is pure text; nothing reads the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC
+from typing import Literal
+
+from pydantic import Field, ValidationError
+
+from schemas._base import Strict
+from schemas.report import AuditReport, Headline, ModelRef
+
+CARD_SCHEMA_VERSION = "1.0"
+START_MARKER = "<!-- depthcard:start schema={schema} key={key} -->"
+END_MARKER = "<!-- depthcard:end -->"
+HEADLINE_COMMENT = "<!-- depthcard:headline {payload} -->"
+HEADING = "## Safety alignment depth (depthcard audit)"
+
+_START_PREFIX = "<!-- depthcard:start"
+_END_PREFIX = "<!-- depthcard:end"
+_HEADLINE_PREFIX = "<!-- depthcard:headline "
+_START_RE = re.compile(
+    r"<!-- depthcard:start schema=(?P<schema>[0-9]+\.[0-9]+) key=(?P<key>\S+) -->"
+)
+
+CHILD_ONLY_NOTE = (
+    "> **Child-only audit.** No public base model was available, so the alignment shift "
+    "could not be isolated; the numbers describe the child's own harmful-vs-harmless "
+    "contrast and are not comparable with pair audits. Absent sections: {absent}."
+)
+LIMITS = (
+    "**Limits of this measurement.** These numbers describe the internal activations of the "
+    "exact revisions above on {n_harmful} harmful and {n_harmless} harmless prompts from the "
+    "listed prompt sets, read at the {position} prompt token; other prompts, templates or "
+    "precisions give other numbers. They are not a safety evaluation: a small ρ says the "
+    "alignment shift is concentrated in few directions, the property that directional ablation "
+    '("abliteration") exploits, but not that any particular attack works, and a large ρ does '
+    "not show that the model is safe. ρ cannot exceed min(N, d)/d = {cap} here (N = {rows} "
+    "prompts, d = {d}). Refusal rates, where given, come from an automatic judge "
+    "that can misclassify answers. Layer l* was chosen by a rule, not by hand; the full "
+    "report gives every layer."
+)
+
+# (headline field, label, unit, one-line meaning); rows appear only when the value is present.
+TABLE_ROWS: tuple[tuple[str, str, str, str], ...] = (
+    ("rho_eps_aligned", "ρ_ε aligned", "fraction of d (ε = {eps})",
+     "Share of the residual width the alignment shift fills, chat template held fixed; "
+     "small = alignment lives in a few directions."),
+    ("rho_eps_naive", "ρ_ε naive", "fraction of d (ε = {eps})",
+     "The same without holding the template fixed (template and alignment mixed), "
+     "for comparison."),
+    ("rho_eps_contrast", "ρ_ε contrast (child-only)", "fraction of d (ε = {eps})",
+     "Share of the width the child's own harmful-vs-harmless contrast fills."),
+    ("refusal_direction_recovery", "refusal-direction recovery", "abs. cosine, 0–1",
+     "How closely the top direction of the alignment shift (child-only: of the contrast) "
+     "matches the child's refusal direction; near 1 = they coincide."),
+    ("safety_specificity", "safety specificity", "ratio ρ(harmless) / ρ(harmful)",
+     "Near or above 1: alignment is as low-rank on harmless prompts, so the low rank is "
+     "not specific to safety."),
+    ("alignment_depth_score", "alignment depth score", "0–1, 0 = chance (K_c/d = {chance})",
+     "How entangled the safety directions are with capability directions; "
+     "high = costly to remove."),
+    ("baseline_refusal_rate", "baseline refusal rate", "% of harmful prompts",
+     "How often the child refuses the harmful prompts with nothing removed."),
+    ("abliteration_min_k", "abliteration min k", "directions (refusal < {threshold})",
+     "Fewest directions whose ablation drops refusal below the threshold; small = cheap to strip."),
+    ("abliteration_kl", "KL at min k", "nats",
+     "First-token KL on harmless prompts at min k: what the attack costs in capability."),
+    ("judge", "judge", "name",
+     "Judge that decided which answers count as refusals."),
+)  # fmt: skip
+
+
+class CardParseError(ValueError):
+    """A README's depthcard section is malformed: markers, embedded JSON or its values."""
+
+
+class CardModel(Strict):
+    """A model's identity as the card records it: hub repo at a commit, or a content hash."""
+
+    source: Literal["hub", "local"] = Field(description="Hub repo at a revision, or local folder.")
+    repo_id: str | None = Field(None, description="Hub repo id (source=hub).")
+    revision: str | None = Field(None, description="40-hex commit sha (source=hub).")
+    content_sha256: str | None = Field(None, description="Content hash (source=local).")
+
+
+class ParsedCard(Strict):
+    """What the embedded JSON of a card section carries (also what `render` embeds)."""
+
+    schema_version: str = Field(description="Card standard version, MAJOR.MINOR.")
+    audit_key: str = Field(description="base sha / child sha / analysis version.")
+    kind: Literal["pair", "child-only", "three-model"] = Field(description="Audit kind.")
+    analysis_version: str = Field(description="Version of the analysis method.")
+    report_schema_version: str = Field(description="schema_version of the report.")
+    child: CardModel = Field(description="The audited child model.")
+    base: CardModel | None = Field(None, description="The base model; absent in child-only.")
+    verdict: Literal["measured", "no-refusal", "identical-models", "partial"] = Field(
+        description="Verdict code of the audit."
+    )
+    headline: Headline = Field(description="The headline numbers at l*.")
+
+    @property
+    def child_revision(self) -> str | None:
+        """The child's commit sha, or its content hash for a local model."""
+        return self.child.revision or self.child.content_sha256
+
+
+def start_marker(audit_key: str) -> str:
+    """The start marker for `audit_key`; raises ValueError for keys that cannot sit in it."""
+    if not re.fullmatch(r"[^\s<>]+", audit_key) or "--" in audit_key:
+        raise ValueError(f"audit key {audit_key!r} cannot be written into a card marker")
+    return START_MARKER.format(schema=CARD_SCHEMA_VERSION, key=audit_key)
+
+
+def card_payload(report: AuditReport) -> ParsedCard:
+    """The machine-readable part of a report's card section."""
+
+    def ident(ref: ModelRef | None) -> CardModel | None:
+        if ref is None:
+            return None
+        fields = ("source", "repo_id", "revision", "content_sha256")
+        return CardModel(**{f: getattr(ref, f) for f in fields})
+
+    return ParsedCard(
+        schema_version=CARD_SCHEMA_VERSION,
+        audit_key=report.audit_key,
+        kind=report.kind,
+        analysis_version=report.tool.analysis_version,
+        report_schema_version=report.schema_version,
+        child=ident(report.models.child),
+        base=ident(report.models.base),
+        verdict=report.verdict.code,
+        headline=report.headline,
+    )
+
+
+def render_card_section(
+    report: AuditReport, *, report_url: str | None, reproduce_command: str
+) -> str:
+    """The Markdown section, markers included, ending with a newline (LF line endings).
+
+    Args:
+        report: a validated audit report.
+        report_url: page of the full report (http or https), or None when unpublished.
+        reproduce_command: the shell command that re-runs the audit.
+
+    Returns:
+        The section; a pure function of its arguments.
+
+    Raises:
+        ValueError: when the audit key or the URL cannot be written safely.
+    """
+    if "<!--" in reproduce_command or "-->" in reproduce_command:
+        raise ValueError("the reproduce command cannot contain HTML comment delimiters")
+    payload = card_payload(report).model_dump_json(exclude_none=True)
+    lines = [
+        start_marker(report.audit_key),
+        HEADLINE_COMMENT.format(payload=_comment_safe(payload)),
+        HEADING,
+        "",
+        _intro(report),
+        "",
+        *_child_only_note(report),
+        *_table(report),
+        "",
+        f"**Verdict** (`{report.verdict.code}`): {_text(report.verdict.text)}",
+        "",
+        *_provenance(report),
+        *_reproduce(reproduce_command),
+        *_report_link(report_url),
+        _limits(report),
+        "",
+        *_absent_and_warnings(report),
+        END_MARKER,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _text(value: str) -> str:
+    """Free text made safe for one Markdown line: no line breaks, no HTML or markers."""
+    return " ".join(value.split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _cell(value: str) -> str:
+    return _text(value).replace("|", "\\|")
+
+
+def _code(value: str) -> str:
+    return "`" + _cell(value).replace("`", "'") + "`"
+
+
+def _comment_safe(payload: str) -> str:
+    """JSON that cannot close or nest an HTML comment: <, > and -- only occur in strings."""
+    payload = payload.replace("<", "\\u003c").replace(">", "\\u003e")
+    while "--" in payload:
+        payload = payload.replace("--", "-\\u002d")
+    return payload
+
+
+def _name(ref: ModelRef) -> str:
+    return ref.repo_id if ref.source == "hub" else ref.path
+
+
+def _intro(report: AuditReport) -> str:
+    m, h = report.models, report.headline
+    last = len(report.layers) - 1
+    where = (
+        f"Numbers are at layer l* = {h.layer} of 0..{last} "
+        f"(rule: {report.selected_layer.rule}; {_text(report.selected_layer.reason)})."
+    )
+    if m.base is None:
+        return f"depthcard audited {_code(_name(m.child))} on its own (child-only). {where}"
+    third = f", and the third model {_code(_name(m.third))}," if m.third else ""
+    return (
+        f"depthcard compared the residual stream of {_code(_name(m.child))} with its base "
+        f"{_code(_name(m.base))}{third} on the same prompts and chat template. {where}"
+    )
+
+
+def _child_only_note(report: AuditReport) -> list[str]:
+    if report.kind != "child-only":
+        return []
+    absent = ", ".join(_text(a.section) for a in report.absent) or "none"
+    return [CHILD_ONLY_NOTE.format(absent=absent), ""]
+
+
+def _rho(x: float) -> str:
+    return f"{x:#.4g}"
+
+
+def _value(report: AuditReport, field: str) -> str | None:
+    """The formatted headline value of `field`, or None when the row is left out."""
+    h = report.headline
+    value = getattr(h, field)
+    if field == "abliteration_min_k" and value is None and report.ablation is not None:
+        return f"not reached (k ≤ {max(p.k for p in report.ablation.curve)})"
+    if value is None:
+        return None
+    if field == "rho_eps_aligned" and h.rank_aligned is not None:
+        d = report.models.child.hidden_size
+        return f"{_rho(value)} (rank {h.rank_aligned} of d = {d})"
+    if field.startswith("rho_eps"):
+        return _rho(value)
+    if field in ("refusal_direction_recovery", "safety_specificity", "alignment_depth_score"):
+        return f"{value:.3f}"
+    if field == "baseline_refusal_rate":
+        return f"{100 * value:.1f} %"
+    if field == "abliteration_kl":
+        return f"{value:#.3g}"
+    return _cell(str(value))
+
+
+def _table(report: AuditReport) -> list[str]:
+    h = report.headline
+    chance = "—" if h.depth_chance_level is None else _rho(h.depth_chance_level)
+    ab = report.ablation
+    threshold = "threshold" if ab is None else f"{100 * ab.threshold:g} %"
+    out = ["| quantity | value | unit | meaning |", "|---|---|---|---|"]
+    for field, label, unit, meaning in TABLE_ROWS:
+        value = _value(report, field)
+        if value is not None:
+            unit_text = unit.format(eps=f"{h.eps:g}", chance=chance, threshold=threshold)
+            out.append(f"| {label} | {value} | {unit_text} | {meaning} |")
+    return out
+
+
+def _identity(ref: ModelRef) -> str:
+    if ref.source == "hub":
+        return f"{_code(ref.repo_id)} at revision {_code(ref.revision)}"
+    return f"local {_code(ref.path)}, content sha256 {_code(ref.content_sha256)}"
+
+
+def _provenance(report: AuditReport) -> list[str]:
+    m, t, cfg = report.models, report.tool, report.config
+    refs = [r for r in (m.base, m.child, m.third) if r is not None]
+    rows = [
+        f"| {r.role} | {_identity(r)} | {_cell(r.architecture)}, {r.num_layers} layers, "
+        f"d = {r.hidden_size}, {_cell(r.dtype)} |"
+        for r in refs
+    ]
+    git = f" (git {_code(t.git_revision[:12])})" if t.git_revision else ""
+    sets = "; ".join(
+        f"{_text(p.role)}: {_code(p.name)} v{p.version} (sha256 {p.sha256[:12]}…, "
+        f"{p.used} of {p.count} prompts)"
+        for p in report.prompt_sets
+    )
+    when = report.created_at
+    when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    return [
+        "| model | exact revision | shape |",
+        "|---|---|---|",
+        *rows,
+        "",
+        f"Method: depthcard {_text(t.version)}{git}, analysis version {_code(t.analysis_version)}, "
+        f"report schema {report.schema_version}, card standard {CARD_SCHEMA_VERSION}. "
+        f"Settings: position {cfg.position}, ε ∈ {{{', '.join(f'{e:g}' for e in cfg.eps)}}}, "
+        f"dtype {_text(cfg.dtype)}, seed {cfg.seed}. Prompt sets: {sets}. Report written "
+        f"{when:%Y-%m-%d %H:%M} UTC on {_text(report.environment.device)}.",
+        "",
+    ]
+
+
+def _reproduce(command: str) -> list[str]:
+    longest = max((len(run) for run in re.findall(r"`+", command)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return ["Reproduce:", "", f"{fence}sh", command.strip(), fence, ""]
+
+
+def _report_link(url: str | None) -> list[str]:
+    if url is None:
+        return []
+    if not re.fullmatch(r"https?://[^\s<>()\[\]]+", url):
+        raise ValueError(f"report URL {url!r} is not a plain http(s) URL")
+    return [f"Full report, with every layer and the plots: [report]({url})", ""]
+
+
+def _limits(report: AuditReport) -> str:
+    used = {p.role: p.used for p in report.prompt_sets}
+    h = report.layer(report.headline.layer)
+    stats = next(iter(h.ranks.values()), None)
+    d = report.models.child.hidden_size
+    rows = stats.rows if stats is not None else used.get("harmful", 0)
+    return LIMITS.format(
+        n_harmful=used.get("harmful", "?"),
+        n_harmless=used.get("harmless", "?"),
+        position="last" if report.config.position == "last" else "post-instruction (suffix)",
+        cap=_rho(min(rows, d) / d),
+        rows=rows,
+        d=d,
+    )
+
+
+def _absent_and_warnings(report: AuditReport) -> list[str]:
+    out = []
+    if report.absent:
+        out.append("Not measured in this audit:")
+        out += [f"- {_text(a.section)}: {_text(a.reason)}" for a in report.absent]
+        out.append("")
+    if report.warnings:
+        out.append("Notes from the audit:")
+        out += [f"- {_text(w)}" for w in report.warnings]
+        out.append("")
+    return out
+
+
+def _find_span(text: str) -> tuple[int, int] | None:
+    """(start, end) of the marker-delimited section in `text`, None when there is none."""
+    starts = [m.start() for m in re.finditer(re.escape(_START_PREFIX), text)]
+    ends = [m.start() for m in re.finditer(re.escape(_END_PREFIX), text)]
+    if not starts and not ends:
+        return None
+    if len(starts) != 1 or len(ends) != 1:
+        raise CardParseError(
+            f"expected one depthcard start and one end marker, found {len(starts)} start and "
+            f"{len(ends)} end marker(s)"
+        )
+    if ends[0] < starts[0]:
+        raise CardParseError("the depthcard end marker comes before the start marker")
+    if not _START_RE.match(text, starts[0]):
+        raise CardParseError(
+            "malformed depthcard start marker: expected "
+            f"{START_MARKER.format(schema='MAJOR.MINOR', key='AUDIT_KEY')!r}"
+        )
+    if not text.startswith(END_MARKER, ends[0]):
+        raise CardParseError(f"malformed depthcard end marker: expected {END_MARKER!r}")
+    return starts[0], ends[0] + len(END_MARKER)
+
+
+def parse_card_section(readme_text: str) -> ParsedCard | None:
+    """Read the depthcard section of a README (LF or CRLF) back into its headline.
+
+    Returns:
+        The parsed card, or None when the README has no depthcard section.
+
+    Raises:
+        CardParseError: unbalanced or duplicated markers, an unsupported major version, or an
+            embedded JSON that is missing, malformed, disagrees with the marker or fails
+            validation.
+    """
+    span = _find_span(readme_text)
+    if span is None:
+        return None
+    section = readme_text[span[0] : span[1]]
+    marker = _START_RE.match(section)
+    schema, key = marker["schema"], marker["key"]
+    major, minor = (int(x) for x in schema.split("."))
+    ours = tuple(int(x) for x in CARD_SCHEMA_VERSION.split("."))
+    if major != ours[0]:
+        raise CardParseError(f"card standard {schema} is not supported (this parser reads 1.x)")
+    data = _embedded_json(section)
+    if minor > ours[1]:
+        data = _known_fields(data)
+    try:
+        card = ParsedCard.model_validate(data)
+    except ValidationError as exc:
+        raise CardParseError(f"depthcard headline JSON fails validation: {exc}") from exc
+    if card.schema_version != schema or card.audit_key != key:
+        raise CardParseError("depthcard headline JSON disagrees with the start marker")
+    return card
+
+
+def _embedded_json(section: str) -> dict:
+    count = section.count(_HEADLINE_PREFIX)
+    if count != 1:
+        raise CardParseError(f"expected one depthcard:headline comment, found {count}")
+    begin = section.index(_HEADLINE_PREFIX) + len(_HEADLINE_PREFIX)
+    end = section.find(" -->", begin)
+    if end < 0:
+        raise CardParseError("the depthcard:headline comment is not closed")
+    try:
+        data = json.loads(section[begin:end])
+    except json.JSONDecodeError as exc:
+        raise CardParseError(f"depthcard headline JSON is malformed: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CardParseError("depthcard headline JSON is not an object")
+    return data
+
+
+def _known_fields(data: dict) -> dict:
+    """Drop fields a newer minor version added, so a 1.0 parser still reads a 1.x card."""
+    out = {k: v for k, v in data.items() if k in ParsedCard.model_fields}
+    nested = {"headline": Headline, "child": CardModel, "base": CardModel}
+    for name, model in nested.items():
+        if isinstance(out.get(name), dict):
+            out[name] = {k: v for k, v in out[name].items() if k in model.model_fields}
+    return out
+
+
+def _newline(text: str) -> str:
+    """The README's line ending: CRLF when most of its line breaks are CRLF."""
+    crlf = text.count("\r\n")
+    return "\r\n" if crlf and 2 * crlf >= text.count("\n") else "\n"
+
+
+def splice_section(readme_text: str, section: str) -> str:
+    """Put `section` into a README, replacing its depthcard section or appending one.
+
+    Every character outside the markers stays as it was; the inserted section takes the
+    README's line endings. Appending leaves one blank line before the section and ends the
+    file with a newline. Splicing the same section twice gives the same text as once.
+
+    Raises:
+        CardParseError: when the README or `section` has unbalanced or duplicated markers,
+            or `section` has no markers at all.
+    """
+    own = _find_span(section)
+    if own is None:
+        raise CardParseError("the section to splice has no depthcard markers")
+    nl = _newline(readme_text)
+    body = section[own[0] : own[1]].replace("\r\n", "\n").replace("\n", nl)
+    span = _find_span(readme_text)
+    if span is not None:
+        return readme_text[: span[0]] + body + readme_text[span[1] :]
+    if not readme_text or readme_text.endswith(nl + nl):
+        separator = ""
+    else:
+        separator = nl if readme_text.endswith(nl) else nl + nl
+    return readme_text + separator + body + nl
