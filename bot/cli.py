@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from bot import audit_command
 
@@ -22,7 +23,19 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="audit a base/instruct pair (or --demo, --child-only)")
     audit_command.add_arguments(audit)
     audit.set_defaults(handler=audit_command.run)
+    gguf = sub.add_parser("import-gguf", help="convert a GGUF checkpoint to a safetensors folder")
+    gguf.add_argument("file", type=Path, help="the .gguf file")
+    gguf.add_argument("--out", type=Path, default=None, help="folder (default: the cache)")
+    gguf.set_defaults(handler=_import_gguf)
     return parser
+
+
+def _import_gguf(args, token: str | None) -> int:
+    from analysis.gguf_import import cached_conversion, convert_gguf
+
+    out = convert_gguf(args.file, args.out) if args.out else cached_conversion(args.file)
+    print(out)
+    return 0
 
 
 def describe_error(exc: BaseException) -> str:
