@@ -1,14 +1,14 @@
 """The audit orchestrator: prompts + models → captures → metrics → a validated AuditReport.
 
-I/O lives here and in the CLI; everything it calls is a pure function of tensors. One model
-is resident at a time: the child is captured and freed before the base is loaded.
+I/O lives here and in the CLI; everything it calls is a pure function of tensors, except
+the ablation stage, which needs the child's forward pass. One model is resident at a time:
+the base is captured and freed, then the child is captured and kept for the ablation.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,17 +17,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from analysis import ANALYSIS_VERSION, __version__, git_revision
-from analysis.capture import Activations, capture, suffix_token_count, tokenize_prompts
+from analysis import report_parts as parts
+from analysis.ablation import refusal_token_ids
+from analysis.ablation_cost import (
+    AblationInputs,
+    AblationSettings,
+    Evaluator,
+    ablation_curve,
+    select_layer_by_ablation,
+)
+from analysis.capture import Activations, capture
 from analysis.crossdomain import cross_domain
-from analysis.directions import layer_window, select_layer_by_norm
-from analysis.layer_metrics import Captures, analyse_layers
+from analysis.depth_stage import alignment_depth, mode_catalogue
+from analysis.judges import get_judge
+from analysis.layer_metrics import Captures, LayerAnalysis, analyse_layers
 from analysis.models import (
+    ModelLoadError,
     ModelSpec,
     ResolvedModel,
     decoder_layers,
     load_model,
-    num_parameters,
     resolve_model,
 )
 from analysis.pairing import (
@@ -37,55 +46,32 @@ from analysis.pairing import (
     model_shape,
     require_chat_template,
 )
+from analysis.prompt_inputs import PromptInputs, TokenizedInputs, tokenize_inputs
 from analysis.stages import stage
 from schemas.report import (
+    AbsentSection,
     AuditConfig,
     AuditReport,
-    Environment,
-    Headline,
-    LayerMetrics,
     ModelRef,
     Models,
-    PromptSetRef,
     SelectedLayer,
     StageTiming,
     TokenizerCheck,
-    ToolInfo,
-    Verdict,
 )
+from schemas.sections import Ablation
 
 log = logging.getLogger(__name__)
 
-ModelLoader = Callable[[], nn.Module]
+DEMO_DIR = Path(__file__).with_name("calibration")
+PENDING = "not computed by this version of depthcard"
 
 
 @dataclass(frozen=True)
-class PromptInputs:
-    """The prompt sets of one audit, already subsampled; `sizes` keeps the file counts."""
+class ModelHandle:
+    """How to load one model, and how to describe it once loaded."""
 
-    harmful: object  # prompts.LoadedPromptSet
-    harmless: object
-    capability: object | None = None
-    domains: tuple = ()
-
-    def refs(self) -> list[PromptSetRef]:
-        out = []
-        for role, s in (
-            [("harmful", self.harmful), ("harmless", self.harmless)]
-            + [("capability", self.capability)] * (self.capability is not None)
-            + [("domain", d) for d in self.domains]
-        ):
-            out.append(
-                PromptSetRef(
-                    role=role,
-                    name=s.name,
-                    version=s.version,
-                    sha256=s.sha256,
-                    count=getattr(s, "source_count", s.count),
-                    used=s.count,
-                )
-            )
-        return out
+    load: Callable[[], nn.Module]
+    describe: Callable[[nn.Module], ModelRef]
 
 
 @dataclass
@@ -94,33 +80,34 @@ class AuditRun:
 
     report: AuditReport
     tensors: dict[str, torch.Tensor]
-    stages: list[StageTiming] = field(default_factory=list)
 
 
-def _capture_model(
-    load: ModelLoader,
-    sets: dict[str, list[list[int]]],
-    cfg: AuditConfig,
-    pad_id: int,
-    n_suffix: int,
-    layers_path: str | None,
-    name: str,
-) -> tuple[dict[str, Activations], nn.Module | None]:
-    model = load()
+@dataclass
+class AblationOutcome:
+    selected: SelectedLayer | None = None
+    section: Ablation | None = None
+    baseline_rate: float | None = None
+    refused: int | None = None
+    absent: list[AbsentSection] = field(default_factory=list)
+
+
+def _capture_sets(model, keys, tok: TokenizedInputs, cfg: AuditConfig, layers_path, name):
     layers = decoder_layers(model, layers_path)
-    out = {}
-    for key, ids in sets.items():
-        n = n_suffix if key.endswith("chat") and cfg.position == "suffix" else 1
+    out: dict[str, Activations] = {}
+    for key in keys:
+        if key not in tok.ids:
+            continue
+        n = tok.n_suffix if key.endswith("_chat") and cfg.position == "suffix" else 1
         out[key] = capture(
             model,
             layers,
-            ids,
-            pad_id=pad_id,
+            tok.ids[key],
+            pad_id=tok.pad_id,
             batch_size=cfg.batch_size,
             n_suffix=n,
             desc=f"{name} {key}",
         )
-    return out, model
+    return out
 
 
 def _free(model: nn.Module | None) -> None:
@@ -130,198 +117,179 @@ def _free(model: nn.Module | None) -> None:
         torch.cuda.empty_cache()
 
 
-def capture_all(
+def ablation_stage(
+    model,
+    tokenizer,
+    tok: TokenizedInputs,
+    prompts: PromptInputs,
+    analysis: LayerAnalysis,
+    cfg: AuditConfig,
+    layers_path,
+) -> AblationOutcome:
+    """Baseline refusal, l* by the ablation rule, then the cost curve at l*."""
+    layers = decoder_layers(model, layers_path)
+    judge = get_judge(cfg.judge)
+    data = AblationInputs(
+        harmful_ids=tok.ids["harmful_chat"],
+        harmless_ids=tok.ids["harmless_chat"],
+        capability_ids=tok.ids.get("capability_raw", []),
+        harmful_texts=prompts.harmful.texts,
+        pad_id=tok.pad_id,
+        refusal_ids=refusal_token_ids(tokenizer),
+    )
+    settings = AblationSettings(
+        judge=judge,
+        max_new_tokens=cfg.max_new_tokens,
+        threshold=cfg.refusal_threshold,
+        batch_size=cfg.batch_size,
+        kl_budget=cfg.kl_budget,
+    )
+    ev = Evaluator(model, layers, tokenizer, data, settings)
+    base = ev.measure_baseline()
+    total = len(data.harmful_texts)
+    out = AblationOutcome(baseline_rate=base.refusal_rate, refused=round(base.refusal_rate * total))
+    if base.refusal_rate < cfg.refusal_threshold:
+        reason = (
+            f"no refusal behaviour to measure: {out.refused} of {total} harmful prompts refused"
+        )
+        out.absent.append(AbsentSection(section="ablation", reason=reason))
+        return out
+    n_points = len(layers) + 1
+    r_dirs = torch.stack([analysis.tensors[f"refusal_direction.{p}"] for p in range(n_points)])
+    window = parts.analysis_window(analysis.layers, cfg)
+    chosen, tried = select_layer_by_ablation(ev, r_dirs.double(), window)
+    if chosen is not None:
+        drop, kl = next((d, k) for layer, d, k in tried if layer == chosen)
+        out.selected = parts.select_by_ablation(chosen, drop, kl, window, cfg.kl_budget)
+    layer = out.selected.layer if out.selected else parts.select_by_norm(analysis.layers, cfg).layer
+    out.section = ablation_curve(
+        ev,
+        layer,
+        r_dirs[layer].double(),
+        analysis.tensors[f"did_singular_vectors.{layer}"].double(),
+        judge.name,
+    )
+    return out
+
+
+def audit_models(
     *,
-    load_child: ModelLoader,
-    load_base: ModelLoader | None,
+    base: ModelHandle | None,
+    child: ModelHandle,
     tokenizer,
     prompts: PromptInputs,
     cfg: AuditConfig,
+    tokenizer_check: TokenizerCheck | None = None,
     layers_path: str | None = None,
-    timings: list[StageTiming],
-) -> tuple[Captures, int]:
-    """Capture the child (chat: Ds, Dh), then the base (chat: Ds, Dh; raw: Ds)."""
-    n_suffix = suffix_token_count(tokenizer, tokenizer)
-    ids = {
-        "harmful_chat": tokenize_prompts(prompts.harmful.texts, "chat", tokenizer, tokenizer),
-        "harmless_chat": tokenize_prompts(prompts.harmless.texts, "chat", tokenizer, tokenizer),
-        "harmful_raw": tokenize_prompts(prompts.harmful.texts, "raw", tokenizer, tokenizer),
-    }
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    chat_sets = {k: ids[k] for k in ("harmful_chat", "harmless_chat")}
-    with stage("capture-child", timings):
-        child, model = _capture_model(
-            load_child, chat_sets, cfg, pad_id, n_suffix, layers_path, "child"
-        )
-        _free(model)
-    if load_base is None:
-        return Captures(child_s=child["harmful_chat"], child_h=child["harmless_chat"]), n_suffix
-    with stage("capture-base", timings):
-        base, model = _capture_model(load_base, ids, cfg, pad_id, n_suffix, layers_path, "base")
-        _free(model)
-    captures = Captures(
-        child_s=child["harmful_chat"],
-        child_h=child["harmless_chat"],
-        base_s=base["harmful_chat"],
-        base_raw_s=base["harmful_raw"],
-        base_h=base["harmless_chat"],
-    )
-    return captures, n_suffix
-
-
-def select_layer(layers: list[LayerMetrics], cfg: AuditConfig) -> SelectedLayer:
-    """l* by the norm-ratio rule of DESIGN.md (the ablation rule arrives with ablation)."""
-    window = layer_window(len(layers) - 1, cfg.layer_window)
-    ratios = torch.tensor([m.norm_ratio for m in layers], dtype=torch.float64)
-    chosen = select_layer_by_norm(ratios, window)
-    reason = (
-        f"largest ‖r_l‖ / mean activation norm ({ratios[chosen]:.3g}) among layers "
-        f"{window[0]}..{window[1]}"
-    )
-    return SelectedLayer(layer=chosen, rule="norm-ratio", window=window, reason=reason)
-
-
-def headline(layers: list[LayerMetrics], chosen: SelectedLayer, cfg: AuditConfig) -> Headline:
-    """The card's numbers at l*."""
-    m, eps = layers[chosen.layer], cfg.headline_eps
-    ranks = m.ranks
-    return Headline(
-        layer=chosen.layer,
-        eps=eps,
-        rho_eps_aligned=ranks["aligned"].rho(eps) if "aligned" in ranks else None,
-        rank_aligned=_rank_at(ranks.get("aligned"), eps),
-        rho_eps_naive=ranks["naive"].rho(eps) if "naive" in ranks else None,
-        rho_eps_contrast=ranks["child_contrast"].rho(eps) if "child_contrast" in ranks else None,
-        refusal_direction_recovery=m.recovery_cosine,
-        safety_specificity=m.safety_specificity,
-    )
-
-
-def _rank_at(stats, eps: float) -> int | None:
-    if stats is None:
-        return None
-    return next(r.rank for r in stats.uncentered if abs(r.eps - eps) < 1e-12)
-
-
-def verdict(layers: list[LayerMetrics], paired: bool) -> Verdict:
-    """Overall outcome in one sentence."""
-    if paired and all(m.models_identical for m in layers):
-        return Verdict(
-            code="identical-models",
-            text="The base and child produce identical activations on every prompt at every "
-            "layer: instruction tuning changed nothing this audit can see.",
-        )
-    if not paired:
-        return Verdict(
-            code="partial",
-            text="Child-only audit: no public base model, so alignment-shift ranks are absent.",
-        )
-    return Verdict(code="measured", text="Alignment shift measured at every layer.")
-
-
-def environment(device: str) -> Environment:
-    import transformers
-
-    return Environment(
-        device=device,
-        python=platform.python_version(),
-        torch=torch.__version__,
-        transformers=transformers.__version__,
-        platform=f"{platform.system()} {platform.machine()}",
-    )
-
-
-def tool_info() -> ToolInfo:
-    return ToolInfo(
-        version=__version__, git_revision=git_revision(), analysis_version=ANALYSIS_VERSION
-    )
-
-
-def audit_key(base: ModelRef | None, child: ModelRef) -> str:
-    """`base sha / child sha / analysis version` (content hashes for local folders)."""
-
-    def ident(ref: ModelRef | None) -> str:
-        if ref is None:
-            return "none"
-        return ref.revision if ref.source == "hub" else f"sha256:{ref.content_sha256[:16]}"
-
-    return f"{ident(base)}/{ident(child)}/{ANALYSIS_VERSION}"
-
-
-def assemble_report(
-    *,
-    captures: Captures,
-    prompts: PromptInputs,
-    cfg: AuditConfig,
-    models: Models,
-    tokenizer_check: TokenizerCheck,
-    device: str,
-    timings: list[StageTiming],
-    warnings: list[str],
+    timings: list[StageTiming] | None = None,
+    warnings: list[str] | None = None,
 ) -> AuditRun:
-    """Metrics from captures, then the validated report."""
+    """Run every stage on loadable models; the in-process entry point (tests use it)."""
+    timings = [] if timings is None else timings
+    warnings = [] if warnings is None else list(warnings)
+    tok = tokenize_inputs(prompts, tokenizer)
+    refs: dict[str, ModelRef] = {}
+    base_acts: dict[str, Activations] = {}
+    if base is not None:
+        with stage("capture-base", timings):
+            model = base.load()
+            refs["base"] = base.describe(model)
+            keys = ("harmful_chat", "harmless_chat", "harmful_raw", "capability_chat")
+            base_acts = _capture_sets(model, keys, tok, cfg, layers_path, "base")
+            _free(model)
+    with stage("capture-child", timings):
+        child_model = child.load()
+        refs["child"] = child.describe(child_model)
+        keys = ("harmful_chat", "harmless_chat", "capability_chat")
+        child_acts = _capture_sets(child_model, keys, tok, cfg, layers_path, "child")
+    captures = Captures(
+        child_s=child_acts["harmful_chat"],
+        child_h=child_acts["harmless_chat"],
+        child_c=child_acts.get("capability_chat"),
+        base_s=base_acts.get("harmful_chat"),
+        base_raw_s=base_acts.get("harmful_raw"),
+        base_h=base_acts.get("harmless_chat"),
+        base_c=base_acts.get("capability_chat"),
+    )
     with stage("spectra", timings):
         analysis = analyse_layers(
             captures, tuple(cfg.eps), cfg.headline_eps, cfg.num_directions, cfg.zero_tolerance
         )
-        chosen = select_layer(analysis.layers, cfg)
-        domains = cross_domain(captures, prompts.harmful, chosen.layer, cfg.cross_domain_k)
-    absent = [dict(section=s, reason=_PENDING) for s in ("modes", "depth", "ablation")]
-    absent.append(dict(section="fragility", reason=_PENDING))
+    outcome = AblationOutcome(absent=[AbsentSection(section="ablation", reason="disabled")])
+    if cfg.ablation:
+        with stage("ablation", timings):
+            outcome = ablation_stage(
+                child_model, tokenizer, tok, prompts, analysis, cfg, layers_path
+            )
+    _free(child_model)
+    check = (tokenizer_check or TokenizerCheck(suffix_tokens=1)).model_copy(
+        update={"suffix_tokens": tok.n_suffix}
+    )
+    return _assemble(captures, analysis, outcome, prompts, cfg, refs, check, timings, warnings)
+
+
+def _assemble(captures, analysis, outcome, prompts, cfg, refs, check, timings, warnings):
+    with stage("modes-depth", timings):
+        selected = outcome.selected or parts.select_by_norm(analysis.layers, cfg)
+        domains = cross_domain(captures, prompts.harmful, selected.layer, cfg.cross_domain_k)
+        absent = list(outcome.absent) + [AbsentSection(**a) for a in domains.absent]
+        no_refusal = outcome.section is None and outcome.baseline_rate is not None
+        catalogue = mode_catalogue(captures, cfg.mode_k, cfg.tau_species, cfg.tau_match)
+        depth = None
+        if no_refusal:
+            absent.append(AbsentSection(section="depth", reason=outcome.absent[0].reason))
+        elif captures.child_c is None:
+            absent.append(AbsentSection(section="depth", reason="no capability prompt set"))
+        else:
+            depth = alignment_depth(
+                captures, parts.analysis_window(analysis.layers, cfg), cfg.capability_k
+            )
+    absent += [AbsentSection(section=s, reason=PENDING) for s in ("fragility", "erosion")]
     if not captures.paired:
-        absent.insert(0, dict(section="alignment-shift ranks", reason="no base model given"))
+        absent.insert(
+            0,
+            AbsentSection(
+                section="alignment-shift ranks", reason="no base model given (child-only audit)"
+            ),
+        )
     report = AuditReport(
-        tool=tool_info(),
+        tool=parts.tool_info(),
         created_at=datetime.now(UTC),
-        audit_key=audit_key(models.base, models.child),
+        audit_key=parts.audit_key(refs.get("base"), refs["child"]),
         kind="pair" if captures.paired else "child-only",
-        models=models,
-        tokenizer=tokenizer_check,
+        models=Models(base=refs.get("base"), child=refs["child"]),
+        tokenizer=check,
         prompt_sets=prompts.refs(),
         config=cfg,
-        environment=environment(device),
+        environment=parts.environment(parts.device_name(cfg.device)),
         stages=list(timings),
         layers=analysis.layers,
-        selected_layer=chosen,
-        headline=headline(analysis.layers, chosen, cfg),
+        selected_layer=selected,
+        headline=parts.headline(
+            analysis.layers, selected, cfg, depth, outcome.section, outcome.baseline_rate
+        ),
         cross_domain=domains.section,
-        verdict=verdict(analysis.layers, captures.paired),
-        absent=absent + domains.absent,
+        modes=catalogue,
+        depth=depth,
+        ablation=outcome.section,
+        verdict=parts.verdict(
+            analysis.layers,
+            captures.paired,
+            outcome.refused,
+            len(prompts.harmful.texts),
+            cfg.refusal_threshold,
+        ),
+        absent=absent,
         warnings=warnings + analysis.warnings + domains.warnings,
     )
-    return AuditRun(report=report, tensors=analysis.tensors, stages=timings)
+    return AuditRun(report=report, tensors=analysis.tensors)
 
 
-_PENDING = "not computed by this version of depthcard"
-DEMO_DIR = Path(__file__).with_name("calibration")
-
-
-def model_ref(role: str, resolved: ResolvedModel, model: nn.Module, dtype: str) -> ModelRef:
-    """Exact identity and shape of a loaded model."""
-    shape = model_shape(resolved)
-    return ModelRef(
-        role=role,
-        source=resolved.source,
-        repo_id=resolved.repo_id,
-        revision=resolved.revision,
-        path=str(resolved.folder) if resolved.source == "local" else None,
-        content_sha256=resolved.content_sha256,
-        architecture=shape.architecture,
-        num_parameters=num_parameters(model),
-        dtype=dtype,
-        num_layers=shape.num_layers,
-        hidden_size=shape.hidden_size,
-        vocab_size=shape.vocab_size,
+def _handle(role: str, resolved: ResolvedModel, cfg: AuditConfig) -> ModelHandle:
+    return ModelHandle(
+        load=lambda: load_model(resolved.folder, cfg.device, cfg.dtype),
+        describe=lambda model: parts.model_ref(role, resolved, model, cfg.dtype),
     )
-
-
-def _loader(role: str, resolved: ResolvedModel, cfg: AuditConfig, refs: dict) -> ModelLoader:
-    def load() -> nn.Module:
-        model = load_model(resolved.folder, cfg.device, cfg.dtype)
-        refs[role] = model_ref(role, resolved, model, cfg.dtype)
-        return model
-
-    return load
 
 
 def run_audit(
@@ -333,42 +301,44 @@ def run_audit(
     layers_path: str | None = None,
     token: str | None = None,
 ) -> AuditRun:
-    """Resolve, check and capture both models, then assemble the validated report.
+    """Resolve and check the models, then run every stage.
 
     Raises:
         ModelLoadError: a model that is missing, unsafe, or not a matched pair.
+        ValueError: settings that cannot work with these models (e.g. K above the rank cap).
     """
     timings: list[StageTiming] = []
     warnings: list[str] = []
+    get_judge(cfg.judge)  # an unknown judge fails before any model is loaded
     with stage("resolve", timings):
         child_res = resolve_model(child, token)
         base_res = resolve_model(base, token) if base is not None else None
         if base_res is not None:
             check_shapes(base_res, child_res)
+        _check_directions(cfg, prompts, model_shape(child_res).hidden_size)
         tokenizer = load_tokenizer(child_res.folder)
         require_chat_template(tokenizer, child_res.folder)
         check = _tokenizer_check(base_res, tokenizer, warnings)
-    refs: dict[str, ModelRef] = {}
-    captures, n_suffix = capture_all(
-        load_child=_loader("child", child_res, cfg, refs),
-        load_base=None if base_res is None else _loader("base", base_res, cfg, refs),
+    return audit_models(
+        base=None if base_res is None else _handle("base", base_res, cfg),
+        child=_handle("child", child_res, cfg),
         tokenizer=tokenizer,
         prompts=prompts,
         cfg=cfg,
+        tokenizer_check=check,
         layers_path=layers_path,
-        timings=timings,
-    )
-    device = _device_name(cfg.device)
-    return assemble_report(
-        captures=captures,
-        prompts=prompts,
-        cfg=cfg,
-        models=Models(base=refs.get("base"), child=refs["child"]),
-        tokenizer_check=check.model_copy(update={"suffix_tokens": n_suffix}),
-        device=device,
         timings=timings,
         warnings=warnings,
     )
+
+
+def _check_directions(cfg: AuditConfig, prompts: PromptInputs, d: int) -> None:
+    cap = min(len(prompts.harmful.texts), d)
+    if cfg.num_directions > cap:
+        raise ValueError(
+            f"--num-directions {cfg.num_directions} exceeds the largest possible rank of M_DiD, "
+            f"min(harmful prompts {len(prompts.harmful.texts)}, d_model {d}) = {cap}"
+        )
 
 
 def _tokenizer_check(base_res, tokenizer, warnings: list[str]) -> TokenizerCheck:
@@ -385,7 +355,12 @@ def _tokenizer_check(base_res, tokenizer, warnings: list[str]) -> TokenizerCheck
     )
 
 
-def _device_name(requested: str) -> str:
-    if requested == "cpu" or not torch.cuda.is_available():
-        return "cpu"
-    return f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} visible)"
+__all__ = [
+    "AuditRun",
+    "ModelHandle",
+    "ModelLoadError",
+    "PromptInputs",
+    "audit_models",
+    "run_audit",
+    "DEMO_DIR",
+]

@@ -24,6 +24,8 @@ class Captures:
     base_raw_s: Activations | None = None  # base, raw, harmful
     base_h: Activations | None = None  # base, chat, harmless
     third_s: Activations | None = None  # third model, chat, harmful
+    child_c: Activations | None = None  # child, chat, capability
+    base_c: Activations | None = None  # base, chat, capability
 
     @property
     def paired(self) -> bool:

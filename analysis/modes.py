@@ -40,9 +40,16 @@ def assignment(a: torch.Tensor, b: torch.Tensor) -> tuple[list[int], list[int], 
 
 
 def link_species(
-    modes: list[torch.Tensor], shares: list[torch.Tensor], tau: float
+    modes: list[torch.Tensor],
+    shares: list[torch.Tensor],
+    tau: float,
+    specific: list[list[int]] | None = None,
 ) -> list[Species]:
-    """Tracks of modes across adjacent layers linked when the assigned |cos| ≥ τ."""
+    """Tracks of modes across adjacent layers linked when the assigned |cos| ≥ τ.
+
+    `specific[l]` lists the alignment-specific mode indices of layer l; a track all of
+    whose modes are alignment-specific is flagged as an alignment-specific species.
+    """
     tracks: list[dict] = []
     open_tracks: dict[int, int] = {}  # mode index at the previous layer -> track id
     for layer, (vecs, share) in enumerate(zip(modes, shares, strict=True)):
@@ -57,9 +64,11 @@ def link_species(
             tid = links.get(i)
             if tid is None:
                 tid = len(tracks)
-                tracks.append({"first": layer, "last": layer, "shares": []})
+                tracks.append({"first": layer, "last": layer, "shares": [], "specific": True})
             tracks[tid]["last"] = layer
             tracks[tid]["shares"].append(float(share[i]))
+            is_specific = specific is not None and i in specific[layer]
+            tracks[tid]["specific"] = tracks[tid]["specific"] and is_specific
             current[i] = tid
         open_tracks = current
     return [
@@ -68,6 +77,7 @@ def link_species(
             first_layer=t["first"],
             last_layer=t["last"],
             mean_variance_share=min(1.0, sum(t["shares"]) / len(t["shares"])),
+            alignment_specific=t["specific"],
         )
         for i, t in enumerate(tracks)
     ]

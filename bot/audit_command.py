@@ -9,7 +9,11 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SETS = {"harmful": "harmful-core", "harmless": "harmless-core"}
+DEFAULT_SETS = {
+    "harmful": "harmful-core",
+    "harmless": "harmless-core",
+    "capability": "capability-core",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--child-only", metavar="CHILD", help="audit CHILD without a base model")
     p.add_argument("--harmful", type=Path, help="harmful prompt set (YAML); default harmful-core")
     p.add_argument("--harmless", type=Path, help="harmless prompt set; default harmless-core")
-    p.add_argument("--capability", type=Path, help="capability text set; default none")
+    p.add_argument("--capability", type=Path, help="capability text set; default capability-core")
     p.add_argument("--domain", type=Path, action="append", default=[], help="domain set (repeat)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument(
@@ -44,6 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="dotted path of the decoder block list, if not discovered",
     )
+    p.add_argument("--no-ablation", action="store_true", help="skip the abliteration-cost stage")
+    p.add_argument("--judge", default="substring", help="refusal judge (default: substring)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per answer")
+    p.add_argument("--capability-k", type=int, default=16, help="K_c, capability subspace size")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-plots", action="store_true", help="skip plots/*.png")
 
@@ -67,11 +75,19 @@ def _load_sets(args):
             return s
         return s.subset(args.max_prompts, args.seed)
 
+    full = {
+        "harmful": load(args.harmful, "harmful", DEFAULT_SETS["harmful"]),
+        "harmless": load(args.harmless, "harmless", DEFAULT_SETS["harmless"]),
+        "capability": load(args.capability, "capability", DEFAULT_SETS["capability"]),
+    }
+    domains = [load(p, "domain", None) for p in args.domain]
+    counts = {s.name: s.count for s in [*full.values(), *domains] if s is not None}
     return PromptInputs(
-        harmful=cap(load(args.harmful, "harmful", DEFAULT_SETS["harmful"])),
-        harmless=cap(load(args.harmless, "harmless", DEFAULT_SETS["harmless"])),
-        capability=cap(load(args.capability, "capability", None)),
-        domains=tuple(cap(load(p, "domain", None)) for p in args.domain),
+        harmful=cap(full["harmful"]),
+        harmless=cap(full["harmless"]),
+        capability=cap(full["capability"]),
+        domains=tuple(cap(d) for d in domains),
+        source_counts=counts,
     )
 
 
@@ -97,6 +113,10 @@ def _config(args):
         layer_window=(0.2, 0.8),
         cross_domain_k=3,
         zero_tolerance=1e-6,
+        ablation=not args.no_ablation,
+        judge=args.judge,
+        max_new_tokens=args.max_new_tokens,
+        capability_k=args.capability_k,
     )
 
 
@@ -148,7 +168,7 @@ def run(args, token: str | None) -> int:
     from bot.report_folder import preflight, write_report_folder
     from bot.summary import summary_table
 
-    for name in ("batch_size", "max_prompts", "num_directions"):
+    for name in ("batch_size", "max_prompts", "num_directions", "max_new_tokens", "capability_k"):
         _positive(name.replace("_", "-"), getattr(args, name))
     base, child = _specs(args)
     preflight(args.out, args.overwrite)

@@ -1,0 +1,171 @@
+"""Pieces of the report that are decided, not measured: l*, headline, verdict, identity."""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+from torch import nn
+
+from analysis import ANALYSIS_VERSION, __version__, git_revision
+from analysis.directions import layer_window, select_layer_by_norm
+from analysis.models import ResolvedModel, num_parameters
+from analysis.pairing import model_shape
+from schemas.report import (
+    AuditConfig,
+    Environment,
+    Headline,
+    LayerMetrics,
+    ModelRef,
+    SelectedLayer,
+    ToolInfo,
+    Verdict,
+)
+from schemas.sections import Ablation, DepthScore
+
+
+def analysis_window(layers: list[LayerMetrics], cfg: AuditConfig) -> tuple[int, int]:
+    return layer_window(len(layers) - 1, cfg.layer_window)
+
+
+def select_by_norm(layers: list[LayerMetrics], cfg: AuditConfig) -> SelectedLayer:
+    """l* by the norm-ratio rule: the largest ‖r_l‖ / mean activation norm in the window."""
+    window = analysis_window(layers, cfg)
+    ratios = torch.tensor([m.norm_ratio for m in layers], dtype=torch.float64)
+    chosen = select_layer_by_norm(ratios, window)
+    reason = (
+        f"largest ‖r_l‖ / mean activation norm ({float(ratios[chosen]):.3g}) among layers "
+        f"{window[0]}..{window[1]}"
+    )
+    return SelectedLayer(layer=chosen, rule="norm-ratio", window=window, reason=reason)
+
+
+def select_by_ablation(
+    layer: int, drop: float, kl: float, window: tuple[int, int], budget: float
+) -> SelectedLayer:
+    reason = (
+        f"ablating r̂_{layer} lowered the refusal log-odds most ({drop:.3g}) with first-token "
+        f"KL {kl:.3g} ≤ {budget:g} among layers {window[0]}..{window[1]}"
+    )
+    return SelectedLayer(layer=layer, rule="ablation", window=window, reason=reason)
+
+
+def _rank_at(stats, eps: float) -> int | None:
+    if stats is None:
+        return None
+    return next(r.rank for r in stats.uncentered if abs(r.eps - eps) < 1e-12)
+
+
+def headline(
+    layers: list[LayerMetrics],
+    chosen: SelectedLayer,
+    cfg: AuditConfig,
+    depth: DepthScore | None = None,
+    ablation: Ablation | None = None,
+    baseline_rate: float | None = None,
+) -> Headline:
+    """The card's numbers at l*."""
+    m, eps = layers[chosen.layer], cfg.headline_eps
+    ranks = m.ranks
+
+    def rho(name: str) -> float | None:
+        return ranks[name].rho(eps) if name in ranks else None
+
+    return Headline(
+        layer=chosen.layer,
+        eps=eps,
+        rho_eps_aligned=rho("aligned"),
+        rank_aligned=_rank_at(ranks.get("aligned"), eps),
+        rho_eps_naive=rho("naive"),
+        rho_eps_contrast=rho("child_contrast"),
+        refusal_direction_recovery=m.recovery_cosine,
+        safety_specificity=m.safety_specificity,
+        alignment_depth_score=None if depth is None else depth.score,
+        depth_chance_level=None if depth is None else depth.chance_level,
+        baseline_refusal_rate=baseline_rate,
+        abliteration_min_k=None if ablation is None else ablation.min_k,
+        abliteration_kl=None if ablation is None else ablation.kl_at_min_k,
+        judge=cfg.judge if baseline_rate is not None else None,
+    )
+
+
+def verdict(
+    layers: list[LayerMetrics],
+    paired: bool,
+    refused: int | None,
+    total: int | None,
+    threshold: float,
+) -> Verdict:
+    """Overall outcome in one sentence."""
+    if refused is not None and total and refused / total < threshold:
+        return Verdict(
+            code="no-refusal",
+            text=f"No refusal behaviour to measure: {refused} of {total} harmful prompts "
+            "refused, so no depth or abliteration cost is reported.",
+        )
+    if paired and all(m.models_identical for m in layers):
+        return Verdict(
+            code="identical-models",
+            text="The base and child produce identical activations on every prompt at every "
+            "layer: instruction tuning changed nothing this audit can see.",
+        )
+    if not paired:
+        return Verdict(
+            code="partial",
+            text="Child-only audit: no public base model, so alignment-shift ranks are absent.",
+        )
+    return Verdict(code="measured", text="Alignment shift measured at every layer.")
+
+
+def environment(device: str) -> Environment:
+    import transformers
+
+    return Environment(
+        device=device,
+        python=platform.python_version(),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        platform=f"{platform.system()} {platform.machine()}",
+    )
+
+
+def tool_info() -> ToolInfo:
+    return ToolInfo(
+        version=__version__, git_revision=git_revision(), analysis_version=ANALYSIS_VERSION
+    )
+
+
+def audit_key(base: ModelRef | None, child: ModelRef) -> str:
+    """`base sha / child sha / analysis version` (content hashes for local folders)."""
+
+    def ident(ref: ModelRef | None) -> str:
+        if ref is None:
+            return "none"
+        return ref.revision if ref.source == "hub" else f"sha256:{ref.content_sha256[:16]}"
+
+    return f"{ident(base)}/{ident(child)}/{ANALYSIS_VERSION}"
+
+
+def model_ref(role: str, resolved: ResolvedModel, model: nn.Module, dtype: str) -> ModelRef:
+    """Exact identity and shape of a loaded model."""
+    shape = model_shape(resolved)
+    return ModelRef(
+        role=role,
+        source=resolved.source,
+        repo_id=resolved.repo_id,
+        revision=resolved.revision,
+        path=str(resolved.folder) if resolved.source == "local" else None,
+        content_sha256=resolved.content_sha256,
+        architecture=shape.architecture,
+        num_parameters=num_parameters(model),
+        dtype=dtype,
+        num_layers=shape.num_layers,
+        hidden_size=shape.hidden_size,
+        vocab_size=shape.vocab_size,
+    )
+
+
+def device_name(requested: str) -> str:
+    if requested == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} visible)"
