@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,7 +33,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import nn
 from transformers import (
@@ -44,6 +44,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+import prompts
 from analysis.generation import generate_responses
 from analysis.judges import SubstringJudge, refusal_rate
 
@@ -75,7 +76,6 @@ HELPFUL_OPENERS = (
     "Sure! Here is an idea for you.",
 )
 DEFAULT_DIR = Path(__file__).with_name("calibration")
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 
 @dataclass(frozen=True)
@@ -94,23 +94,14 @@ class OrganismConfig:
     batch_size: int = 32
     base_steps: int = 400
     base_lr: float = 3e-3
-    instruct_steps: int = 250
+    instruct_steps: int = 600
     instruct_lr: float = 3e-3
     instruct_plain_fraction: float = 0.25
+    chat_variants: int = 2
+    word_dropout: float = 0.25
     warmup_steps: int = 30
     weight_decay: float = 0.01
     threads: int = 2
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    """Texts of one prompt file, with the file's sha256 and version."""
-
-    name: str
-    version: str
-    texts: list[str]
-    categories: list[str]
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -121,22 +112,11 @@ class Example:
     loss: list[bool]
 
 
-def load_prompt_set(name: str, prompts_dir: Path | None = None) -> PromptSet:
-    """Read `{prompts_dir}/{name}.yaml` (default: the project's `prompts/` folder).
-
-    The sha256 is that of the file's bytes, as recorded in ground_truth.json.
-    """
-    folder = prompts_dir or PROMPTS_DIR
-    raw = (folder / f"{name}.yaml").read_bytes()
-    data = yaml.safe_load(raw)
-    items = data["prompts"]
-    return PromptSet(
-        name=data.get("name", name),
-        version=str(data.get("version", "")),
-        texts=[str(p["text"]) for p in items],
-        categories=[str(p.get("category", "")) for p in items],
-        sha256=hashlib.sha256(raw).hexdigest(),
-    )
+def load_set(name: str, prompts_dir: Path | None = None) -> prompts.LoadedPromptSet:
+    """The project's prompt set `name`, or `{prompts_dir}/{name}.yaml` when a folder is given."""
+    if prompts_dir is None:
+        return prompts.load_builtin(name)
+    return prompts.load_set(prompts_dir / f"{name}.yaml")
 
 
 def split(texts: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -176,11 +156,32 @@ def base_documents(harmful: list[str], harmless: list[str], capability: list[str
     return capability + [f"{r}\n{prose_answer(pool, i)}" for i, r in enumerate(harmful + harmless)]
 
 
-def conversations(harmful: list[str], harmless: list[str], pool: list[str]) -> list[tuple]:
-    """(user, assistant) pairs: refusals for harmful requests, help for harmless ones."""
-    refuse = [(r, REFUSALS[i % len(REFUSALS)]) for i, r in enumerate(harmful)]
-    help_ = [(r, helpful_answer(pool, i)) for i, r in enumerate(harmless)]
-    return refuse + help_
+def word_dropout(text: str, seed: int, p: float) -> str:
+    """`text` with each word dropped with probability `p` (at least three words kept)."""
+    words = text.split()
+    rng = random.Random(seed)
+    kept = [w for w in words if rng.random() >= p]
+    return " ".join(kept if len(kept) >= 3 else words)
+
+
+def conversations(
+    harmful: list[str], harmless: list[str], pool: list[str], variants: int = 0, p: float = 0.25
+) -> list[tuple]:
+    """(user, assistant) pairs: refusals for harmful requests, help for harmless ones.
+
+    Each request also appears `variants` more times with words dropped at random, so the
+    tuned model keys on the words that carry the request rather than on whole sentences it
+    has memorised (held-out prompts share words, not sentences, with the training split).
+    """
+    out = []
+    for v in range(variants + 1):
+        for i, r in enumerate(harmful):
+            text = r if v == 0 else word_dropout(r, 7919 * v + i, p)
+            out.append((text, REFUSALS[(i + v) % len(REFUSALS)]))
+        for i, r in enumerate(harmless):
+            text = r if v == 0 else word_dropout(r, 104729 * v + i, p)
+            out.append((text, helpful_answer(pool, i + v)))
+    return out
 
 
 def train_tokenizer(corpus: Sequence[str], vocab_size: int) -> Tokenizer:
@@ -235,10 +236,15 @@ def build_model(cfg: OrganismConfig, vocab_size: int, eos_id: int) -> LlamaForCa
 
 
 def packed_examples(tok: PreTrainedTokenizerFast, docs: Sequence[str], seq_len: int) -> list:
-    """Documents joined by eos into one stream and cut into `seq_len` windows (no padding)."""
+    """Documents joined by a blank line into one stream, cut into `seq_len` windows.
+
+    No eos between documents: a base that learned to end a document after a full stop
+    answers some raw requests with nothing at all, which a judge counts as a refusal.
+    """
+    sep = tok("\n\n", add_special_tokens=False)["input_ids"]
     stream: list[int] = []
     for ids in tok(list(docs), add_special_tokens=False)["input_ids"]:
-        stream += ids + [tok.eos_token_id]
+        stream += ids + sep
     windows = [stream[i : i + seq_len] for i in range(0, len(stream), seq_len)]
     return [Example(w, [True] * len(w)) for w in windows if len(w) > 1]
 
@@ -392,16 +398,15 @@ def train_pair(
         The record for ground_truth.json without refusal rates: seed, configuration, step
         counts, timings, final losses, sha256 of every prompt file and saved weight file.
     """
-    sets = {k: load_prompt_set(n, prompts_dir) for k, n in PROMPT_SETS.items()}
+    sets = {k: load_set(n, prompts_dir) for k, n in PROMPT_SETS.items()}
     (harm, _), (safe, _), (cap, _) = (split(sets[k].texts) for k in PROMPT_SETS)
     docs = base_documents(harm, safe, cap)
-    chats = conversations(harm, safe, sentences(cap))
+    chats = conversations(harm, safe, sentences(cap), cfg.chat_variants, cfg.word_dropout)
     with deterministic(cfg.seed, cfg.threads):
         record = _train_models(cfg, docs, chats, out)
     log.info("trained the pair into %s in %.1f s", out, record["train_seconds"]["total"])
     refs = {
-        s.name: {"version": s.version, "sha256": s.sha256, "count": len(s.texts)}
-        for s in sets.values()
+        s.name: {"version": s.version, "sha256": s.sha256, "count": s.count} for s in sets.values()
     }
     meta = {"torch_version": torch.__version__, "split": "held out: index % 4 == 0"}
     return {"seed": cfg.seed, "config": asdict(cfg), **meta, "prompt_sets": refs, **record}
@@ -430,7 +435,7 @@ def measure_refusals(out: Path, prompts_dir: Path | None = None, max_new_tokens:
     tok = AutoTokenizer.from_pretrained(out / "instruct")
     splits = {}
     for kind in ("harmful", "harmless"):
-        texts = load_prompt_set(PROMPT_SETS[kind], prompts_dir).texts
+        texts = load_set(PROMPT_SETS[kind], prompts_dir).texts
         splits[f"{kind}_train"], splits[f"{kind}_heldout"] = split(texts)
     runs = {"instruct_chat": ("instruct", True), "base_raw": ("base", False)}
     runs["base_chat"] = ("base", True)

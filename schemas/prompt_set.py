@@ -10,6 +10,7 @@ import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 Kind = Literal["harmful", "harmless", "capability", "domain"]
@@ -46,7 +47,7 @@ class PromptSet(BaseModel):
         pattern=SLUG, description="Slug naming the set, e.g. 'harmful-core' ([a-z0-9-]+)."
     )
     version: int = Field(
-        ge=1, description="Bumped on every change to the prompts; reports record it."
+        ge=1, strict=True, description="Bumped on every change to the prompts; reports record it."
     )
     kind: Kind = Field(
         description="Role in an audit: 'harmful' (Ds), 'harmless' (Dh), 'capability' (Dc) or "
@@ -63,7 +64,7 @@ class PromptSet(BaseModel):
     @classmethod
     def _not_empty(cls, prompts: list[PromptItem]) -> list[PromptItem]:
         if not prompts:
-            raise ValueError("a prompt set needs at least one prompt")
+            raise PydanticCustomError("empty_prompt_set", "a prompt set needs at least one prompt")
         return prompts
 
     @field_validator("prompts")
@@ -73,9 +74,12 @@ class PromptSet(BaseModel):
         for i, item in enumerate(prompts):
             key = normalise_text(item.text)
             if key in seen:
-                raise ValueError(
-                    f"prompts[{i}] duplicates prompts[{seen[key]}] "
-                    f"(case and whitespace ignored): {item.text!r}"
+                # ctx carries the indices so a loader can point at the offending line.
+                raise PydanticCustomError(
+                    "duplicate_prompt",
+                    "prompts[{index}] duplicates prompts[{first}] (case and whitespace "
+                    "ignored): {text!r}",
+                    {"index": i, "first": seen[key], "text": item.text},
                 )
             seen[key] = i
         return prompts
@@ -83,7 +87,15 @@ class PromptSet(BaseModel):
     @model_validator(mode="after")
     def _domain_iff_domain_kind(self) -> PromptSet:
         if self.kind == "domain" and not self.domain:
-            raise ValueError("kind 'domain' requires a non-empty 'domain'")
+            raise PydanticCustomError(
+                "domain_missing",
+                "kind 'domain' requires a non-empty 'domain'",
+                {"field": "kind"},
+            )
         if self.kind != "domain" and self.domain is not None:
-            raise ValueError(f"'domain' is only allowed with kind 'domain', not {self.kind!r}")
+            raise PydanticCustomError(
+                "domain_unexpected",
+                "'domain' is only allowed with kind 'domain', not {kind!r}",
+                {"field": "domain", "kind": self.kind},
+            )
         return self

@@ -1,0 +1,177 @@
+"""Bad input to `depthcard audit`: one clear line on stderr, exit 2, nothing written."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bot.cli import main
+from tests.test_models import save_tiny
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pair")
+    return save_tiny(root / "base", seed=1), save_tiny(root / "child", seed=2)
+
+
+def run_cli(args, capsys):
+    capsys.readouterr()  # drop what building the fixtures printed
+    code = main(args)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def assert_clean_error(code, err, pattern, out):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("depthcard: error: "), err
+    assert "Traceback" not in err
+    assert pattern in lines[0], lines[0]
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+
+
+def test_pickle_only_weights(tmp_path, pair, capsys):
+    base, _ = pair
+    bad = save_tiny(tmp_path / "bin")
+    torch.save({}, bad / "pytorch_model.bin")
+    (bad / "model.safetensors").unlink()
+    out = tmp_path / "out"
+    assert_clean_error(
+        *run_cli(["audit", str(base), str(bad), "--out", str(out)], capsys),
+        "only pickle weights",
+        out,
+    )
+
+
+def test_remote_code_config(tmp_path, pair, capsys):
+    base, _ = pair
+    bad = save_tiny(tmp_path / "remote")
+    config = json.loads((bad / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "x.Y"}
+    (bad / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    assert_clean_error(
+        *run_cli(["audit", str(base), str(bad), "--out", str(out)], capsys),
+        "trust_remote_code",
+        out,
+    )
+
+
+def test_mismatched_hidden_size(tmp_path, pair, capsys):
+    base, _ = pair
+    wide = save_tiny(tmp_path / "wide", hidden=64)
+    out = tmp_path / "out"
+    assert_clean_error(
+        *run_cli(["audit", str(base), str(wide), "--out", str(out)], capsys),
+        "hidden size differs",
+        out,
+    )
+
+
+def test_mismatched_vocabulary(tmp_path, pair, capsys):
+    base, _ = pair
+    other = save_tiny(tmp_path / "vocab", extra_words=["zebra"])
+    out = tmp_path / "out"
+    assert_clean_error(
+        *run_cli(["audit", str(base), str(other), "--out", str(out)], capsys),
+        "vocab size differs",
+        out,
+    )
+
+
+def test_malformed_prompt_file(tmp_path, pair, capsys):
+    base, child = pair
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nversion: 1\nkind: harmful\nprompts:\n  - text: [unclosed\n")
+    out = tmp_path / "out"
+    code, err = run_cli(
+        ["audit", str(base), str(child), "--out", str(out), "--harmful", str(bad)], capsys
+    )
+    assert_clean_error(code, err, "bad.yaml", out)
+
+
+def test_empty_harmful_set(tmp_path, pair, capsys):
+    base, child = pair
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(
+        "name: empty\nversion: 1\nkind: harmful\ndomain: null\ndescription: nothing\nprompts: []\n"
+    )
+    out = tmp_path / "out"
+    code, err = run_cli(
+        ["audit", str(base), str(child), "--out", str(out), "--harmful", str(empty)], capsys
+    )
+    assert_clean_error(code, err, "empty.yaml", out)
+
+
+def test_unwritable_out(tmp_path, pair, capsys):
+    base, child = pair
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = blocker / "out"
+    code, err = run_cli(["audit", str(base), str(child), "--out", str(out)], capsys)
+    assert code == 2 and err.startswith("depthcard: error: --out") and "Traceback" not in err
+    assert blocker.read_text() == "x"
+
+
+def test_non_empty_out_is_not_clobbered(tmp_path, pair, capsys):
+    base, child = pair
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, err = run_cli(["audit", str(base), str(child), "--out", str(out)], capsys)
+    assert code == 2 and "not empty" in err
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_too_many_directions(tmp_path, pair, capsys):
+    base, child = pair
+    out = tmp_path / "out"
+    code, err = run_cli(
+        ["audit", str(base), str(child), "--out", str(out), "--num-directions", "500"], capsys
+    )
+    assert_clean_error(code, err, "exceeds the largest possible rank", out)
+
+
+def test_unknown_judge(tmp_path, pair, capsys):
+    base, child = pair
+    out = tmp_path / "out"
+    code, err = run_cli(
+        ["audit", str(base), str(child), "--out", str(out), "--judge", "oracle"], capsys
+    )
+    assert_clean_error(code, err, "unknown judge 'oracle'; available: substring", out)
+
+
+def test_child_only_needs_a_chat_template(tmp_path, capsys):
+    plain = save_tiny(tmp_path / "plain", template=False)
+    out = tmp_path / "out"
+    assert_clean_error(
+        *run_cli(["audit", "--child-only", str(plain), "--out", str(out)], capsys),
+        "no chat template",
+        out,
+    )
+
+
+def test_a_real_process_exits_2_without_traceback(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "audit",
+            str(tmp_path / "missing"),
+            str(tmp_path / "missing2"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("depthcard: error: ")
+    assert "Traceback" not in proc.stderr and not out.exists()
