@@ -1,0 +1,180 @@
+"""The bot's configuration: one YAML file, read once at the entry point.
+
+Every field is documented here, so `docs/bot.md`, the example config and `--help` say the
+same thing. Secrets (the Hub token, the webhook secret) are never part of this file: they
+come from the environment (`HF_TOKEN`, `DEPTHCARD_WEBHOOK_SECRET`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from schemas._base import Strict
+
+BOT_CONFIG_VERSION = "1"
+_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+
+
+class FlavourRule(Strict):
+    """A Hub Jobs hardware flavour for models up to a parameter count."""
+
+    max_parameters: int = Field(ge=1, description="Largest parameter count this flavour takes.")
+    flavor: str = Field(min_length=1, description="Hub Jobs flavour, e.g. `a10g-large`.")
+
+
+class JobsConfig(Strict):
+    """How the `hf-jobs` backend starts an audit on Hugging Face Jobs."""
+
+    namespace: str = Field(description="User or organisation the jobs run under (and bill).")
+    image: str = Field(
+        "pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime", description="Docker image of the job."
+    )
+    install: str = Field(
+        "depthcard", description="pip requirement installed in the job before the audit."
+    )
+    timeout: str = Field("2h", description="Job timeout (Hub syntax: 90m, 2h).")
+    poll_seconds: float = Field(30.0, gt=0, description="Seconds between inspect_job calls.")
+    flavours: list[FlavourRule] = Field(
+        default_factory=lambda: [
+            FlavourRule(max_parameters=4_000_000_000, flavor="a10g-large"),
+            FlavourRule(max_parameters=16_000_000_000, flavor="a100-large"),
+            FlavourRule(max_parameters=80_000_000_000, flavor="h100x8"),
+        ],
+        description="Flavour per parameter budget, smallest first; the first that fits wins.",
+    )
+
+
+class WebhookConfig(Strict):
+    """Where `depthcard serve` listens. The secret comes from DEPTHCARD_WEBHOOK_SECRET."""
+
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8787, ge=0, le=65535, description="TCP port (0 = any free port).")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger payloads get 413.")
+
+
+class BotConfig(Strict):
+    """Everything the watcher, the publisher and the webhook server need to know."""
+
+    schema_version: Literal["1"] = Field(BOT_CONFIG_VERSION, description="Config file version.")
+    organizations: list[str] = Field(
+        default_factory=list,
+        description="Organisations (or users) to watch; empty = every new model on the Hub.",
+    )
+    parameter_budget: int = Field(
+        16_000_000_000, ge=1, description="Children with more parameters are skipped."
+    )
+    licence_allow_list: list[str] = Field(
+        default_factory=list,
+        description="Licences (card `license`) the bot audits; empty = any licence.",
+    )
+    cap_per_org_per_day: int = Field(
+        3, ge=0, description="Most pull requests the bot opens per organisation per UTC day."
+    )
+    dry_run: bool = Field(
+        True, description="Log the pull request the bot would open instead of opening it."
+    )
+    backend: Literal["local", "hf-jobs"] = Field(
+        "local", description="Where audits run: a subprocess here, or Hugging Face Jobs."
+    )
+    audit_command: list[str] = Field(
+        default_factory=lambda: ["depthcard", "audit"],
+        min_length=1,
+        description="Command of the local backend; BASE CHILD --out DIR are appended.",
+    )
+    audit_args: list[str] = Field(
+        default_factory=list, description="Extra arguments for `depthcard audit`."
+    )
+    jobs: JobsConfig | None = Field(None, description="Settings of the hf-jobs backend.")
+    results_repo: str | None = Field(
+        None, description="Dataset repo holding reports/{org}/{model}/{child revision}/."
+    )
+    keep_state_in_results_repo: bool = Field(
+        False, description="Download the state file from results_repo and commit it back."
+    )
+    space_url: str = Field(
+        "https://huggingface.co/spaces/depthcard/depthcard",
+        description="The depthcard Space; cards link to its page for the report.",
+    )
+    opt_out: list[str] = Field(
+        default_factory=list,
+        description="Repos (org/name) or whole organisations that never get a pull request.",
+    )
+    hub_user: str | None = Field(
+        None, description="Account the bot posts as; only its PRs count as the bot's own."
+    )
+    state_path: Path = Field(Path("depthcard-state.sqlite"), description="SQLite state file.")
+    work_dir: Path = Field(Path("depthcard-work"), description="Report folders of local audits.")
+    poll_limit: int = Field(500, ge=1, description="Most new models read per poll.")
+    recheck_limit: int = Field(50, ge=0, description="Known children re-checked per run.")
+    max_parallel: int = Field(1, ge=1, description="Audits running at once.")
+    max_attempts: int = Field(3, ge=1, description="Attempts before an audit stays failed.")
+    retry_base_seconds: float = Field(60.0, ge=0, description="Backoff base between attempts.")
+    http_timeout_seconds: float = Field(30.0, gt=0, description="Timeout of each Hub request.")
+    hub_retries: int = Field(4, ge=0, description="Retries of a Hub read on 429/5xx/timeouts.")
+    lease_seconds: float = Field(3600.0, gt=0, description="How long a claimed audit is held.")
+    interval_seconds: float = Field(600.0, gt=0, description="Pause between `watch` rounds.")
+    webhook: WebhookConfig = Field(
+        default_factory=WebhookConfig, description="The webhook server."
+    )
+
+    @field_validator("organizations")
+    @classmethod
+    def _namespaces(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not _NAMESPACE.match(v)]
+        if bad:
+            raise ValueError(f"not organisation names: {bad}")
+        return value
+
+    @field_validator("opt_out")
+    @classmethod
+    def _opt_out(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not (_REPO.match(v) or _NAMESPACE.match(v))]
+        if bad:
+            raise ValueError(f"opt_out entries must be org or org/name: {bad}")
+        return value
+
+    @field_validator("results_repo")
+    @classmethod
+    def _results_repo(cls, value: str | None) -> str | None:
+        if value is not None and not _REPO.match(value):
+            raise ValueError(f"results_repo must be org/name, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> BotConfig:
+        if self.backend == "hf-jobs" and (self.jobs is None or self.results_repo is None):
+            raise ValueError("backend hf-jobs needs `jobs` and `results_repo`")
+        if self.keep_state_in_results_repo and self.results_repo is None:
+            raise ValueError("keep_state_in_results_repo needs results_repo")
+        return self
+
+    def opted_out(self, repo_id: str) -> bool:
+        """True when `repo_id` or its organisation is on the opt-out list."""
+        return repo_id in self.opt_out or repo_id.split("/", 1)[0] in self.opt_out
+
+
+def load_bot_config(path: Path | None) -> BotConfig:
+    """The config from a YAML file, or the defaults when `path` is None.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not YAML, or fails validation (pydantic's ValidationError).
+    """
+    import yaml
+
+    if path is None:
+        return BotConfig()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config fields")
+    return BotConfig.model_validate(data)

@@ -1,0 +1,151 @@
+"""Where the Space finds its reports: local folders or the results dataset repo on the Hub.
+
+The results dataset holds `reports/{org}/{model}/{child revision}/report.json` (DESIGN.md,
+Where results live). Every report is identified by the same three parts, derived from the
+report itself (`report_id`), so a card's link `?report={org}/{model}/{revision}` opens the
+same report whether it was read from the Hub or from a local folder. A file that does not
+validate is skipped with its reason recorded, never shown as if it were a report.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from schemas.report import AuditReport
+
+log = logging.getLogger(__name__)
+
+SPACE_DIR = Path(__file__).resolve().parent
+DEFAULT_REPORTS_DIR = SPACE_DIR / "reports"
+# `bash run.sh demo` and the README's demo write the calibration audit here.
+DEMO_AUDIT_DIR = SPACE_DIR.parent / "demo-audit"
+REPORT_FILE = "report.json"
+# Reports larger than this are refused before parsing, in folders and in uploads alike.
+MAX_REPORT_BYTES = 8 * 1024 * 1024
+SIZE_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("< 1B", 1e9),
+    ("1–3B", 3e9),
+    ("3–10B", 10e9),
+    ("10–30B", 30e9),
+    ("≥ 30B", float("inf")),
+)
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    """One loaded report and where it came from."""
+
+    id: str
+    report: AuditReport
+    source: Path
+
+    @property
+    def org(self) -> str:
+        """Organisation of the child model ('local' for a local folder)."""
+        return self.id.split("/", 1)[0]
+
+    @property
+    def size(self) -> str:
+        """Parameter-count bucket of the child model, e.g. '< 1B'."""
+        return size_bucket(self.report.models.child.num_parameters)
+
+
+@dataclass
+class ReportStore:
+    """Reports by id, in the order they were found, plus the files that were skipped."""
+
+    entries: dict[str, ReportEntry] = field(default_factory=dict)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def add(self, entry: ReportEntry) -> None:
+        """Add a report; a later report with the same id replaces the earlier one."""
+        self.entries[entry.id] = entry
+
+    def get(self, report_id: str) -> ReportEntry | None:
+        """The entry with this id, or None."""
+        return self.entries.get(report_id)
+
+    def ids(self) -> list[str]:
+        """Every id, in the order found."""
+        return list(self.entries)
+
+
+def report_id(report: AuditReport) -> str:
+    """`{org}/{model}/{child revision}`; local models are `local/{folder}/{hash[:12]}`."""
+    child = report.models.child
+    if child.source == "hub":
+        return f"{child.repo_id}/{child.revision}"
+    return f"local/{Path(child.path).name}/{child.content_sha256[:12]}"
+
+
+def size_bucket(num_parameters: int) -> str:
+    """The leaderboard's size label for a parameter count."""
+    return next(label for label, upper in SIZE_BUCKETS if num_parameters < upper)
+
+
+def read_report(path: Path) -> AuditReport:
+    """Read and validate one report.json.
+
+    Raises:
+        ValueError: the file is larger than MAX_REPORT_BYTES.
+        pydantic.ValidationError: the file is not a valid report.
+        OSError: the file cannot be read.
+    """
+    size = path.stat().st_size
+    if size > MAX_REPORT_BYTES:
+        raise ValueError(f"{size} bytes, over the {MAX_REPORT_BYTES} byte limit")
+    return AuditReport.model_validate_json(path.read_bytes())
+
+
+def load_folder(root: Path, store: ReportStore | None = None) -> ReportStore:
+    """Add every `report.json` under `root` (at any depth) to `store`, sorted by path."""
+    store = ReportStore() if store is None else store
+    if not root.is_dir():
+        return store
+    for path in sorted(root.rglob(REPORT_FILE)):
+        try:
+            report = read_report(path)
+        except (ValidationError, ValueError, OSError) as exc:
+            reason = str(exc).splitlines()[0]
+            log.warning("skipping %s: %s", path, reason)
+            store.skipped.append((path, reason))
+            continue
+        store.add(ReportEntry(id=report_id(report), report=report, source=path))
+    return store
+
+
+def default_folders() -> list[Path]:
+    """`space/reports/`, plus the demo audit folder when `run.sh demo` has written one."""
+    return [DEFAULT_REPORTS_DIR, DEMO_AUDIT_DIR]
+
+
+def download_reports(hub_repo: str, token: str | None = None) -> Path:
+    """Fetch only the report.json files of the results dataset repo; returns its local copy."""
+    from huggingface_hub import snapshot_download
+
+    folder = snapshot_download(
+        repo_id=hub_repo,
+        repo_type="dataset",
+        allow_patterns=[f"reports/**/{REPORT_FILE}"],
+        token=token,
+    )
+    return Path(folder) / "reports"
+
+
+def load_store(reports_dir: Path | None = None, hub_repo: str | None = None) -> ReportStore:
+    """The Space's reports: the Hub dataset if given, else `reports_dir`, else the defaults."""
+    store = ReportStore()
+    if hub_repo:
+        folders = [download_reports(hub_repo)]
+    elif reports_dir is not None:
+        folders = [Path(reports_dir)]
+    else:
+        folders = default_folders()
+    for folder in folders:
+        load_folder(folder, store)
+    log.info("loaded %d report(s), skipped %d", len(store.entries), len(store.skipped))
+    return store

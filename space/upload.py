@@ -1,0 +1,142 @@
+"""Check an uploaded report.json against the schema, locating every problem by field path.
+
+Whatever the upload holds, the outcome is an `UploadCheck` with a plain message: too large
+(refused before a byte is parsed), not UTF-8, not JSON, not an object, a schema version
+this Space does not read, or a list of field errors such as
+`layers[3].ranks.aligned.uncentered[0].rho: Input should be a finite number`. Nothing here
+raises on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from schemas.report import SCHEMA_VERSION, AuditReport
+from space.store import MAX_REPORT_BYTES
+
+MAX_ERRORS_SHOWN = 200
+MAX_VALUE_CHARS = 80
+
+NO_FILE = "No file uploaded: choose a report.json."
+TOO_LARGE = (
+    "The file is {size:,} bytes, over this Space's {limit:,} byte limit for a report; "
+    "it was not read. A report of a 100-layer model is well under 1 MB."
+)
+EMPTY = "The file is empty: a report.json holds one JSON object."
+NOT_UTF8 = "The file is not UTF-8 text (byte {pos} cannot be decoded): is it a report.json?"
+NOT_JSON = "The file is not valid JSON: {msg} at line {line}, column {col}."
+TOO_DEEP = "The file is not a report: its JSON is nested too deeply to read."
+NOT_OBJECT = "The file is JSON but not a report: the top level is {kind}, not an object."
+BAD_VERSION = (
+    "schema_version {found} is not supported: this Space reads reports of schema "
+    f"{SCHEMA_VERSION}. The field errors below are against schema {SCHEMA_VERSION}."
+)
+INVALID = "The report does not conform to schema {version}: {n} error(s), located below."
+VALID = "Valid report (schema {version}): {child}, verdict {verdict}."
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One schema violation: where it is, what is wrong, and the offending value."""
+
+    path: str
+    problem: str
+    value: str
+
+
+@dataclass(frozen=True)
+class UploadCheck:
+    """Outcome of checking an upload: the report when valid, else the located errors."""
+
+    ok: bool
+    message: str
+    errors: list[FieldError] = field(default_factory=list)
+    report: AuditReport | None = None
+    total_errors: int = 0
+
+
+def field_path(loc: tuple) -> str:
+    """A pydantic error location as a path: ('layers', 3, 'rho') → 'layers[3].rho'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _short(value) -> str:
+    try:
+        text = json.dumps(value, allow_nan=True, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+
+
+def located_errors(exc: ValidationError) -> list[FieldError]:
+    """Every error of a pydantic ValidationError, located by field path."""
+    return [
+        FieldError(path=field_path(e["loc"]), problem=e["msg"], value=_short(e.get("input")))
+        for e in exc.errors(include_url=False)
+    ]
+
+
+def _decode(data: bytes) -> tuple[object | None, str | None]:
+    """(parsed JSON, None) or (None, message)."""
+    if not data.strip():
+        return None, EMPTY
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return None, NOT_UTF8.format(pos=exc.start)
+    try:
+        # NaN and Infinity are parsed here and rejected, located, by the schema.
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, NOT_JSON.format(msg=exc.msg, line=exc.lineno, col=exc.colno)
+    except RecursionError:
+        return None, TOO_DEEP
+
+
+def check_bytes(data: bytes) -> UploadCheck:
+    """Check the bytes of an upload (already known to be within the size limit)."""
+    parsed, problem = _decode(data)
+    if problem is not None:
+        return UploadCheck(ok=False, message=problem)
+    if not isinstance(parsed, dict):
+        return UploadCheck(ok=False, message=NOT_OBJECT.format(kind=type(parsed).__name__))
+    try:
+        report = AuditReport.model_validate(parsed)
+    except ValidationError as exc:
+        errors = located_errors(exc)
+        message = INVALID.format(version=SCHEMA_VERSION, n=len(errors))
+        version = parsed.get("schema_version")
+        if version != SCHEMA_VERSION:
+            message = BAD_VERSION.format(found=_short(version)) + " " + message
+        return UploadCheck(
+            ok=False, message=message, errors=errors[:MAX_ERRORS_SHOWN], total_errors=len(errors)
+        )
+    child = report.models.child
+    name = child.repo_id if child.source == "hub" else child.path
+    message = VALID.format(version=report.schema_version, child=name, verdict=report.verdict.code)
+    return UploadCheck(ok=True, message=message, report=report)
+
+
+def check_upload(path: str | Path | None, max_bytes: int = MAX_REPORT_BYTES) -> UploadCheck:
+    """Check an uploaded file: its size first (from the file system), then its content."""
+    if path is None or str(path) == "":
+        return UploadCheck(ok=False, message=NO_FILE)
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            return UploadCheck(ok=False, message=TOO_LARGE.format(size=size, limit=max_bytes))
+        data = path.read_bytes()
+    except OSError as exc:
+        return UploadCheck(ok=False, message=f"The upload could not be read ({exc.strerror}).")
+    return check_bytes(data)
