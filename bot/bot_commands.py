@@ -1,0 +1,204 @@
+"""The bot's subcommands: `watch`, `serve`, `status`, `publish`, `retry`.
+
+Configuration and secrets are read here, once, and handed down; nothing below reads the
+environment. Output for people is printed here; the library modules only log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_parsers(sub) -> None:
+    """Register the bot's subcommands on the `depthcard` parser."""
+    watch = sub.add_parser("watch", help="find new pairs on the Hub, audit them, open PRs")
+    _config_arg(watch)
+    watch.add_argument("--once", action="store_true", help="run one round and exit")
+    watch.add_argument("--repo", action="append", default=[], help="also examine this child repo")
+    watch.add_argument("--publish", action="store_true", help="open PRs (override dry_run)")
+    watch.set_defaults(handler=run_watch)
+
+    serve = sub.add_parser("serve", help="receive Hub webhooks (secret: DEPTHCARD_WEBHOOK_SECRET)")
+    _config_arg(serve)
+    serve.set_defaults(handler=run_serve)
+
+    status = sub.add_parser("status", help="table of audits by state, with reasons")
+    _config_arg(status)
+    status.set_defaults(handler=run_status)
+
+    publish = sub.add_parser("publish", help="open (or update) the PR for a report you ran")
+    publish.add_argument("report_dir", type=Path, help="report folder of `depthcard audit`")
+    publish.add_argument("--repo", required=True, help="the child model repo (org/name)")
+    publish.add_argument("--dry-run", action="store_true", help="show the PR, open nothing")
+    _config_arg(publish)
+    publish.set_defaults(handler=run_publish)
+
+    retry = sub.add_parser("retry", help="queue a failed or skipped audit again")
+    retry.add_argument("key", help="audit key: base sha/child sha/analysis version")
+    _config_arg(retry)
+    retry.set_defaults(handler=run_retry)
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None, help="bot config YAML (default: built-in)")
+
+
+def _config(args):
+    from schemas.bot_config import load_bot_config
+
+    return load_bot_config(args.config)
+
+
+def _hub(cfg, token: str | None):
+    from bot.hub import Hub
+
+    return Hub(
+        token,
+        endpoint=os.environ.get("HF_ENDPOINT"),
+        retries=cfg.hub_retries,
+        timeout=cfg.http_timeout_seconds,
+        cache_dir=Path(cfg.work_dir) / "hub-cache",
+    )
+
+
+def run_watch(args, token: str | None) -> int:
+    """`depthcard watch`: rounds of discover → audit → publish."""
+    from analysis import ANALYSIS_VERSION
+    from bot import state_sync
+    from bot.dispatch import make_backend
+    from bot.state import StateStore
+    from bot.watch import Round, watch
+
+    cfg = _config(args)
+    if args.publish:
+        cfg = cfg.model_copy(update={"dry_run": False})
+    if not cfg.dry_run and not token:
+        raise ValueError("dry_run is off but HF_TOKEN is not set: the bot cannot open PRs")
+    hub = _hub(cfg, token)
+    synced = cfg.keep_state_in_results_repo
+    if synced and not args.once:
+        raise ValueError("keep_state_in_results_repo needs --once (one round per pull/push)")
+    parent = state_sync.pull(hub, cfg.results_repo, cfg.state_path) if synced else None
+    store = StateStore(cfg.state_path)
+    for repo in args.repo:
+        store.push_inbox(repo, "command line")
+    r = Round(hub, store, cfg, make_backend(cfg, hub, token), ANALYSIS_VERSION)
+    counts = watch(r, once=args.once)
+    store.close()
+    if synced:
+        state_sync.push(hub, cfg.results_repo, cfg.state_path, parent)
+    print(format_counts(counts, dry_run=cfg.dry_run))
+    return 0
+
+
+def format_counts(counts: dict[str, int], *, dry_run: bool) -> str:
+    """One line: audits per state after the round."""
+    from bot.state import STATES
+
+    parts = [f"{s} {counts[s]}" for s in STATES if counts.get(s)]
+    mode = " (dry run: no PRs opened)" if dry_run else ""
+    return "audits: " + (", ".join(parts) or "none") + mode
+
+
+def run_serve(args, token: str | None) -> int:
+    """`depthcard serve`: the webhook server, until interrupted."""
+    from bot.webhook import SECRET_ENV, make_server
+
+    cfg = _config(args)
+    server = make_server(cfg, os.environ.get(SECRET_ENV, ""), cfg.state_path)
+    host, port = server.server_address[:2]
+    print(f"depthcard: webhook server on http://{host}:{port}/ (state {cfg.state_path})")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def status_table(rows) -> str:
+    """The `depthcard status` table: counts per state, then one line per audit."""
+    from bot.state import STATES
+
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    lines = ["state        audits"]
+    lines += [f"{s:<12} {counts[s]:>6}" for s in STATES if counts.get(s)]
+    if not rows:
+        return "no audits recorded yet"
+    lines += ["", f"{'state':<10} {'child':<34} {'revision':<9} {'tries':>5} {'PR':>4}  reason"]
+    for r in rows:
+        why = r.error or r.reason or ""
+        pr = f"#{r.pr_num}" if r.pr_num else "-"
+        lines.append(
+            f"{r.state:<10} {r.child_repo[:34]:<34} {r.child_sha[:7]:<9} {r.attempts:>5} "
+            f"{pr:>4}  {' '.join(why.split())[:120]}"
+        )
+    return "\n".join(lines)
+
+
+def run_status(args, token: str | None) -> int:
+    """`depthcard status`."""
+    from bot.state import StateStore
+
+    cfg = _config(args)
+    if not Path(cfg.state_path).exists():
+        raise ValueError(f"no state file at {cfg.state_path} (run `depthcard watch` first)")
+    store = StateStore(cfg.state_path)
+    print(status_table(store.rows()))
+    return 0
+
+
+def run_retry(args, token: str | None) -> int:
+    """`depthcard retry KEY`."""
+    from bot.state import StateStore
+
+    cfg = _config(args)
+    store = StateStore(cfg.state_path)
+    row = store.get(args.key)
+    if row is None:
+        raise ValueError(f"no audit with key {args.key!r} (see `depthcard status`)")
+    if not store.retry(args.key):
+        raise ValueError(f"audit {args.key} is {row.state}; only failed or skipped audits retry")
+    print(f"queued {args.key} again")
+    return 0
+
+
+def run_publish(args, token: str | None) -> int:
+    """`depthcard publish REPORT_DIR --repo CHILD`: the maintainer's path to the PR."""
+    from bot.publish import Target, load_report, publish_report, render_body, render_title
+
+    cfg = _config(args)
+    report = load_report(args.report_dir)
+    if not args.dry_run and not token:
+        raise ValueError("set HF_TOKEN to open a pull request (or pass --dry-run)")
+    hub = _hub(cfg, token)
+    target = Target(args.repo, cfg.space_url, None, args.dry_run)
+    result = publish_report(
+        hub, report, target, record=lambda a, p, d: log.info("hub write %s %s: %s", p, a, d)
+    )
+    if args.dry_run:
+        _show_dry_run(hub, report, cfg, render_title(report), render_body)
+    print(f"depthcard: {result.action}" + (f" PR #{result.pr_num}" if result.pr_num else "")
+          + (f": {result.detail}" if result.detail else ""))  # fmt: skip
+    return 0 if result.action in ("opened", "updated", "unchanged", "dry-run") else 1
+
+
+def _show_dry_run(hub, report, cfg, title: str, render_body) -> None:
+    from bot.card import splice_section
+    from bot.publish import render_section, report_url
+
+    child = report.models.child
+    before = hub.read_text(child.repo_id, "README.md", child.revision) or ""
+    after = splice_section(before, render_section(report, cfg.space_url))
+    print(f"title: {title}\n")
+    print(render_body(report, report_url(cfg.space_url, child.repo_id, child.revision)))
+    diff = difflib.unified_diff(before.splitlines(True), after.splitlines(True),
+                                "README.md", "README.md (PR)")  # fmt: skip
+    print("".join(diff))

@@ -1,0 +1,217 @@
+"""Where an audit runs: behind one small interface, a local subprocess or a Hugging Face Job.
+
+A backend `start`s an audit and returns a handle (stored in the state before anything else
+happens), then `poll`s it until it yields an `Outcome`. Both are safe to call again after a
+crash: the local backend finds a finished report folder instead of re-running, and the Jobs
+backend finds its job by the audit-key label instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from schemas.bot_config import BotConfig, JobsConfig
+from schemas.report import AuditReport
+
+log = logging.getLogger(__name__)
+KEY_LABEL = "depthcard-key"
+TERMINAL_FAILURES = ("ERROR", "CANCELED", "DELETED")
+_ERROR_TAIL = 800
+
+
+@dataclass(frozen=True)
+class AuditJob:
+    """One audit to run, all revisions pinned."""
+
+    key: str
+    base_repo: str
+    base_sha: str
+    child_repo: str
+    child_sha: str
+    parameters: int | None
+
+    def spec(self, role: str) -> str:
+        """`org/name@sha` of the base or child, as `depthcard audit` takes it."""
+        return (
+            f"{self.base_repo}@{self.base_sha}"
+            if role == "base"
+            else f"{self.child_repo}@{self.child_sha}"
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an audit ended: a validated report folder, or an error."""
+
+    report_dir: Path | None
+    error: str | None = None
+
+
+class Backend(Protocol):
+    """The dispatch interface."""
+
+    def start(self, job: AuditJob) -> str:
+        """Start the audit (or find it already started); returns its handle."""
+
+    def poll(self, job: AuditJob, handle: str) -> Outcome | None:
+        """The outcome, or None while it still runs."""
+
+
+def report_path(child_repo: str, child_sha: str) -> str:
+    """`reports/{org}/{model}/{child revision}` — the results layout of DESIGN.md."""
+    return f"reports/{child_repo}/{child_sha}"
+
+
+def check_report(folder: Path, key: str) -> Outcome:
+    """Validate `folder/report.json` against the schema and the expected audit key."""
+    path = folder / "report.json"
+    try:
+        report = AuditReport.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Outcome(None, f"no report.json in {folder}")
+    except (ValidationError, ValueError, UnicodeDecodeError) as exc:
+        return Outcome(None, f"report fails validation: {str(exc)[:_ERROR_TAIL]}")
+    if report.audit_key != key:
+        return Outcome(None, f"report is for {report.audit_key}, expected {key}")
+    return Outcome(folder)
+
+
+class LocalBackend:
+    """Runs `depthcard audit BASE@sha CHILD@sha --out DIR` in a subprocess, to completion."""
+
+    def __init__(self, cfg: BotConfig, env: dict[str, str] | None = None):
+        self.command = list(cfg.audit_command)
+        self.args = list(cfg.audit_args)
+        self.work_dir = Path(cfg.work_dir)
+        self.env = env
+
+    def folder(self, job: AuditJob) -> Path:
+        """Where this audit's report folder goes."""
+        return self.work_dir / report_path(job.child_repo, job.child_sha)
+
+    def start(self, job: AuditJob) -> str:
+        """Run the audit now unless a valid report for this key is already there."""
+        out = self.folder(job)
+        if check_report(out, job.key).report_dir is not None:
+            return str(out)  # finished before a crash: do not run it twice
+        cmd = [*self._command(), job.spec("base"), job.spec("child"), "--out", str(out),
+               "--overwrite", *self.args]  # fmt: skip
+        log.info("local audit: %s", shlex.join(cmd))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=self.env, check=False)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout or "").strip()[-_ERROR_TAIL:]
+            (out.parent / f"{job.child_sha}.error.txt").write_text(tail, encoding="utf-8")
+            log.warning("local audit %s failed (exit %d): %s", job.key, done.returncode, tail)
+        return str(out)
+
+    def _command(self) -> list[str]:
+        # `depthcard` from the same environment as the bot, even when PATH lacks the venv.
+        if self.command[:1] == ["depthcard"]:
+            return [sys.executable, "-m", "bot.cli", *self.command[1:]]
+        return self.command
+
+    def poll(self, job: AuditJob, handle: str) -> Outcome | None:
+        """A local audit is finished when `start` returns: read its folder."""
+        out = Path(handle)
+        outcome = check_report(out, job.key)
+        if outcome.report_dir is None:
+            err = out.parent / f"{job.child_sha}.error.txt"
+            if err.is_file():
+                return Outcome(None, f"audit failed: {err.read_text(encoding='utf-8')}")
+        return outcome
+
+
+def pick_flavour(jobs: JobsConfig, parameters: int | None) -> str:
+    """The first flavour whose budget holds the model (the largest when the size is unknown)."""
+    rules = sorted(jobs.flavours, key=lambda r: r.max_parameters)
+    if parameters is None:
+        return rules[-1].flavor
+    for rule in rules:
+        if parameters <= rule.max_parameters:
+            return rule.flavor
+    raise ValueError(f"{parameters:,} parameters exceed every configured flavour")
+
+
+def key_label(key: str) -> str:
+    """The audit key as a job label value (labels cannot hold `/`)."""
+    return key.replace("/", ".")
+
+
+class JobsBackend:
+    """Runs the audit on Hugging Face Jobs; the job uploads its folder to the results repo."""
+
+    def __init__(self, cfg: BotConfig, api, token: str | None, download):
+        if cfg.jobs is None or cfg.results_repo is None:
+            raise ValueError("backend hf-jobs needs `jobs` and `results_repo` in the config")
+        self.jobs, self.results_repo = cfg.jobs, cfg.results_repo
+        self.args = list(cfg.audit_args)
+        self.api, self.token = api, token
+        self.download = download  # (repo, path_in_repo, local_dir) -> Path
+        self.work_dir = Path(cfg.work_dir)
+
+    def command(self, job: AuditJob) -> list[str]:
+        """The job's shell command: install, audit, upload the folder to the results repo."""
+        dest = report_path(job.child_repo, job.child_sha)
+        audit = shlex.join(["depthcard", "audit", job.spec("base"), job.spec("child"),
+                            "--out", "/tmp/report", *self.args])  # fmt: skip
+        upload = shlex.join(["hf", "upload", self.results_repo, "/tmp/report", dest,
+                             "--repo-type", "dataset"])  # fmt: skip
+        install = shlex.join(["pip", "install", "--quiet", self.jobs.install])
+        return ["bash", "-c", f"set -euo pipefail; {install}; {audit}; {upload}"]
+
+    def start(self, job: AuditJob) -> str:
+        """The id of this key's job: an existing one if the label finds it, else a new one."""
+        label = {KEY_LABEL: key_label(job.key)}
+        for info in self.api.list_jobs(labels=label, namespace=self.jobs.namespace):
+            if info.status.stage not in TERMINAL_FAILURES:
+                log.info("job %s already runs audit %s", info.id, job.key)
+                return info.id
+        info = self.api.run_job(
+            image=self.jobs.image,
+            command=self.command(job),
+            secrets={"HF_TOKEN": self.token} if self.token else None,
+            flavor=pick_flavour(self.jobs, job.parameters),
+            timeout=self.jobs.timeout,
+            labels=label,
+            namespace=self.jobs.namespace,
+        )
+        log.info("started job %s for %s", info.id, job.key)
+        return info.id
+
+    def poll(self, job: AuditJob, handle: str) -> Outcome | None:
+        """None while the job runs; the downloaded, validated report once it completed."""
+        info = self.api.inspect_job(job_id=handle, namespace=self.jobs.namespace)
+        stage = str(getattr(info.status.stage, "value", info.status.stage))
+        if stage in TERMINAL_FAILURES:
+            return Outcome(None, f"job {handle} ended {stage}: {info.status.message or ''}")
+        if stage != "COMPLETED":
+            return None
+        local = self.work_dir / report_path(job.child_repo, job.child_sha)
+        src = report_path(job.child_repo, job.child_sha) + "/report.json"
+        self.download(self.results_repo, src, local)
+        return check_report(local, job.key)
+
+
+def make_backend(cfg: BotConfig, hub, token: str | None) -> Backend:
+    """The configured backend."""
+    if cfg.backend == "local":
+        return LocalBackend(cfg)
+
+    def download(repo: str, path_in_repo: str, local: Path) -> Path:
+        text = hub.read_text(repo, path_in_repo, "main", repo_type="dataset")
+        if text is None:
+            raise FileNotFoundError(f"{repo}: {path_in_repo} is missing")
+        local.mkdir(parents=True, exist_ok=True)
+        (local / "report.json").write_text(text, encoding="utf-8")
+        return local
+
+    return JobsBackend(cfg, hub.api, token, download)

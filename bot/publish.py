@@ -1,0 +1,274 @@
+"""Put a validated report on the child's model card: one pull request per repo, kept current.
+
+Text (PR title and body) lives in module constants rendered by pure functions. The Hub side
+is `publish_report`: it refuses repos that opted out or closed the bot's PR, updates the
+bot's own open PR when there is one (a no-op when it already carries this audit), and
+otherwise opens a PR based on the audited revision with `parent_commit`, so a card that
+moved on in the meantime makes the commit fail instead of overwriting the owner's edit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from huggingface_hub.errors import HfHubHTTPError
+
+from bot.audit_command import reproduce_command
+from bot.card import CardParseError, parse_card_section, render_card_section, splice_section
+from bot.hub import Hub
+from bot.pairs import OPT_OUT_KEY, opted_out_in_card
+from bot.state import maybe_die
+from schemas.report import AuditReport
+
+log = logging.getLogger(__name__)
+
+PR_TITLE = "depthcard: safety-alignment depth audit of {child} ({rev})"
+TITLE_PREFIX = "depthcard: "
+PR_BODY = """\
+This pull request adds a **depthcard** section to the model card: an audit of how deep the \
+safety alignment of `{child}` goes, measured against its base model `{base}`.
+
+**What was measured.** depthcard read the residual stream of both models on the same harmful \
+and harmless prompts with the same chat template, and measured how many directions the \
+alignment shift fills (ρ_ε), whether the top direction is the refusal direction, and how \
+entangled the safety directions are with capability directions.
+
+**Numbers** (at layer l* = {layer}):
+
+{numbers}
+
+**Revisions.** base `{base}` at `{base_rev}`, child `{child}` at `{child_rev}`; analysis \
+version `{analysis_version}`.
+
+**Reproduce.**
+
+```sh
+{reproduce}
+```
+
+**Full report:** {report_url}
+
+**Limits.** These numbers describe internal activations of the exact revisions above on the \
+listed prompt sets. They are not a safety evaluation: a small ρ says the alignment is \
+concentrated in few directions (what directional ablation exploits), not that any attack \
+works, and a large ρ does not show the model is safe.
+
+**Only the marked section changes.** Everything in README.md outside the \
+`<!-- depthcard:start ... -->` and `<!-- depthcard:end -->` markers is byte-for-byte unchanged. \
+When a new revision of the model is audited, this same pull request is updated.
+
+**Don't want these?** Close this pull request without merging and the bot will never open \
+another one on this repo. You can also add `{opt_out_key}: opt-out` to the card's YAML \
+metadata.
+"""
+NUMBER_LINE = "- {label}: {value}"
+NUMBERS: tuple[tuple[str, str], ...] = (
+    ("rho_eps_aligned", "ρ_ε aligned (ε = {eps})"),
+    ("rho_eps_naive", "ρ_ε naive (ε = {eps})"),
+    ("refusal_direction_recovery", "refusal-direction recovery"),
+    ("safety_specificity", "safety specificity"),
+    ("alignment_depth_score", "alignment depth score (0 = chance)"),
+    ("baseline_refusal_rate", "baseline refusal rate"),
+    ("abliteration_min_k", "abliteration min k"),
+    ("abliteration_kl", "KL at min k (nats)"),
+)
+
+Action = Literal["opened", "updated", "unchanged", "dry-run", "blocked", "capped", "conflict"]
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What publishing did."""
+
+    action: Action
+    pr_num: int | None = None
+    detail: str = ""
+
+
+def report_url(space_url: str, child_repo: str, child_sha: str) -> str:
+    """The Space page of a report: `{space_url}?report={org}/{model}/{revision}`."""
+    return f"{space_url}?report={child_repo}/{child_sha}"
+
+
+def render_title(report: AuditReport) -> str:
+    """The PR title (the commit summary)."""
+    child = report.models.child
+    return PR_TITLE.format(child=child.repo_id, rev=(child.revision or "")[:7])
+
+
+def _number(report: AuditReport, field: str) -> str | None:
+    value = getattr(report.headline, field)
+    if value is None:
+        return None
+    if field == "baseline_refusal_rate":
+        return f"{100 * value:.1f} %"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def render_body(report: AuditReport, url: str) -> str:
+    """The PR description: measured what, numbers, revisions, reproduce, limits, opt-out."""
+    m = report.models
+    numbers = [
+        NUMBER_LINE.format(label=label.format(eps=f"{report.headline.eps:g}"), value=value)
+        for field, label in NUMBERS
+        if (value := _number(report, field)) is not None
+    ]
+    return PR_BODY.format(
+        child=m.child.repo_id,
+        base=m.base.repo_id if m.base else "(none)",
+        layer=report.headline.layer,
+        numbers="\n".join(numbers) or "- (no headline numbers)",
+        base_rev=m.base.revision if m.base else "-",
+        child_rev=m.child.revision,
+        analysis_version=report.tool.analysis_version,
+        reproduce=reproduce_command(report),
+        report_url=url,
+        opt_out_key=OPT_OUT_KEY,
+    )
+
+
+def render_section(report: AuditReport, space_url: str) -> str:
+    """The card section of a hub report, linking to its Space page."""
+    child = report.models.child
+    url = report_url(space_url, child.repo_id, child.revision)
+    return render_card_section(report, report_url=url, reproduce_command=reproduce_command(report))
+
+
+def load_report(folder: Path) -> AuditReport:
+    """The validated report of a report folder; ValueError with the reason otherwise."""
+    path = Path(folder) / "report.json"
+    if not path.is_file():
+        raise ValueError(f"{folder}: no report.json (is this a depthcard report folder?)")
+    report = AuditReport.model_validate_json(path.read_text(encoding="utf-8"))
+    if report.models.child.source != "hub":
+        raise ValueError(
+            f"{folder}: the child was audited from a local folder; publish needs an audit of "
+            "the Hub repo at a pinned revision (depthcard audit BASE CHILD@sha)"
+        )
+    return report
+
+
+def _is_bot_pr(pr, hub_user: str | None) -> bool:
+    if hub_user is not None:
+        return pr.author == hub_user
+    return pr.title.startswith(TITLE_PREFIX)
+
+
+def closed_bot_pr(hub: Hub, repo: str, hub_user: str | None) -> int | None:
+    """The number of a bot PR the owner closed without merging, or None."""
+    for pr in hub.bot_prs(repo, hub_user):
+        if _is_bot_pr(pr, hub_user) and pr.status == "closed":
+            return pr.num
+    return None
+
+
+def _readme(hub: Hub, repo: str, revision: str) -> str:
+    return hub.read_text(repo, "README.md", revision) or ""
+
+
+def _card_meta(text: str) -> dict:
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard(text, ignore_metadata_errors=True).data.to_dict()
+    except Exception:  # a broken YAML header is the owner's business; assume no opt-out
+        return {}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to publish one report."""
+
+    repo: str
+    space_url: str
+    hub_user: str | None
+    dry_run: bool
+    key: str | None = None
+
+
+def publish_report(
+    hub: Hub,
+    report: AuditReport,
+    target: Target,
+    *,
+    record: Callable[[str, str, str], None],
+    may_open: Callable[[], bool] = lambda: True,
+) -> PublishResult:
+    """Open or update the bot's PR on `target.repo` with the report's card section.
+
+    Args:
+        record: called as record(action, phase, detail) around every Hub write.
+        may_open: False when the organisation's daily cap of new PRs is reached.
+
+    Raises:
+        ValueError: the report is not for `target.repo`.
+        HfHubHTTPError / HubUnavailable: the Hub failed; nothing was recorded as published.
+    """
+    child = report.models.child
+    if child.repo_id != target.repo:
+        raise ValueError(f"the report audits {child.repo_id}, not {target.repo}")
+    head = _readme(hub, target.repo, child.revision)
+    if opted_out_in_card(_card_meta(head)):
+        return PublishResult("blocked", detail=f"card metadata has {OPT_OUT_KEY}: opt-out")
+    prs = [p for p in hub.bot_prs(target.repo, target.hub_user) if _is_bot_pr(p, target.hub_user)]
+    closed = [p for p in prs if p.status == "closed"]
+    if closed:
+        return PublishResult("blocked", closed[0].num, f"PR #{closed[0].num} closed unmerged")
+    section = render_section(report, target.space_url)
+    readme = splice_section(head, section)
+    title = render_title(report)
+    open_prs = [p for p in prs if p.status in ("open", "draft")]
+    if open_prs:
+        return _update(hub, target, report, open_prs[0].num, readme, title, record)
+    if target.dry_run:
+        record("open-pr", "dry-run", title)
+        return PublishResult("dry-run", detail=title)
+    if not may_open():
+        return PublishResult("capped", detail="daily cap of new PRs for this organisation")
+    record("open-pr", "intent", title)
+    try:
+        info = hub.open_pr(target.repo, readme=readme, parent_commit=child.revision,
+                           title=title, body=render_body(report, _url(target, report)))  # fmt: skip
+    except HfHubHTTPError as exc:
+        if getattr(exc.response, "status_code", None) in (409, 412):
+            record("open-pr", "failed", "conflict: the card changed since the audited revision")
+            return PublishResult("conflict", detail=str(exc).splitlines()[0])
+        record("open-pr", "failed", str(exc).splitlines()[0])
+        raise
+    maybe_die("pr-written")
+    record("open-pr", "done", f"PR #{info.pr_num}")
+    return PublishResult("opened", info.pr_num, info.pr_url or "")
+
+
+def _url(target: Target, report: AuditReport) -> str:
+    child = report.models.child
+    return report_url(target.space_url, child.repo_id, child.revision)
+
+
+def _update(hub, target, report, pr_num, readme, title, record) -> PublishResult:
+    pr_head = hub.model_info(target.repo, revision=f"refs/pr/{pr_num}").sha
+    current = _readme(hub, target.repo, pr_head)
+    try:
+        card = parse_card_section(current)
+    except CardParseError:
+        card = None
+    if card is not None and card.audit_key == report.audit_key and current == readme:
+        return PublishResult("unchanged", pr_num, "the PR already carries this audit")
+    if target.dry_run:
+        record("update-pr", "dry-run", f"PR #{pr_num}: {title}")
+        return PublishResult("dry-run", pr_num, title)
+    record("update-pr", "intent", f"PR #{pr_num}")
+    try:
+        hub.update_pr(target.repo, pr_num, readme=readme, parent_commit=pr_head, title=title)
+    except HfHubHTTPError as exc:
+        record("update-pr", "failed", str(exc).splitlines()[0])
+        if getattr(exc.response, "status_code", None) in (409, 412):
+            return PublishResult("conflict", pr_num, str(exc).splitlines()[0])
+        raise
+    maybe_die("pr-written")
+    record("update-pr", "done", f"PR #{pr_num}")
+    return PublishResult("updated", pr_num)

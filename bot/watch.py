@@ -1,0 +1,184 @@
+"""One round of the bot: discover → pair → queue → dispatch → collect → publish.
+
+Every step reads its work from the state file and leaves it there, so a round that dies at
+any point (crash, kill -9, Hub outage) is resumed by the next round without losing an audit
+or repeating a Hub write. Errors of one repo are logged and left for the next round; they
+never stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from huggingface_hub.errors import HfHubHTTPError
+from pydantic import ValidationError
+
+from bot import discover
+from bot.dispatch import AuditJob, Backend, Outcome
+from bot.hub import Hub, HubUnavailable
+from bot.publish import Target, load_report, publish_report
+from bot.state import AuditRow, StateStore
+from schemas.bot_config import BotConfig
+
+log = logging.getLogger(__name__)
+HUB_ERRORS = (HfHubHTTPError, HubUnavailable, OSError)
+
+
+@dataclass
+class Round:
+    """The context of a round: what it talks to and what it knows."""
+
+    hub: Hub
+    store: StateStore
+    cfg: BotConfig
+    backend: Backend
+    analysis_version: str
+    clock: Callable[[], float] = time.time
+
+
+def run_round(r: Round) -> dict[str, int]:
+    """One full round; returns the number of audits per state afterwards."""
+    _discover(r)
+    _requeue_failed(r)
+    _dispatch(r)
+    _publish(r)
+    return r.store.counts()
+
+
+def _discover(r: Round) -> None:
+    try:
+        discover.poll(r.hub, r.store, r.cfg)
+    except HUB_ERRORS as exc:
+        log.warning("poll failed, the cursor stays where it was: %s", exc)
+    for child, _base in r.store.watched(r.cfg.recheck_limit):
+        r.store.push_inbox(child, "recheck")
+    for repo in r.store.inbox():
+        try:
+            discover.examine_child(r.hub, r.store, r.cfg, repo, r.analysis_version)
+        except HUB_ERRORS as exc:
+            log.warning("%s: could not examine it, kept for the next round: %s", repo, exc)
+            continue
+        r.store.pop_inbox(repo)
+    try:
+        discover.resume_discovered(r.hub, r.store, r.cfg)
+    except HUB_ERRORS as exc:
+        log.warning("re-check of discovered audits failed: %s", exc)
+
+
+def _requeue_failed(r: Round) -> None:
+    """Failed audits with attempts left go back in the queue once their backoff has passed."""
+    for row in r.store.claimable("failed"):
+        if row.attempts < r.cfg.max_attempts:
+            r.store.transition(row.key, ("failed",), "queued")
+
+
+def _job(row: AuditRow) -> AuditJob:
+    return AuditJob(row.key, row.base_repo, row.base_sha, row.child_repo, row.child_sha,
+                    row.parameters)  # fmt: skip
+
+
+def _dispatch(r: Round) -> None:
+    started = 0
+    for row in r.store.claimable("running"):  # resume: a crash or an hf-job still running
+        if r.store.claim(row.key, "running", r.cfg.lease_seconds):
+            _run(r, row)
+    for row in r.store.claimable("queued"):
+        if started >= r.cfg.max_parallel:
+            break
+        if r.store.transition(row.key, ("queued",), "running", lease=r.cfg.lease_seconds):
+            started += 1
+            _run(r, r.store.get(row.key))
+
+
+def _run(r: Round, row: AuditRow) -> None:
+    job = _job(row)
+    try:
+        handle = row.job_id or r.backend.start(job)
+        if handle != row.job_id:
+            r.store.set_fields(row.key, job_id=handle)
+        outcome = r.backend.poll(job, handle)
+    except (*HUB_ERRORS, ValueError) as exc:
+        outcome = Outcome(None, f"dispatch failed: {exc}")
+    if outcome is None:
+        r.store.release(row.key)  # still running on the backend: poll again next round
+        return
+    if outcome.report_dir is not None:
+        r.store.transition(row.key, ("running",), "succeeded", report_dir=str(outcome.report_dir))
+        return
+    attempts = row.attempts + 1
+    wait = r.cfg.retry_base_seconds * 2 ** (attempts - 1)
+    log.warning("audit %s failed (attempt %d): %s", row.key, attempts, outcome.error)
+    r.store.transition(row.key, ("running",), "failed", attempts=attempts, error=outcome.error,
+                       job_id=None, not_before=r.clock() + wait)  # fmt: skip
+
+
+def _day_start(now: float) -> float:
+    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day.timestamp()
+
+
+def _publish(r: Round) -> None:
+    for row in r.store.claimable("succeeded"):
+        if not r.store.claim(row.key, "succeeded", r.cfg.lease_seconds):
+            continue
+        try:
+            publish_row(r, row)
+        except HUB_ERRORS as exc:
+            log.warning("publishing %s failed, kept for the next round: %s", row.key, exc)
+            r.store.release(row.key)
+
+
+def publish_row(r: Round, row: AuditRow) -> None:
+    """Publish one succeeded audit and move its row to where the result says."""
+    repo, store = row.child_repo, r.store
+    reason = store.blocked(repo) or ("opted out (config)" if r.cfg.opted_out(repo) else None)
+    if reason:
+        store.transition(row.key, ("succeeded",), "opted_out", reason=reason)
+        return
+    try:
+        report = load_report(Path(row.report_dir))
+    except (ValueError, ValidationError) as exc:
+        store.transition(row.key, ("succeeded",), "failed", attempts=r.cfg.max_attempts,
+                         error=f"report rejected: {str(exc)[:500]}")  # fmt: skip
+        return
+    org = repo.split("/", 1)[0]
+    target = Target(repo, r.cfg.space_url, r.cfg.hub_user, r.cfg.dry_run, row.key)
+    result = publish_report(
+        r.hub,
+        report,
+        target,
+        record=lambda action, phase, detail: store.log_write(repo, action, phase, row.key, detail),
+        may_open=lambda: (
+            store.prs_opened_since(org, _day_start(r.clock())) < r.cfg.cap_per_org_per_day
+        ),
+    )
+    log.info("publish %s: %s %s", row.key, result.action, result.detail)
+    if result.action in ("opened", "updated", "unchanged"):
+        store.transition(row.key, ("succeeded",), "published", pr_num=result.pr_num)
+    elif result.action == "blocked":
+        store.block(repo, result.detail)
+        store.transition(row.key, ("succeeded",), "opted_out", reason=result.detail)
+    elif result.action == "conflict" and result.pr_num is None:
+        superseded = "superseded: the repo moved on from the audited revision"
+        store.transition(row.key, ("succeeded",), "skipped", reason=superseded)
+    else:  # dry-run, capped, a PR branch that moved: try again next round
+        store.release(row.key)
+
+
+def watch(
+    r: Round, *, once: bool, sleep: Callable[[float], None] = time.sleep, rounds: int | None = None
+) -> dict[str, int]:
+    """Run rounds until interrupted (or one, with `once`); returns the last round's counts."""
+    done = 0
+    while True:
+        counts = run_round(r)
+        done += 1
+        log.info("round %d: %s", done, counts)
+        if once or (rounds is not None and done >= rounds):
+            return counts
+        sleep(r.cfg.interval_seconds)

@@ -1,0 +1,139 @@
+"""`depthcard serve`: receive Hub webhooks and put the repos they name in the bot's inbox.
+
+The server does no Hub calls itself: a valid event only adds its repo to the state's inbox,
+and the next `watch` round examines it exactly as if polling had found it. Every request
+gets an answer and none can stop the server: a missing secret is 401, a wrong one 403 (the
+comparison takes constant time), a body over the limit 413, malformed JSON or a payload of
+the wrong shape 400, anything unexpected 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from bot.state import StateStore
+from schemas.bot_config import BotConfig
+from schemas.hub_events import WebhookPayload
+
+log = logging.getLogger(__name__)
+SECRET_HEADER = "X-Webhook-Secret"
+SECRET_ENV = "DEPTHCARD_WEBHOOK_SECRET"
+WATCHED_SCOPES = ("repo", "repo.content", "discussion")
+
+
+def secret_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of the header with the configured secret."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
+
+
+def triage(payload: WebhookPayload, cfg: BotConfig) -> tuple[str | None, str]:
+    """(repo to examine, why) for an event; the repo is None when the event is ignored."""
+    repo, event = payload.repo, payload.event
+    if repo.type != "model":
+        return None, f"not a model repo ({repo.type})"
+    if event.scope not in WATCHED_SCOPES:
+        return None, f"scope {event.scope!r} is not watched"
+    if event.action not in ("create", "update"):
+        return None, f"action {event.action!r} needs no audit"
+    org = repo.name.split("/", 1)[0]
+    if cfg.organizations and org not in cfg.organizations:
+        return None, f"organisation {org!r} is not watched"
+    return repo.name, f"{event.scope}.{event.action}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "depthcard-webhook"
+    sys_version = ""
+    cfg: BotConfig
+    secret: str
+    state_path: Path
+
+    def log_message(self, fmt, *args) -> None:
+        log.debug("webhook %s " + fmt, self.client_address[0], *args)
+
+    def _reply(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if status >= 400:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._reply(200 if self.path == "/healthz" else 404, {"ok": self.path == "/healthz"})
+
+    def do_PUT(self) -> None:
+        self._reply(405, {"error": "POST only"})
+
+    do_DELETE = do_PATCH = do_PUT
+
+    def do_POST(self) -> None:
+        try:
+            status, payload = self._handle()
+        except Exception:  # the server must survive anything a request does
+            log.exception("webhook: unexpected error")
+            status, payload = 500, {"error": "internal error"}
+        try:
+            self._reply(status, payload)
+        except OSError:
+            log.info("webhook: client went away before the reply")
+
+    def _handle(self) -> tuple[int, dict]:
+        raw_length = self.headers.get("Content-Length")
+        if raw_length is None or not raw_length.strip().isdigit():
+            return 411, {"error": "Content-Length required"}
+        length = int(raw_length)
+        if length > self.cfg.webhook.max_body_bytes:
+            return 413, {"error": f"body over {self.cfg.webhook.max_body_bytes} bytes"}
+        body = self.rfile.read(length)
+        given = self.headers.get(SECRET_HEADER)
+        if given is None:
+            return 401, {"error": f"missing {SECRET_HEADER}"}
+        if not secret_matches(given, self.secret):
+            return 403, {"error": f"wrong {SECRET_HEADER}"}
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return 400, {"error": "body is not JSON"}
+        try:
+            event = WebhookPayload.model_validate(data)
+        except ValidationError as exc:
+            return 400, {"error": f"not a Hub webhook payload ({exc.error_count()} error(s))"}
+        repo, why = triage(event, self.cfg)
+        if repo is None:
+            return 200, {"ignored": why}
+        store = StateStore(self.state_path)
+        try:
+            store.push_inbox(repo, f"webhook {why}")
+        finally:
+            store.close()
+        log.info("webhook: %s queued (%s)", repo, why)
+        return 202, {"queued": repo}
+
+
+def make_server(cfg: BotConfig, secret: str, state_path: Path) -> ThreadingHTTPServer:
+    """The webhook server bound to the configured host and port (not yet serving).
+
+    Raises:
+        ValueError: no secret (the server never runs open).
+    """
+    if not secret:
+        raise ValueError(f"set {SECRET_ENV}: the webhook server never runs without a secret")
+    handler = type("Handler", (_Handler,), {"cfg": cfg, "secret": secret,
+                                            "state_path": Path(state_path)})  # fmt: skip
+    server = ThreadingHTTPServer((cfg.webhook.host, cfg.webhook.port), handler)
+    server.daemon_threads = True
+    StateStore(Path(state_path)).close()  # create the file (and fail) before the first event
+    return server

@@ -1,0 +1,40 @@
+"""Kill the bot (a real SIGKILL of the subprocess) right after each state transition and
+restart it: no audit is lost and no PR is duplicated."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from bot.state import KILL_ENV
+from tests.bot_helpers import CHILD, add_pair, bot_env, depthcard, write_config
+from tests.hub_double import HubDouble
+
+POINTS = ["discovered", "queued", "running", "succeeded", "pr-written", "published"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_at_each_transition_then_resume(tmp_path, point):
+    with HubDouble() as hub:
+        base_sha, child_sha = add_pair(hub)
+        cfg = write_config(tmp_path)
+        killed = depthcard(["watch", "--once", "--config", str(cfg)],
+                           bot_env(hub, tmp_path, **{KILL_ENV: point}))  # fmt: skip
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        assert len(hub.prs(CHILD)) == (1 if point in ("pr-written", "published") else 0)
+
+        done = depthcard(["watch", "--once", "--config", str(cfg)], bot_env(hub, tmp_path))
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert [p.num for p in hub.prs(CHILD)] == [1]
+        db = sqlite3.connect(tmp_path / "state.sqlite")
+        rows = db.execute("SELECT key, state, pr_num FROM audits").fetchall()
+        assert rows == [(f"{base_sha}/{child_sha}/a1", "published", 1)]
+        opened = db.execute(
+            "SELECT COUNT(*) FROM hub_writes WHERE action = 'open-pr' AND phase = 'intent'"
+        ).fetchone()[0]
+        assert opened == 1  # the restart found its PR instead of opening another
+
+        again = depthcard(["watch", "--once", "--config", str(cfg)], bot_env(hub, tmp_path))
+        assert again.returncode == 0 and len(hub.prs(CHILD)) == 1

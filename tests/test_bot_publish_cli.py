@@ -1,0 +1,59 @@
+"""`depthcard publish REPORT_DIR --repo CHILD`: the maintainer's path, against the Hub double."""
+
+from __future__ import annotations
+
+from tests.bot_helpers import (
+    CHILD,
+    CHILD_README,
+    TOKEN,
+    add_pair,
+    bot_env,
+    depthcard,
+    write_config,
+)
+from tests.hub_double import HubDouble
+from tests.report_factory import make_report
+
+
+def _report_dir(tmp_path, base_sha, child_sha):
+    report = make_report(
+        models={"base": {"repo_id": "acme/tiny", "revision": base_sha},
+                "child": {"repo_id": CHILD, "revision": child_sha}},
+        audit_key=f"{base_sha}/{child_sha}/a1",
+    )  # fmt: skip
+    folder = tmp_path / "report"
+    folder.mkdir()
+    (folder / "report.json").write_text(report.model_dump_json())
+    return folder
+
+
+def test_publish_dry_run_then_real_then_update_is_a_no_op(tmp_path):
+    with HubDouble(token=TOKEN) as hub:
+        base_sha, child_sha = add_pair(hub)
+        folder = _report_dir(tmp_path, base_sha, child_sha)
+        env = bot_env(hub, tmp_path)
+        cfg = ["--config", str(write_config(tmp_path))]
+        dry = depthcard(["publish", str(folder), "--repo", CHILD, "--dry-run", *cfg], env)
+        assert dry.returncode == 0, dry.stderr
+        assert "dry-run" in dry.stdout and "+<!-- depthcard:start" in dry.stdout
+        assert hub.prs(CHILD) == []
+        real = depthcard(["publish", str(folder), "--repo", CHILD, *cfg], env)
+        assert real.returncode == 0 and "opened PR #1" in real.stdout, real.stderr
+        assert hub.readme(CHILD, "refs/pr/1").startswith(CHILD_README)
+        again = depthcard(["publish", str(folder), "--repo", CHILD, *cfg], env)
+        assert "unchanged PR #1" in again.stdout and len(hub.prs(CHILD)) == 1
+        for out in (dry, real, again):
+            assert TOKEN not in out.stdout + out.stderr
+
+
+def test_publish_rejects_a_report_for_another_repo_and_bad_folders(tmp_path):
+    with HubDouble() as hub:
+        base_sha, child_sha = add_pair(hub)
+        folder = _report_dir(tmp_path, base_sha, child_sha)
+        env = bot_env(hub, tmp_path)
+        cfg = ["--config", str(write_config(tmp_path))]
+        wrong = depthcard(["publish", str(folder), "--repo", "acme/other", "--dry-run", *cfg], env)
+        assert wrong.returncode == 2 and "not acme/other" in wrong.stderr
+        empty = depthcard(["publish", str(tmp_path), "--repo", CHILD, "--dry-run", *cfg], env)
+        assert empty.returncode == 2 and "no report.json" in empty.stderr
+        assert "Traceback" not in wrong.stderr + empty.stderr
