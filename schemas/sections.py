@@ -92,20 +92,53 @@ class Ablation(Strict):
     non_monotone: bool = Field(False, description="Cumulative curve rises somewhere.")
 
 
+FragilityFlag = Literal[
+    "zero-alignment-gradient",
+    "zero-finetune-gradient",
+    "zero-hessian",
+    "not-converged",
+    "negative-dominant-eigenvalue",
+]
+
+
 class Fragility(Strict):
+    """Curvature of the alignment loss L_A and how a short benign fine-tune erodes it."""
+
     parameter_subset: str = Field(description="Parameters the curvature is taken over.")
-    power_iterations: int = Field(ge=1, description="Power-iteration steps.")
+    parameter_count: int | None = Field(None, ge=0, description="Scalars in that subset.")
+    power_iterations: int = Field(ge=1, description="Power-iteration steps (the cap).")
+    tolerance: NonNeg | None = Field(None, description="Eigen-residual ‖Hv − λv‖/|λ| that stops.")
+    seed: int | None = Field(None, description="Seed of the power iteration's start vector.")
+    batch_size: int | None = Field(None, ge=1, description="Sequences per forward pass.")
+    alignment_tokens: int | None = Field(None, ge=0, description="Response tokens in L_A.")
     alignment_loss: NonNeg = Field(description="L_A: mean NLL of the child's refusals on Ds.")
-    sharpness: float = Field(description="Top eigenvalue of ∇²L_A.")
-    gradient_cosine: float = Field(ge=-1.0, le=1.0, description="cos(∇L_A, g_F).")
-    curvature_coupling: float = Field(description="g_Fᵀ H_A g_F / ‖g_F‖².")
+    sharpness: float = Field(
+        description="Dominant eigenvalue of ∇²L_A (largest magnitude, signed); 0 if H = 0."
+    )
+    sharpness_history: list[float] = Field(
+        default_factory=list, description="Rayleigh quotient after each power-iteration step."
+    )
+    sharpness_converged: bool | None = Field(None, description="Stopped within tolerance.")
+    gradient_cosine: float | None = Field(
+        None, ge=-1.0, le=1.0, description="cos(∇L_A, g_F); None when either gradient is 0."
+    )
+    curvature_coupling: float | None = Field(
+        None, description="g_Fᵀ H_A g_F / ‖g_F‖²; None when g_F = 0."
+    )
     steps: int = Field(ge=1, description="Benign SGD steps run.")
     learning_rate: NonNeg = Field(description="SGD learning rate.")
     delta_loss: list[float] = Field(description="ΔL_A(t), t = 1..steps.")
+    fit_steps: int | None = Field(None, ge=1, description="Early steps fitted; None = all.")
     exponent: float | None = Field(None, description="Fitted p in ΔL_A ≈ c·t^p.")
+    fit_coefficient: float | None = Field(None, ge=0.0, description="Fitted c in ΔL_A ≈ c·t^p.")
+    fit_points: int = Field(0, ge=0, description="Steps with ΔL_A > 0 the fit used.")
     fit_r2: float | None = Field(None, le=1.0, description="R² of the log-log fit.")
     forecast_steps: float | None = Field(None, ge=0.0, description="Steps until L_A rises.")
     forecast_margin: NonNeg = Field(description="Rise in L_A the forecast is for.")
+    no_fit_reason: str | None = Field(None, description="Why exponent/forecast are None.")
+    flags: list[FragilityFlag] = Field(
+        default_factory=list, description="Degenerate cases met (zero vectors, no convergence)."
+    )
 
 
 class Erosion(Strict):
