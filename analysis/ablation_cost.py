@@ -57,6 +57,7 @@ class Baseline:
     refusal_score: float
     refusal_rate: float
     cross_entropy: float | None
+    refusals: dict[int, str]  # harmful prompt index → the child's own refusal, unablated
 
 
 class Evaluator:
@@ -82,7 +83,8 @@ class Evaluator:
             lp_h = first_token_logprobs(self.model, d.harmless_ids, d.pad_id, bs)
         return float(refusal_log_odds(lp_s, d.refusal_ids).mean()), lp_h
 
-    def refusal_rate(self, basis: torch.Tensor | None) -> float:
+    def judged_answers(self, basis: torch.Tensor | None) -> tuple[list[str], list[bool]]:
+        """Greedy answers to the harmful prompts under `basis`, and the judge's verdicts."""
         with ablated(self.layers, basis):
             answers = generate_responses(
                 self.model,
@@ -91,7 +93,10 @@ class Evaluator:
                 max_new_tokens=self.s.max_new_tokens,
                 batch_size=self.s.batch_size,
             )
-        verdicts = self.s.judge.judge(answers)
+        return answers, self.s.judge.judge(answers)
+
+    def refusal_rate(self, basis: torch.Tensor | None) -> float:
+        _, verdicts = self.judged_answers(basis)
         return sum(verdicts) / max(len(verdicts), 1)
 
     def cross_entropy(self, basis: torch.Tensor | None) -> float | None:
@@ -102,7 +107,10 @@ class Evaluator:
 
     def measure_baseline(self) -> Baseline:
         score, lp_h = self.score_and_logp(None)
-        self.baseline = Baseline(lp_h, score, self.refusal_rate(None), self.cross_entropy(None))
+        answers, verdicts = self.judged_answers(None)
+        rate = sum(verdicts) / max(len(verdicts), 1)
+        refusals = {i: a for i, (a, v) in enumerate(zip(answers, verdicts, strict=True)) if v}
+        self.baseline = Baseline(lp_h, score, rate, self.cross_entropy(None), refusals)
         return self.baseline
 
     def point(self, basis_name: str, k: int, basis, generate: bool) -> AblationPoint:

@@ -29,6 +29,7 @@ from analysis.ablation_cost import (
 from analysis.capture import Activations, capture
 from analysis.crossdomain import cross_domain
 from analysis.depth_stage import alignment_depth, mode_catalogue
+from analysis.fragility_stage import fragility_stage
 from analysis.judges import get_judge
 from analysis.layer_metrics import Captures, LayerAnalysis, analyse_layers
 from analysis.models import (
@@ -63,7 +64,7 @@ from schemas.sections import Ablation
 log = logging.getLogger(__name__)
 
 DEMO_DIR = Path(__file__).with_name("calibration")
-PENDING = "not computed by this version of depthcard"
+NO_THIRD = "no third model (a fine-tune of the child) given"
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class AblationOutcome:
     section: Ablation | None = None
     baseline_rate: float | None = None
     refused: int | None = None
+    refusals: dict[int, str] = field(default_factory=dict)  # prompt index → refusal text
     absent: list[AbsentSection] = field(default_factory=list)
 
 
@@ -147,7 +149,9 @@ def ablation_stage(
     ev = Evaluator(model, layers, tokenizer, data, settings)
     base = ev.measure_baseline()
     total = len(data.harmful_texts)
-    out = AblationOutcome(baseline_rate=base.refusal_rate, refused=round(base.refusal_rate * total))
+    out = AblationOutcome(
+        baseline_rate=base.refusal_rate, refused=len(base.refusals), refusals=base.refusals
+    )
     if base.refusal_rate < cfg.refusal_threshold:
         reason = (
             f"no refusal behaviour to measure: {out.refused} of {total} harmful prompts refused"
@@ -221,14 +225,33 @@ def audit_models(
             outcome = ablation_stage(
                 child_model, tokenizer, tok, prompts, analysis, cfg, layers_path
             )
+    fragile = _fragility(child_model, tokenizer, tok, outcome, cfg, layers_path, timings)
     _free(child_model)
     check = (tokenizer_check or TokenizerCheck(suffix_tokens=1)).model_copy(
         update={"suffix_tokens": tok.n_suffix}
     )
-    return _assemble(captures, analysis, outcome, prompts, cfg, refs, check, timings, warnings)
+    parts_ = (captures, analysis, outcome, fragile, prompts, cfg, refs, check)
+    return _assemble(*parts_, timings, warnings)
 
 
-def _assemble(captures, analysis, outcome, prompts, cfg, refs, check, timings, warnings):
+def _fragility(model, tokenizer, tok, outcome: AblationOutcome, cfg, layers_path, timings):
+    """The Fragility section, or the AbsentSection saying why there is none."""
+    if cfg.fragility is None:
+        return AbsentSection(section="fragility", reason="disabled (--no-fragility)")
+    if not cfg.ablation:
+        why = "needs the child's own refusals, which the ablation stage generates (disabled)"
+        return AbsentSection(section="fragility", reason=why)
+    if outcome.section is None:
+        reason = next((a.reason for a in outcome.absent if a.section == "ablation"), None)
+        return AbsentSection(section="fragility", reason=reason or "no refusals to score")
+    with stage("fragility", timings):
+        section, why = fragility_stage(
+            model, tokenizer, tok, outcome.refusals, cfg.fragility, layers_path
+        )
+    return section or AbsentSection(section="fragility", reason=why)
+
+
+def _assemble(captures, analysis, outcome, fragile, prompts, cfg, refs, check, timings, warnings):
     with stage("modes-depth", timings):
         selected = outcome.selected or parts.select_by_norm(analysis.layers, cfg)
         domains = cross_domain(captures, prompts.harmful, selected.layer, cfg.cross_domain_k)
@@ -244,7 +267,8 @@ def _assemble(captures, analysis, outcome, prompts, cfg, refs, check, timings, w
             depth = alignment_depth(
                 captures, parts.analysis_window(analysis.layers, cfg), cfg.capability_k
             )
-    absent += [AbsentSection(section=s, reason=PENDING) for s in ("fragility", "erosion")]
+    absent += [fragile] if isinstance(fragile, AbsentSection) else []
+    absent.append(AbsentSection(section="erosion", reason=NO_THIRD))
     if not captures.paired:
         absent.insert(
             0,
@@ -272,6 +296,7 @@ def _assemble(captures, analysis, outcome, prompts, cfg, refs, check, timings, w
         modes=catalogue,
         depth=depth,
         ablation=outcome.section,
+        fragility=None if isinstance(fragile, AbsentSection) else fragile,
         verdict=parts.verdict(
             analysis.layers,
             captures.paired,

@@ -20,46 +20,18 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from analysis.capture import pad_left
 from analysis.models import decoder_layers, input_device
-from schemas.sections import Fragility
+from schemas.sections import Fragility, FragilitySettings
 
 log = logging.getLogger(__name__)
 
 Vector = list[torch.Tensor]  # one tensor per subset parameter: same shape and device
 LossTerms = Callable[[], Iterable[torch.Tensor]]  # yields scalar terms that sum to a loss
 _MAX_LOG_STEPS = math.log(1e300)
-
-
-class FragilitySettings(BaseModel):
-    """Cost controls of the fragility stage; every value is copied into the report."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    parameter_pattern: str = Field(
-        r"mlp\.down_proj\.weight$",
-        description="Regex searched in parameter names; matches inside the chosen blocks "
-        "form the subset θ_S.",
-    )
-    layer_range: tuple[int, int] | None = Field(
-        None, description="Decoder blocks [start, stop) θ_S is drawn from; None = middle third."
-    )
-    power_iterations: int = Field(20, ge=1, description="Cap on power-iteration steps.")
-    tolerance: float = Field(
-        1e-2, ge=0.0, description="Stop when the eigen-residual ‖Hv − λv‖ ≤ tolerance·|λ|."
-    )
-    seed: int = Field(0, description="Seed of the power iteration's random start vector.")
-    steps: int = Field(10, ge=1, description="Benign SGD steps T for the empirical law.")
-    learning_rate: float = Field(1e-3, gt=0.0, description="Plain SGD learning rate.")
-    batch_size: int = Field(4, ge=1, description="Sequences per forward pass and per SGD step.")
-    fit_steps: int | None = Field(
-        None, ge=3, description="Early steps the power law is fitted on; None = all T."
-    )
-    margin: float = Field(0.5, gt=0.0, description="Rise in L_A (nats/token) to forecast.")
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge", default="substring", help="refusal judge (default: substring)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per answer")
     p.add_argument("--capability-k", type=int, default=16, help="K_c, capability subspace size")
+    p.add_argument("--no-fragility", action="store_true", help="skip the fragility forecast")
+    p.add_argument(
+        "--fragility-steps", type=int, default=10, help="benign SGD steps of the fragility law"
+    )
+    p.add_argument(
+        "--power-iterations", type=int, default=20, help="power-iteration cap for sharpness"
+    )
+    p.add_argument(
+        "--fragility-lr", type=float, default=None, help="SGD learning rate of the fragility law"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-plots", action="store_true", help="skip plots/*.png")
 
@@ -96,6 +106,7 @@ def _config(args):
 
     from analysis.spectrum import DEFAULT_EPS
     from schemas.report import AuditConfig
+    from schemas.sections import FragilitySettings
 
     dtype = args.dtype or (
         "bfloat16" if torch.cuda.is_available() and args.device != "cpu" else "float32"
@@ -117,6 +128,13 @@ def _config(args):
         judge=args.judge,
         max_new_tokens=args.max_new_tokens,
         capability_k=args.capability_k,
+        fragility=None
+        if args.no_fragility
+        else FragilitySettings(
+            steps=args.fragility_steps,
+            power_iterations=args.power_iterations,
+            **({} if args.fragility_lr is None else {"learning_rate": args.fragility_lr}),
+        ),
     )
 
 
@@ -168,7 +186,8 @@ def run(args, token: str | None) -> int:
     from bot.report_folder import preflight, write_report_folder
     from bot.summary import summary_table
 
-    for name in ("batch_size", "max_prompts", "num_directions", "max_new_tokens", "capability_k"):
+    positive = ("batch_size", "max_prompts", "num_directions", "max_new_tokens", "capability_k")
+    for name in (*positive, "fragility_steps", "power_iterations"):
         _positive(name.replace("_", "-"), getattr(args, name))
     base, child = _specs(args)
     preflight(args.out, args.overwrite)

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from bot import audit_command
+from bot import audit_command, bot_commands
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
@@ -27,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     gguf.add_argument("file", type=Path, help="the .gguf file")
     gguf.add_argument("--out", type=Path, default=None, help="folder (default: the cache)")
     gguf.set_defaults(handler=_import_gguf)
+    from space import command as space_command
+
+    space = sub.add_parser("space", help="launch the Space (Gradio app) locally")
+    space_command.add_arguments(space)
+    space.set_defaults(handler=space_command.run)
+    bot_commands.add_parsers(sub)
     return parser
 
 

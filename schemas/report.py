@@ -15,7 +15,14 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from schemas._base import Strict
-from schemas.sections import Ablation, DepthScore, Erosion, Fragility, ModeCatalogue
+from schemas.sections import (
+    Ablation,
+    DepthScore,
+    Erosion,
+    Fragility,
+    FragilitySettings,
+    ModeCatalogue,
+)
 
 SCHEMA_VERSION = "1.0"
 
@@ -121,6 +128,10 @@ class AuditConfig(Strict):
     mode_k: int = Field(8, ge=1, description="Principal modes per layer in the catalogue.")
     tau_species: Unit = Field(0.7, description="τ_s: |cos| linking modes of adjacent layers.")
     tau_match: Unit = Field(0.5, description="τ_m: below this a child mode is alignment-specific.")
+    fragility: FragilitySettings | None = Field(
+        default_factory=FragilitySettings,
+        description="Cost controls of the fragility stage; None = the stage is not run.",
+    )
 
 
 class Environment(Strict):

@@ -101,6 +101,33 @@ FragilityFlag = Literal[
 ]
 
 
+class FragilitySettings(Strict):
+    """Cost controls of the fragility stage; every value is copied into the report."""
+
+    parameter_pattern: str = Field(
+        r"mlp\.down_proj\.weight$",
+        description="Regex searched in parameter names; matches inside the chosen blocks "
+        "form the subset θ_S.",
+    )
+    layer_range: tuple[int, int] | None = Field(
+        None, description="Decoder blocks [start, stop) θ_S is drawn from; None = middle third."
+    )
+    power_iterations: int = Field(20, ge=1, description="Cap on power-iteration steps.")
+    tolerance: float = Field(
+        1e-2, ge=0.0, description="Stop when the eigen-residual ‖Hv − λv‖ ≤ tolerance·|λ|."
+    )
+    seed: int = Field(0, description="Seed of the power iteration's random start vector.")
+    steps: int = Field(10, ge=1, description="Benign SGD steps T for the empirical law.")
+    learning_rate: float = Field(
+        0.3, gt=0.0, description="Plain SGD learning rate (provisional: see docs/fragility.md)."
+    )
+    batch_size: int = Field(4, ge=1, description="Sequences per forward pass and per SGD step.")
+    fit_steps: int | None = Field(
+        None, ge=3, description="Early steps the power law is fitted on; None = all T."
+    )
+    margin: float = Field(0.5, gt=0.0, description="Rise in L_A (nats/token) to forecast.")
+
+
 class Fragility(Strict):
     """Curvature of the alignment loss L_A and how a short benign fine-tune erodes it."""
 

@@ -255,7 +255,8 @@ def error_table(check: UploadCheck) -> pd.DataFrame:
 
 def check_markdown(check: UploadCheck) -> str:
     """The upload check's message, marked as valid or not, with a note when errors are cut."""
-    mark = "✅" if check.ok else "❌"
+    # ✓/✗ rather than emoji: they render with the fonts every browser has.
+    mark = "✓" if check.ok else "✗"
     text = f"{mark} {md_text(check.message)}"
     if check.total_errors > len(check.errors):
         text += f" Showing the first {len(check.errors)} of {check.total_errors}."

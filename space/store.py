@@ -136,11 +136,19 @@ def download_reports(hub_repo: str, token: str | None = None) -> Path:
     return Path(folder) / "reports"
 
 
-def load_store(reports_dir: Path | None = None, hub_repo: str | None = None) -> ReportStore:
-    """The Space's reports: the Hub dataset if given, else `reports_dir`, else the defaults."""
+def load_store(
+    reports_dir: Path | None = None, hub_repo: str | None = None, token: str | None = None
+) -> ReportStore:
+    """The Space's reports: the Hub dataset if given, else `reports_dir`, else the defaults.
+
+    Args:
+        reports_dir: a local folder searched at any depth for report.json files.
+        hub_repo: the results dataset repo (`org/name`); its reports are downloaded.
+        token: Hub token for a private results repo.
+    """
     store = ReportStore()
     if hub_repo:
-        folders = [download_reports(hub_repo)]
+        folders = [download_reports(hub_repo, token=token)]
     elif reports_dir is not None:
         folders = [Path(reports_dir)]
     else:

@@ -1,0 +1,405 @@
+"""The depthcard Space: leaderboard, report view, compare, validate and a live CPU audit.
+
+Only gradio wiring lives here; every value shown comes from the pure functions of
+`space.handlers`, `space.report_view` and `space.compare`. Reports come from a local folder
+(the default, including the demo audit) or from the results dataset repo on the Hub; a card's
+link `?report={org}/{model}/{revision}` opens one report. Reports a visitor brings (uploads,
+live runs) live in that visitor's session state only, so one visitor never changes what
+another sees.
+
+Run locally with `depthcard space` (or `python -m space.app`); on a Hub Space the root
+`app.py` written by `space.deploy` calls `main()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+
+from space import handlers
+from space import report_view as rv
+from space.compare import DEFAULT_METRIC, METRICS, x_title
+from space.live_run import LiveRunError, demo_pair, run_live_audit
+from space.store import ReportEntry, ReportStore, load_store
+from space.upload import check_upload
+
+log = logging.getLogger(__name__)
+
+TITLE = "depthcard: how deep does safety alignment go?"
+INTRO = (
+    "# depthcard\n"
+    "How deep the safety alignment of an open-weight model goes, measured by comparing the "
+    "instruct model's residual stream with its base model's, layer by layer. Pick a pair on "
+    "the **Leaderboard**, overlay several in **Compare**, check a `report.json` in "
+    "**Validate**, or audit the bundled calibration pair live in **Run**."
+)
+# Gradio refuses larger uploads itself; below this our own check explains the size limit.
+MAX_UPLOAD = "64mb"
+UNEXPECTED = "Something went wrong on the server ({kind}); the details are in the Space's log."
+RUN_INTRO = (
+    "Audits the calibration pair bundled with depthcard (two tiny models trained so that the "
+    "instruct one refuses) on this machine's CPU, in a separate process, then opens the "
+    "report. It takes about a minute; one run at a time."
+)
+# System fonts only: the default theme fetches web fonts, which a Space need not wait for.
+THEME = gr.themes.Base(
+    font=["ui-sans-serif", "system-ui", "sans-serif"],
+    font_mono=["ui-monospace", "monospace"],
+)
+
+
+def _safe(fn: Callable) -> Callable:
+    """Turn an unexpected exception into a short message in the page (no traceback there)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            log.exception("handler %s failed", fn.__name__)
+            message = UNEXPECTED.format(kind=type(exc).__name__)
+            raise gr.Error(message, print_exception=False) from None
+
+    return wrapper
+
+
+class ReportPanel:
+    """The components of the report view, built in order, and the updates that fill them."""
+
+    def __init__(self) -> None:
+        self.summary = gr.Markdown(rv.NO_REPORT, elem_id="report-summary")
+        self.headline = gr.Dataframe(
+            label="Headline at l* (one-line meaning per number)",
+            interactive=False,
+            wrap=True,
+            visible=False,
+            column_widths=["17%", "20%", "20%", "43%"],
+            elem_id="headline",
+        )
+        self.plots: dict[str, gr.LinePlot] = {}
+        with gr.Row():
+            self._plot("rank")
+            self._plot("recovery")
+        with gr.Row():
+            self._plot("projection")
+            self._plot("depth")
+        with gr.Row():
+            self._plot("ablation_refusal")
+            self._plot("ablation_kl")
+        with gr.Row():
+            self._plot("erosion")
+            self._plot("species")
+        self.heatmap = gr.Plot(label="Cross-domain shared directions", visible=False)
+        self.plots_note = gr.Markdown()
+        with gr.Accordion("Provenance: revisions, prompt sets, versions", open=False):
+            self.provenance = gr.Markdown()
+        self.notes = gr.Markdown(elem_id="report-notes")
+        self.reproduce = gr.Code(label="Reproduce this audit", language="shell", visible=False)
+        with gr.Accordion("Card section this report publishes (Markdown)", open=False):
+            self.card = gr.Code(language="markdown")
+
+    def _plot(self, key: str) -> None:
+        _, x, y, color, title, x_label, y_label = rv.PLOTS[key]
+        self.plots[key] = gr.LinePlot(
+            x=x,
+            y=y,
+            color=color,
+            title=title,
+            x_title=x_label,
+            y_title=y_label,
+            tooltip="all",
+            height=300,
+            visible=False,
+            elem_classes=["depthcard-plot"],
+            elem_id=f"plot-{key.replace('_', '-')}",
+        )
+
+    @property
+    def outputs(self) -> list[gr.components.Component]:
+        """Components in the order `updates` fills them."""
+        return [
+            self.summary,
+            self.headline,
+            *(self.plots[key] for key in rv.PLOT_KEYS),
+            self.heatmap,
+            self.plots_note,
+            self.provenance,
+            self.notes,
+            self.reproduce,
+            self.card,
+        ]
+
+    @staticmethod
+    def updates(view: rv.ReportView) -> list:
+        """Component updates for a view; parts without data are hidden."""
+        plots = [
+            gr.LinePlot(value=view.frames[key], visible=not view.frames[key].empty)
+            if key in view.frames
+            else gr.LinePlot(value=None, visible=False)
+            for key in rv.PLOT_KEYS
+        ]
+        return [
+            view.summary,
+            gr.Dataframe(value=view.headline, visible=view.found),
+            *plots,
+            gr.Plot(value=view.heatmap, visible=view.heatmap is not None),
+            view.plots_note,
+            view.provenance,
+            view.notes,
+            gr.Code(value=view.reproduce, visible=view.found),
+            view.card,
+        ]
+
+
+def build_app(
+    store: ReportStore,
+    *,
+    space_url: str | None = None,
+    live_args: tuple[str, ...] = (),
+) -> gr.Blocks:
+    """The Blocks app over `store`.
+
+    Args:
+        store: the reports the leaderboard lists.
+        space_url: public URL of the Space (e.g. https://org-depthcard.hf.space), so the card
+            sections shown link back to their report's page.
+        live_args: extra `depthcard audit` options for the Run tab (tests pass quick ones).
+    """
+    choices = handlers.filter_choices(store)
+
+    def view_for(report_id: str | None, extra: dict[str, ReportEntry]) -> list:
+        url = rv.report_link(space_url, report_id) if report_id else None
+        return ReportPanel.updates(rv.open_report(report_id, store, extra, report_url=url))
+
+    def picker_update(extra: dict[str, ReportEntry], value: str | None = None) -> gr.Dropdown:
+        # Only the arguments given are updated: without `value` the current choice stays.
+        choices = rv.report_choices(store, extra)
+        if value is None:
+            return gr.Dropdown(choices=choices)
+        return gr.Dropdown(choices=choices, value=value)
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        extra = gr.State({})
+        last_upload = gr.State(None)
+        gr.Markdown(INTRO)
+        with gr.Tabs(selected="leaderboard") as tabs:
+            with gr.Tab("Leaderboard", id="leaderboard"):
+                with gr.Row():
+                    org = gr.Dropdown(choices["org"], value=handlers.ALL, label="organisation")
+                    size = gr.Dropdown(choices["size"], value=handlers.ALL, label="size")
+                    verdict = gr.Dropdown(choices["verdict"], value=handlers.ALL, label="verdict")
+                    sort_by = gr.Dropdown(handlers.SORTABLE, value="ρ_ε aligned", label="sort by")
+                    descending = gr.Checkbox(False, label="descending")
+                board = gr.Dataframe(
+                    handlers.leaderboard(store),
+                    interactive=False,
+                    elem_id="leaderboard",
+                    label="Audited pairs: select a row to open its report",
+                )
+                if store.skipped:
+                    gr.Markdown(f"{len(store.skipped)} file(s) were skipped: not valid reports.")
+            with gr.Tab("Report", id="report"):
+                picker = gr.Dropdown(
+                    rv.report_choices(store),
+                    value=None,
+                    label="report",
+                    allow_custom_value=True,
+                    elem_id="report-picker",
+                )
+                panel = ReportPanel()
+            with gr.Tab("Compare", id="compare"):
+                with gr.Row():
+                    compare_ids = gr.Dropdown(
+                        rv.report_choices(store), multiselect=True, label="reports (two or more)"
+                    )
+                    metric = gr.Dropdown(list(METRICS), value=DEFAULT_METRIC, label="metric")
+                    relative = gr.Checkbox(True, label="relative depth l / L")
+                compare_plot = gr.LinePlot(
+                    x="x", y="value", color="report", tooltip="all", height=360,
+                    x_title=x_title(DEFAULT_METRIC, True), elem_id="compare-plot",
+                )  # fmt: skip
+                compare_note = gr.Markdown("Choose two or more reports to overlay.")
+            with gr.Tab("Validate", id="validate"):
+                gr.Markdown("Upload a `report.json` to check it against the report schema.")
+                upload = gr.File(label="report.json", file_types=[".json"], elem_id="upload")
+                check_md = gr.Markdown(elem_id="check-message")
+                errors = gr.Dataframe(
+                    label="Errors, located by field path",
+                    interactive=False,
+                    wrap=True,
+                    visible=False,
+                    elem_id="check-errors",
+                )
+                open_upload = gr.Button("Open this report", visible=False)
+                upload_card = gr.Markdown(elem_id="upload-card")
+            with gr.Tab("Run", id="run"):
+                gr.Markdown(RUN_INTRO)
+                run_button = gr.Button("Audit the calibration pair", variant="primary")
+                run_status = gr.Markdown(elem_id="run-status")
+
+        view_outputs = panel.outputs
+
+        @_safe
+        def show_board(o, s, v, by, desc):
+            return handlers.leaderboard(store, o, s, v, by, desc)
+
+        @_safe
+        def open_report(report_id, extra_reports):
+            return view_for(report_id, extra_reports)
+
+        @_safe
+        def open_from_board(extra_reports, evt: gr.SelectData):
+            report_id = evt.row_value[0] if evt.row_value else None
+            return [
+                gr.Tabs(selected="report"),
+                picker_update(extra_reports, report_id),
+                *view_for(report_id, extra_reports),
+            ]
+
+        @_safe
+        def open_from_link(extra_reports, request: gr.Request):
+            report_id = dict(request.query_params).get("report") if request else None
+            if not report_id:
+                return [gr.Tabs(), gr.Dropdown(), *view_for(None, extra_reports)]
+            return [
+                gr.Tabs(selected="report"),
+                picker_update(extra_reports, report_id),
+                *view_for(report_id, extra_reports),
+            ]
+
+        @_safe
+        def compare(ids, chosen_metric, rel, extra_reports):
+            frame, note = rv.compare_view(ids, chosen_metric, rel, store, extra_reports)
+            return gr.LinePlot(value=frame, x_title=x_title(chosen_metric, rel)), note
+
+        @_safe
+        def validate(path, extra_reports):
+            check = check_upload(path)
+            table = handlers.error_table(check)
+            message = handlers.check_markdown(check)
+            if not check.ok:
+                return (
+                    message, gr.Dataframe(value=table, visible=not table.empty),
+                    gr.Button(visible=False), "", extra_reports, None,
+                    picker_update(extra_reports), gr.Dropdown(),
+                )  # fmt: skip
+            entry = rv.session_entry(check.report, "upload", path)
+            extra_reports = {**extra_reports, entry.id: entry}
+            choices_now = rv.report_choices(store, extra_reports)
+            return (
+                message, gr.Dataframe(value=table, visible=False), gr.Button(visible=True),
+                rv.report_view(entry).card, extra_reports, entry.id,
+                picker_update(extra_reports), gr.Dropdown(choices=choices_now),
+            )  # fmt: skip
+
+        @_safe
+        def open_uploaded(report_id, extra_reports):
+            return [
+                gr.Tabs(selected="report"),
+                picker_update(extra_reports, report_id),
+                *view_for(report_id, extra_reports),
+            ]
+
+        # gradio injects a progress tracker where a parameter defaults to gr.Progress().
+        def live_run(extra_reports, progress=gr.Progress()):  # noqa: B008
+            pair = demo_pair()
+            if pair is None:
+                raise gr.Error(rv.md_text("Cannot run: calibration pair missing"))
+            out = Path(tempfile.mkdtemp(prefix="depthcard-live-")) / "audit"
+            try:
+                report = run_live_audit(
+                    *pair,
+                    out,
+                    extra_args=live_args,
+                    progress=lambda fraction, text: progress(fraction, desc=text),
+                )
+            except LiveRunError as exc:
+                raise gr.Error(f"The live audit failed: {exc}", print_exception=False) from None
+            entry = rv.session_entry(report, "live", out / "report.json")
+            extra_reports = {**extra_reports, entry.id: entry}
+            done = f"Done: opened `{entry.id}`."
+            return [
+                done, extra_reports, gr.Tabs(selected="report"),
+                picker_update(extra_reports, entry.id), *view_for(entry.id, extra_reports),
+            ]  # fmt: skip
+
+        # One event per control; only the first is named so the API has one `/board` endpoint.
+        filters = [org, size, verdict, sort_by, descending]
+        for i, control in enumerate(filters):
+            control.change(show_board, filters, board, api_name="board" if i == 0 else False)
+        board.select(open_from_board, extra, [tabs, picker, *view_outputs], api_name=False)
+        picker.input(open_report, [picker, extra], view_outputs, api_name="open_report")
+        demo.load(open_from_link, extra, [tabs, picker, *view_outputs], api_name=False)
+        compare_inputs = [compare_ids, metric, relative, extra]
+        for i, control in enumerate(compare_inputs[:3]):
+            control.change(
+                compare,
+                compare_inputs,
+                [compare_plot, compare_note],
+                api_name="compare" if i == 0 else False,
+            )
+        upload.upload(
+            validate,
+            [upload, extra],
+            [check_md, errors, open_upload, upload_card, extra, last_upload, picker, compare_ids],
+            api_name="validate",
+        )
+        open_upload.click(
+            open_uploaded, [last_upload, extra], [tabs, picker, *view_outputs], api_name=False
+        )
+        run_button.click(
+            _safe(live_run),
+            extra,
+            [run_status, extra, tabs, picker, *view_outputs],
+            api_name="live_run",
+            concurrency_limit=1,
+        )
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options of `python -m space.app` (the same as `depthcard space`)."""
+    from space.command import add_arguments
+
+    parser = argparse.ArgumentParser(prog="space.app", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def launch(args: argparse.Namespace, token: str | None = None) -> gr.Blocks:
+    """Load the reports, build the app and serve it (blocking unless args.no_block)."""
+    hub_repo = args.hub_repo or os.environ.get("DEPTHCARD_RESULTS_REPO")
+    store = load_store(args.reports, hub_repo=hub_repo, token=token)
+    space_host = os.environ.get("SPACE_HOST")  # set by the Hub on a running Space
+    space_url = args.space_url or (f"https://{space_host}" if space_host else None)
+    demo = build_app(store, space_url=space_url)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        max_file_size=MAX_UPLOAD,
+        theme=THEME,
+        ssr_mode=False,
+        prevent_thread_lock=getattr(args, "no_block", False),
+        footer_links=["api"],
+    )
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the Space and of `python -m space.app`."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    launch(parse_args(argv), token=os.environ.get("HF_TOKEN"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Stage the Space's files in the layout a Hub Space needs, and upload them.
+
+A Space repo's README is its card and `app_file` must sit at its root, so the staged folder
+is: `README.md` (from space/README.md), a two-line root `app.py` that calls
+`space.app.main()`, `requirements.txt` (the project's dependencies minus gradio, which the
+Space's `sdk_version` provides), and the packages `space/`, `schemas/`, `bot/`,
+`analysis/`, `prompts/` (with the calibration pair the Run tab audits). Used by
+`.github/workflows/space-deploy.yml`:
+
+    python -m space.deploy --repo org/depthcard            # stage, then upload_folder
+    python -m space.deploy --stage-only build/space        # stage only (offline check)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+import tomllib
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("space", "schemas", "bot", "analysis", "prompts")
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.log")
+ROOT_APP = '"""Hub Space entry point: the app lives in space/app.py."""\n\n' + (
+    "from space.app import main\n\nmain()\n"
+)
+# CPU wheels of torch: the default index would pull several GB of CUDA packages.
+REQUIREMENTS_HEADER = "--extra-index-url https://download.pytorch.org/whl/cpu\n"
+
+
+def requirements(pyproject: Path = ROOT / "pyproject.toml") -> str:
+    """requirements.txt for the Space: the project's dependencies without gradio."""
+    deps = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+    kept = [d for d in deps if not d.replace("_", "-").lower().startswith("gradio")]
+    return REQUIREMENTS_HEADER + "\n".join(kept) + "\n"
+
+
+def stage(dest: Path, root: Path = ROOT) -> Path:
+    """Copy everything the Space needs into `dest` (created; must not exist or be empty)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.iterdir()):
+        raise ValueError(f"{dest} is not empty")
+    for package in PACKAGES:
+        shutil.copytree(root / package, dest / package, ignore=IGNORED)
+    shutil.copyfile(root / "space" / "README.md", dest / "README.md")
+    (dest / "app.py").write_text(ROOT_APP, encoding="utf-8")
+    (dest / "requirements.txt").write_text(requirements(root / "pyproject.toml"), "utf-8")
+    return dest
+
+
+def upload(folder: Path, repo_id: str, token: str | None, message: str) -> str:
+    """Upload the staged folder to the Space, deleting files that are no longer staged."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id,
+        repo_type="space",
+        folder_path=str(folder),
+        commit_message=message,
+        delete_patterns=["*"],
+    )
+    return str(info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stage, and upload unless --stage-only."""
+    parser = argparse.ArgumentParser(prog="space.deploy", description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", help="Space repo id, e.g. org/depthcard")
+    parser.add_argument("--stage-only", type=Path, help="only stage into this folder")
+    parser.add_argument("--message", default="Deploy the depthcard Space", help="commit message")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.stage_only:
+        print(stage(args.stage_only))
+        return 0
+    if not args.repo:
+        parser.error("--repo is required unless --stage-only is given")
+    with tempfile.TemporaryDirectory(prefix="depthcard-space-") as tmp:
+        folder = stage(Path(tmp) / "space-repo")
+        print(upload(folder, args.repo, os.environ.get("HF_TOKEN"), args.message))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""Everything the report view shows, assembled from one report by pure functions.
+
+`report_view(entry)` returns a `ReportView`: Markdown texts, the headline table, one
+long-format frame per interactive plot (space.series) and the cross-domain heatmap as a
+matplotlib figure (a heatmap has no hover-friendly line form). `space/app.py` only maps the
+fields onto components, so the whole view is testable without gradio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.plots import plot_cross_domain
+from bot.audit_command import reproduce_command
+from schemas.report import AuditReport
+from space import series
+from space.compare import COMPARE_COLUMNS, compare_frame, missing_from
+from space.handlers import (
+    card_markdown,
+    headline_table,
+    md_text,
+    notes_markdown,
+    provenance_markdown,
+    report_summary,
+)
+from space.store import ReportEntry, ReportStore
+from space.store import report_id as id_of_report
+
+# plot key -> (frame builder, x, y, colour column, title, x title, y title)
+PLOTS: dict[str, tuple[Any, str, str, str, str, str, str]] = {
+    "rank": (
+        series.rank_frame, "layer", "rho", "series",
+        "Effective rank ρ_ε per layer (headline ε)", "layer l", "ρ_ε = rank_ε / d",
+    ),
+    "recovery": (
+        series.recovery_frame, "layer", "recovery", "series",
+        "Refusal-direction recovery per layer", "layer l", "|cos| (0–1)",
+    ),
+    "projection": (
+        series.projection_frame, "layer", "projection", "series",
+        "Projections s_l on the alignment direction", "layer l", "s_l (activation units)",
+    ),
+    "erosion": (
+        series.erosion_frame, "layer", "erosion", "series",
+        "Erosion per layer (third model)", "layer l", "e_l (1 = alignment kept)",
+    ),
+    "depth": (
+        series.depth_frame, "layer", "value", "series",
+        "Alignment depth per layer", "layer l", "fraction (0–1)",
+    ),
+    "ablation_refusal": (
+        series.ablation_frame, "k", "refusal", "series",
+        "Abliteration: refusal against k", "k, directions ablated", "refusal",
+    ),
+    "ablation_kl": (
+        series.ablation_frame, "k", "kl", "series",
+        "Abliteration: first-token KL against k", "k, directions ablated", "KL (nats)",
+    ),
+    "species": (
+        series.species_frame, "layer", "count", "series",
+        "Mode species alive per layer", "layer l", "tracks / modes",
+    ),
+}  # fmt: skip
+PLOT_KEYS = tuple(PLOTS)
+NOT_FOUND = (
+    "No report `{id}` in this Space. Pick one on the leaderboard; reports are listed by "
+    "`org/model/child revision`."
+)
+NO_REPORT = "Choose a report on the leaderboard, or upload one under **Validate**."
+# report section -> plot keys that need it, for the note under the plots
+NEEDS = {
+    "ablation": ("ablation_refusal", "ablation_kl"),
+    "depth": ("depth",),
+    "modes": ("species",),
+    "cross_domain": ("cross_domain",),
+}
+
+
+@dataclass
+class ReportView:
+    """The report view's content; `found` is False when there is nothing to show."""
+
+    found: bool
+    summary: str
+    headline: pd.DataFrame = field(default_factory=pd.DataFrame)
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    heatmap: Figure | None = None
+    plots_note: str = ""
+    provenance: str = ""
+    notes: str = ""
+    reproduce: str = ""
+    card: str = ""
+
+
+def plot_frame(entry: ReportEntry, key: str) -> pd.DataFrame:
+    """The long-format frame of plot `key` for one report (empty when it has no data)."""
+    return PLOTS[key][0](entry.report)
+
+
+def plots_note(entry: ReportEntry, frames: dict[str, pd.DataFrame], heatmap) -> str:
+    """One line per plot not drawn, with the report's own reason when it gives one."""
+    reasons = {a.section: a.reason for a in entry.report.absent}
+    missing = [key for key, frame in frames.items() if frame.empty]
+    if heatmap is None:
+        missing.append("cross_domain")
+    lines = []
+    for key in missing:
+        section = next((s for s, keys in NEEDS.items() if key in keys), None)
+        reason = reasons.get(section or "", "the report has no data for it")
+        lines.append(f"- *{key.replace('_', ' ')}*: not drawn, {md_text(reason)}")
+    return "\n".join(["**Plots not drawn**", *lines]) if lines else ""
+
+
+def report_view(entry: ReportEntry | None, report_url: str | None = None) -> ReportView:
+    """The full view of one report, or an empty view telling the reader what to do."""
+    if entry is None:
+        return ReportView(found=False, summary=NO_REPORT)
+    report = entry.report
+    frames = {key: plot_frame(entry, key) for key in PLOT_KEYS}
+    heatmap = plot_cross_domain(report)
+    try:
+        card = card_markdown(report, report_url=report_url)
+    except ValueError as exc:
+        # An uploaded report can hold an audit key the card format refuses; say so instead.
+        card = f"The card section cannot be rendered: {md_text(exc)}"
+    return ReportView(
+        found=True,
+        summary=report_summary(entry),
+        headline=headline_table(report),
+        frames=frames,
+        heatmap=heatmap,
+        plots_note=plots_note(entry, frames, heatmap),
+        provenance=provenance_markdown(report),
+        notes=notes_markdown(report),
+        reproduce=reproduce_command(report),
+        card=card,
+    )
+
+
+def find_entry(
+    report_id: str | None, store: ReportStore, extra: dict[str, ReportEntry] | None = None
+) -> ReportEntry | None:
+    """The entry with this id among the session's own reports (uploads, live runs) or the
+    store's."""
+    if not report_id:
+        return None
+    report_id = report_id.strip().strip("/")
+    return (extra or {}).get(report_id) or store.get(report_id)
+
+
+def open_report(
+    report_id: str | None,
+    store: ReportStore,
+    extra: dict[str, ReportEntry] | None = None,
+    report_url: str | None = None,
+) -> ReportView:
+    """The view for `report_id`; an unknown id gives a not-found message, never an error."""
+    entry = find_entry(report_id, store, extra)
+    if entry is None and report_id:
+        return ReportView(found=False, summary=NOT_FOUND.format(id=md_text(report_id)))
+    return report_view(entry, report_url=report_url)
+
+
+def report_choices(store: ReportStore, extra: dict[str, ReportEntry] | None = None) -> list[str]:
+    """Ids for the report picker: the session's own reports first, then the store's."""
+    return [*(extra or {}), *store.ids()]
+
+
+def report_link(base_url: str | None, report_id: str) -> str | None:
+    """The Space page of a report (`?report=` deep link), or None without a base URL."""
+    if not base_url:
+        return None
+    return f"{base_url.rstrip('/')}/?report={report_id}"
+
+
+def session_entry(report: AuditReport, prefix: str, source: str | Path) -> ReportEntry:
+    """A report the session brought itself (an upload, a live run), under `prefix/{id}` so it
+    never shadows a published report."""
+    return ReportEntry(id=f"{prefix}/{id_of_report(report)}", report=report, source=Path(source))
+
+
+def compare_view(
+    report_ids: list[str] | None,
+    metric: str,
+    relative: bool,
+    store: ReportStore,
+    extra: dict[str, ReportEntry] | None = None,
+) -> tuple[pd.DataFrame, str]:
+    """(long-format frame with one line per report, Markdown note) for the Compare tab."""
+    entries = [find_entry(i, store, extra) for i in report_ids or []]
+    found = [(e.id, e.report) for e in entries if e is not None]
+    if len(found) < 2:
+        return pd.DataFrame(columns=COMPARE_COLUMNS), "Choose two or more reports to overlay."
+    frame = compare_frame(found, metric, relative=relative)
+    missing = missing_from(found, metric)
+    note = ""
+    if missing:
+        names = ", ".join(f"`{md_text(m)}`" for m in missing)
+        note = f"No data for *{md_text(metric)}* in {names}."
+    return frame, note

@@ -1,0 +1,152 @@
+"""The Space in a real browser: Debian's chromium, headless, driven by playwright.
+
+Loads the leaderboard, opens the real demo report from its row, checks that the plots drew,
+follows a `?report=` deep link, uploads a malformed report and reads the located errors.
+Screenshots go to a temporary folder (printed); with DEPTHCARD_DOCS_SCREENSHOT=1 the report
+view is also saved to docs/img/space-report.png for the README.
+
+The test fails, never skips, when chromium or playwright is missing: CI must run it. Set-up:
+`apt-get install -y chromium` and `pip install playwright` (no `playwright install`: the
+browser is Debian's).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests import space_support as support
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("DEPTHCARD_CHROMIUM", "/usr/bin/chromium")
+# Loopback only: no background fetches, no updates, no QUIC probes.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DOCS_SHOT = support.ROOT / "docs" / "img" / "space-report.png"
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"chromium not found at {CHROMIUM}: install it (apt-get install -y chromium) "
+            "or set DEPTHCARD_CHROMIUM; the Space's browser test must run."
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install playwright (no browser download)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    demo, url = support.launch_app()
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="depthcard-space-shots-"))
+    print(f"screenshots in {folder}")
+    return folder
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    yield page
+    context.close()
+
+
+def demo_id() -> str:
+    return next(i for i in support.store().ids() if i.startswith("local/"))
+
+
+def assert_no_traceback(page) -> None:
+    text = page.inner_text("body")
+    assert "Traceback" not in text and 'File "' not in text
+
+
+def wait_for_plots(page, keys: tuple[str, ...]) -> None:
+    """Each plot has drawn: its Vega view holds a canvas or an svg with content."""
+    for key in keys:
+        plot = page.locator(f"#plot-{key}")
+        plot.locator("canvas, svg").first.wait_for(state="visible")
+        box = plot.bounding_box()
+        assert box is not None and box["height"] > 100, key
+
+
+def test_leaderboard_row_opens_the_report_with_plots(page, app_url, shots):
+    page.goto(app_url)
+    board = page.locator("#leaderboard")
+    board.get_by_text(demo_id()).first.click()
+    page.locator("#report-summary").get_by_text("Verdict").wait_for()
+    wait_for_plots(page, ("rank", "recovery", "projection"))
+    assert page.locator("#headline").get_by_text("ρ_ε aligned").count() >= 1
+    page.wait_for_timeout(500)  # let the plots finish their transitions
+    # From the report's heading down: the headline table and the first rows of plots.
+    top = page.locator("#report-summary").bounding_box()["y"]
+    clip = {"x": 0, "y": max(0.0, top - 16), "width": 1280, "height": 1450}
+    page.screenshot(path=str(shots / "report.png"), full_page=True, clip=clip)
+    if os.environ.get("DEPTHCARD_DOCS_SCREENSHOT"):
+        DOCS_SHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shots / "report.png", DOCS_SHOT)
+    page.screenshot(path=str(shots / "report-full.png"), full_page=True)
+    assert_no_traceback(page)
+
+
+def test_deep_link_opens_the_report(page, app_url, shots):
+    page.goto(f"{app_url}/?report={demo_id()}")
+    page.locator("#report-summary").get_by_text("Verdict").wait_for()
+    wait_for_plots(page, ("rank",))
+    page.goto(f"{app_url}/?report=nobody/none/0")
+    page.locator("#report-summary").get_by_text("No report").wait_for()
+    page.screenshot(path=str(shots / "not-found.png"))
+
+
+def test_malformed_upload_shows_located_errors(page, app_url, shots, tmp_path):
+    bad = tmp_path / "report.json"
+    bad.write_bytes(support.nan_report_bytes())
+    page.goto(app_url)
+    page.get_by_role("tab", name="Validate").click()
+    page.locator("#upload input[type=file]").set_input_files(str(bad))
+    page.locator("#check-message").get_by_text("does not conform").wait_for()
+    errors = page.locator("#check-errors")
+    errors.get_by_text("layers[2].norm_ratio").first.wait_for()
+    assert errors.get_by_text("headline.rho_eps_aligned").count() >= 1
+    page.screenshot(path=str(shots / "validate-errors.png"), full_page=True)
+    assert_no_traceback(page)
+
+
+def test_not_json_upload_gives_a_plain_message(page, app_url, tmp_path):
+    junk = tmp_path / "junk.json"
+    junk.write_text("<html>not a report</html>", encoding="utf-8")
+    page.goto(app_url)
+    page.get_by_role("tab", name="Validate").click()
+    page.locator("#upload input[type=file]").set_input_files(str(junk))
+    page.locator("#check-message").get_by_text("not valid JSON").wait_for()
+    assert_no_traceback(page)
