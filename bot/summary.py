@@ -12,7 +12,12 @@ MEANINGS = {
     "rho_eps_contrast": "share of the width the child's harmful-vs-harmless contrast occupies",
     "refusal_direction_recovery": "|cos| between the top DiD direction and the refusal direction",
     "safety_specificity": "rank on harmless / rank on harmful (≈1 or more: not safety-specific)",
+    "alignment_depth_score": "entanglement of safety with capability (0 = chance, 1 = full)",
+    "baseline_refusal_rate": "share of harmful prompts the child refuses, nothing removed",
+    "abliteration_min_k": "fewest directions whose removal drops refusal below the threshold",
+    "abliteration_kl": "first-token KL on harmless prompts at min k (nats): the attack's cost",
 }
+OPTIONAL = {"rho_eps_contrast", "rho_eps_aligned", "rho_eps_naive"}
 
 
 def _fmt(value) -> str:
@@ -21,6 +26,34 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _headline_rows(report: AuditReport) -> list[str]:
+    h = report.headline
+    rank = f" (rank {h.rank_aligned})" if h.rank_aligned is not None else ""
+    rows = []
+    for key, meaning in MEANINGS.items():
+        value = getattr(h, key)
+        if value is None and key in OPTIONAL:
+            continue
+        label = key.replace("_eps", f"_{h.eps:g}")
+        suffix = rank if key == "rho_eps_aligned" else ""
+        if key == "alignment_depth_score" and h.depth_chance_level is not None:
+            suffix = f" [chance K_c/d = {h.depth_chance_level:.3g}]"
+        rows.append(f"{label:<28} {_fmt(value):>10}  {meaning}{suffix}")
+    f = report.fragility
+    if f is not None:
+        over = f.parameter_subset if f.parameter_count is None else f"{f.parameter_count:,} params"
+        rows.append(
+            f"{'fragility_sharpness':<28} {_fmt(f.sharpness):>10}  top Hessian eigenvalue of "
+            f"the refusal loss over {over}"
+        )
+        forecast = "no fit" if f.forecast_steps is None else f"{f.forecast_steps:.3g} steps"
+        rows.append(
+            f"{'fragility_exponent':<28} {_fmt(f.exponent):>10}  p in ΔL_A ≈ c·t^p under a "
+            f"benign fine-tune; +{f.forecast_margin:g} nats in {forecast}"
+        )
+    return rows
 
 
 def summary_table(report: AuditReport, out: Path) -> str:
@@ -34,20 +67,17 @@ def summary_table(report: AuditReport, out: Path) -> str:
         "",
         f"{'metric':<28} {'value':>10}  meaning",
         f"{'-' * 28} {'-' * 10}  {'-' * 40}",
+        *_headline_rows(report),
+        "",
+        f"verdict: {report.verdict.text}",
     ]
-    rank = f" (rank {h.rank_aligned})" if h.rank_aligned is not None else ""
-    for key, meaning in MEANINGS.items():
-        value = getattr(h, key)
-        if value is None and key in ("rho_eps_contrast", "rho_eps_aligned", "rho_eps_naive"):
-            continue
-        label = key.replace("_eps", f"_{h.eps:g}")
-        suffix = rank if key == "rho_eps_aligned" else ""
-        lines.append(f"{label:<28} {_fmt(value):>10}  {meaning}{suffix}")
-    lines += ["", f"verdict: {report.verdict.text}"]
+    lines += [f"not measured: {a.section} ({a.reason})" for a in report.absent]
     lines += [f"warning: {w}" for w in report.warnings]
     seconds = sum(s.seconds for s in report.stages)
+    stages = ", ".join(f"{s.name} {s.seconds:.1f}" for s in report.stages)
     lines += [
         "",
         f"wrote {out}/ (report.json, directions.safetensors, card.md, plots/) in {seconds:.1f} s",
+        f"seconds per stage: {stages}",
     ]
     return "\n".join(lines)

@@ -144,3 +144,26 @@ def test_empty_prompt_list_is_an_error(tiny):
     tok, model, _ = tiny
     with pytest.raises(ValueError, match="no prompts"):
         capture(model, decoder_layers(model), [], pad_id=0)
+
+
+def test_token_budget_shrinks_batches_of_long_prompts_only():
+    from analysis.capture import token_batches
+
+    lengths = [10] * 8 + [200] * 6 + [700]
+    batches = token_batches(lengths, batch_size=4, max_tokens=512)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        width = max(lengths[i] for i in b)
+        assert len(b) <= 4 and (len(b) == 1 or len(b) * width <= 512)
+    assert [len(b) for b in batches] == [4, 4, 2, 2, 2, 1]  # short full, long halved, lone giant
+
+
+def test_token_budget_does_not_change_the_rows(tiny):
+    tok, model, texts = tiny
+    ids = tokenize_prompts(texts, "raw", tok, tok)
+    layers = decoder_layers(model)
+    wide = capture(model, layers, ids, pad_id=0, batch_size=8)
+    narrow = capture(model, layers, ids, pad_id=0, batch_size=8, max_batch_tokens=8)
+    assert torch.allclose(wide.rows, narrow.rows, atol=1e-5)
+    n_blocks = len(layers)  # the last point differs from HF's by the final norm, as above
+    assert torch.allclose(narrow.rows[:, :n_blocks], reference_rows(model, ids)[:, :n_blocks])
