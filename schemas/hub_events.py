@@ -48,7 +48,10 @@ class EventRepo(_HubModel):
     owner: ObjectId = Field(description="Owner object.")
     url: EventUrl = Field(description="URLs of the repo.")
     head_sha: str | None = Field(
-        None, pattern=r"^[0-9a-f]{40}$", description="Commit at the head of main after the event."
+        None,
+        alias="headSha",  # the Hub's spelling; the attribute keeps ours
+        pattern=r"^[0-9a-f]{40}$",
+        description="Commit at the head of main after the event.",
     )
     tags: list[str] | None = Field(None, description="Repo tags.")
 

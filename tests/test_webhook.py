@@ -132,3 +132,12 @@ def test_thousands_of_generated_payloads_never_crash_the_server(server, body, se
         assert status == 401
     elif secret != SECRET:
         assert status == 403
+
+
+def test_head_sha_is_read_from_the_hubs_camel_case_field():
+    from schemas.hub_events import EventRepo
+
+    fields = {"type": "model", "name": "org/m", "id": "x", "private": False,
+              "owner": {"id": "o"}, "url": {"web": "https://h/org/m"}}  # fmt: skip
+    repo = EventRepo.model_validate({**fields, "headSha": "a" * 40})
+    assert repo.head_sha == "a" * 40
