@@ -7,7 +7,6 @@ the base is captured and freed, then the child is captured and kept for the abla
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ from analysis.ablation_cost import (
     ablation_curve,
     select_layer_by_ablation,
 )
-from analysis.capture import Activations, capture
+from analysis.capture import capture_sets, free_model
 from analysis.crossdomain import cross_domain
 from analysis.depth_stage import alignment_depth, mode_catalogue
+from analysis.erosion_stage import erosion_probe, erosion_section, joint_logprob, third_pass
 from analysis.fragility_stage import fragility_stage
 from analysis.judges import get_judge
 from analysis.layer_metrics import Captures, LayerAnalysis, analyse_layers
@@ -42,10 +42,11 @@ from analysis.models import (
 )
 from analysis.pairing import (
     check_shapes,
-    compare_vocab,
+    check_third,
     load_tokenizer,
     model_shape,
     require_chat_template,
+    tokenizer_facts,
 )
 from analysis.prompt_inputs import PromptInputs, TokenizedInputs, tokenize_inputs
 from analysis.stages import stage
@@ -91,32 +92,6 @@ class AblationOutcome:
     refused: int | None = None
     refusals: dict[int, str] = field(default_factory=dict)  # prompt index → refusal text
     absent: list[AbsentSection] = field(default_factory=list)
-
-
-def _capture_sets(model, keys, tok: TokenizedInputs, cfg: AuditConfig, layers_path, name):
-    layers = decoder_layers(model, layers_path)
-    out: dict[str, Activations] = {}
-    for key in keys:
-        if key not in tok.ids:
-            continue
-        n = tok.n_suffix if key.endswith("_chat") and cfg.position == "suffix" else 1
-        out[key] = capture(
-            model,
-            layers,
-            tok.ids[key],
-            pad_id=tok.pad_id,
-            batch_size=cfg.batch_size,
-            n_suffix=n,
-            desc=f"{name} {key}",
-        )
-    return out
-
-
-def _free(model: nn.Module | None) -> None:
-    del model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def ablation_stage(
@@ -187,25 +162,35 @@ def audit_models(
     layers_path: str | None = None,
     timings: list[StageTiming] | None = None,
     warnings: list[str] | None = None,
+    third: ModelHandle | None = None,
 ) -> AuditRun:
-    """Run every stage on loadable models; the in-process entry point (tests use it)."""
+    """Run every stage on loadable models; the in-process entry point (tests use it).
+
+    With `third` (a fine-tune of the child; needs `base`), F is loaded between the base and
+    the child, captured on Ds in chat format and scored for the erosion analyses.
+    """
     timings = [] if timings is None else timings
     warnings = [] if warnings is None else list(warnings)
+    if third is not None and base is None:
+        raise ValueError("a three-model audit needs the base model (erosion is measured from it)")
     tok = tokenize_inputs(prompts, tokenizer)
+    probe = erosion_probe(tok, tokenizer) if third is not None else None
     refs: dict[str, ModelRef] = {}
-    base_acts: dict[str, Activations] = {}
-    if base is not None:
-        with stage("capture-base", timings):
-            model = base.load()
-            refs["base"] = base.describe(model)
-            keys = ("harmful_chat", "harmless_chat", "harmful_raw", "capability_chat")
-            base_acts = _capture_sets(model, keys, tok, cfg, layers_path, "base")
-            _free(model)
+    logprobs: dict[str, float] = {}
+    base_acts = _capture_base(base, tok, cfg, layers_path, timings, refs, probe, logprobs)
+    third_run = None
+    if third is not None:
+        with stage("capture-third", timings):
+            context = (tokenizer, prompts.harmful.texts, layers_path)
+            third_run = third_pass(third, probe, tok, cfg, context)
+        refs["third"] = third_run.ref
     with stage("capture-child", timings):
         child_model = child.load()
         refs["child"] = child.describe(child_model)
         keys = ("harmful_chat", "harmless_chat", "capability_chat")
-        child_acts = _capture_sets(child_model, keys, tok, cfg, layers_path, "child")
+        child_acts = capture_sets(child_model, keys, tok, cfg, layers_path, "child")
+        if probe is not None:
+            logprobs["child"] = joint_logprob(child_model, probe, cfg.batch_size)
     captures = Captures(
         child_s=child_acts["harmful_chat"],
         child_h=child_acts["harmless_chat"],
@@ -214,6 +199,7 @@ def audit_models(
         base_raw_s=base_acts.get("harmful_raw"),
         base_h=base_acts.get("harmless_chat"),
         base_c=base_acts.get("capability_chat"),
+        third_s=None if third_run is None else third_run.harmful_chat,
     )
     with stage("spectra", timings):
         analysis = analyse_layers(
@@ -226,12 +212,37 @@ def audit_models(
                 child_model, tokenizer, tok, prompts, analysis, cfg, layers_path
             )
     fragile = _fragility(child_model, tokenizer, tok, outcome, cfg, layers_path, timings)
-    _free(child_model)
+    free_model(child_model)
     check = (tokenizer_check or TokenizerCheck(suffix_tokens=1)).model_copy(
         update={"suffix_tokens": tok.n_suffix}
     )
-    parts_ = (captures, analysis, outcome, fragile, prompts, cfg, refs, check)
+    eroded = _erosion(third_run, logprobs, probe, analysis, cfg, outcome.baseline_rate)
+    parts_ = (captures, analysis, outcome, fragile, eroded, prompts, cfg, refs, check)
     return _assemble(*parts_, timings, warnings)
+
+
+def _capture_base(base, tok, cfg, layers_path, timings, refs, probe, logprobs):
+    """The base's activations (and its reference log-prob when a third model is audited)."""
+    if base is None:
+        return {}
+    with stage("capture-base", timings):
+        model = base.load()
+        refs["base"] = base.describe(model)
+        keys = ("harmful_chat", "harmless_chat", "harmful_raw", "capability_chat")
+        acts = capture_sets(model, keys, tok, cfg, layers_path, "base")
+        if probe is not None:
+            logprobs["base"] = joint_logprob(model, probe, cfg.batch_size)
+        free_model(model)
+    return acts
+
+
+def _erosion(third_run, logprobs, probe, analysis: LayerAnalysis, cfg: AuditConfig, rate):
+    """The Erosion section, or the AbsentSection saying there is no third model."""
+    if third_run is None:
+        return AbsentSection(section="erosion", reason=NO_THIRD)
+    window = parts.analysis_window(analysis.layers, cfg)
+    child_rate = (rate, cfg.judge)
+    return erosion_section(third_run, logprobs, probe, analysis.layers, window, child_rate)
 
 
 def _fragility(model, tokenizer, tok, outcome: AblationOutcome, cfg, layers_path, timings):
@@ -251,7 +262,9 @@ def _fragility(model, tokenizer, tok, outcome: AblationOutcome, cfg, layers_path
     return section or AbsentSection(section="fragility", reason=why)
 
 
-def _assemble(captures, analysis, outcome, fragile, prompts, cfg, refs, check, timings, warnings):
+def _assemble(
+    captures, analysis, outcome, fragile, eroded, prompts, cfg, refs, check, timings, warnings
+):
     with stage("modes-depth", timings):
         selected = outcome.selected or parts.select_by_norm(analysis.layers, cfg)
         domains = cross_domain(captures, prompts.harmful, selected.layer, cfg.cross_domain_k)
@@ -268,7 +281,8 @@ def _assemble(captures, analysis, outcome, fragile, prompts, cfg, refs, check, t
                 captures, parts.analysis_window(analysis.layers, cfg), cfg.capability_k
             )
     absent += [fragile] if isinstance(fragile, AbsentSection) else []
-    absent.append(AbsentSection(section="erosion", reason=NO_THIRD))
+    absent += [eroded] if isinstance(eroded, AbsentSection) else []
+    erosion = None if isinstance(eroded, AbsentSection) else eroded
     if not captures.paired:
         absent.insert(
             0,
@@ -279,9 +293,9 @@ def _assemble(captures, analysis, outcome, fragile, prompts, cfg, refs, check, t
     report = AuditReport(
         tool=parts.tool_info(),
         created_at=datetime.now(UTC),
-        audit_key=parts.audit_key(refs.get("base"), refs["child"]),
-        kind="pair" if captures.paired else "child-only",
-        models=Models(base=refs.get("base"), child=refs["child"]),
+        audit_key=parts.audit_key(refs.get("base"), refs["child"], refs.get("third")),
+        kind="three-model" if erosion else "pair" if captures.paired else "child-only",
+        models=Models(base=refs.get("base"), child=refs["child"], third=refs.get("third")),
         tokenizer=check,
         prompt_sets=prompts.refs(),
         config=cfg,
@@ -291,12 +305,13 @@ def _assemble(captures, analysis, outcome, fragile, prompts, cfg, refs, check, t
         selected_layer=selected,
         headline=parts.headline(
             analysis.layers, selected, cfg, depth, outcome.section, outcome.baseline_rate
-        ),
+        ).model_copy(update={"alignment_kept": erosion.kept_fraction if erosion else None}),
         cross_domain=domains.section,
         modes=catalogue,
         depth=depth,
         ablation=outcome.section,
         fragility=None if isinstance(fragile, AbsentSection) else fragile,
+        erosion=erosion,
         verdict=parts.verdict(
             analysis.layers,
             captures.paired,
@@ -325,8 +340,9 @@ def run_audit(
     cfg: AuditConfig,
     layers_path: str | None = None,
     token: str | None = None,
+    third: ModelSpec | None = None,
 ) -> AuditRun:
-    """Resolve and check the models, then run every stage.
+    """Resolve and check the models, then run every stage (`third`: a fine-tune of the child).
 
     Raises:
         ModelLoadError: a model that is missing, unsafe, or not a matched pair.
@@ -343,7 +359,10 @@ def run_audit(
         _check_directions(cfg, prompts, model_shape(child_res).hidden_size)
         tokenizer = load_tokenizer(child_res.folder)
         require_chat_template(tokenizer, child_res.folder)
-        check = _tokenizer_check(base_res, tokenizer, warnings)
+        check = tokenizer_facts(base_res, tokenizer, warnings)
+        third_res = None if third is None else resolve_model(third, token)
+        if third_res is not None:
+            warnings += check_third(third_res, child_res, tokenizer)
     return audit_models(
         base=None if base_res is None else _handle("base", base_res, cfg),
         child=_handle("child", child_res, cfg),
@@ -354,6 +373,7 @@ def run_audit(
         layers_path=layers_path,
         timings=timings,
         warnings=warnings,
+        third=None if third_res is None else _handle("third", third_res, cfg),
     )
 
 
@@ -364,20 +384,6 @@ def _check_directions(cfg: AuditConfig, prompts: PromptInputs, d: int) -> None:
             f"--num-directions {cfg.num_directions} exceeds the largest possible rank of M_DiD, "
             f"min(harmful prompts {len(prompts.harmful.texts)}, d_model {d}) = {cap}"
         )
-
-
-def _tokenizer_check(base_res, tokenizer, warnings: list[str]) -> TokenizerCheck:
-    if base_res is None:
-        return TokenizerCheck(suffix_tokens=1)
-    base_tok = load_tokenizer(base_res.folder)
-    equal, knows, notes = compare_vocab(base_tok, tokenizer)
-    warnings.extend(notes)
-    return TokenizerCheck(
-        vocab_equal=equal,
-        base_has_chat_template=bool(getattr(base_tok, "chat_template", None)),
-        base_knows_template_tokens=knows,
-        suffix_tokens=1,
-    )
 
 
 __all__ = [

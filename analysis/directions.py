@@ -30,12 +30,27 @@ def projections(acts: Activations, direction: torch.Tensor) -> torch.Tensor:
     return (acts.mean() * unit(direction.to(torch.float64))).sum(-1)
 
 
-def erosion(s_third: torch.Tensor, s_child: torch.Tensor, s_base: torch.Tensor) -> list:
-    """e_l = (s_F − s_B)/(s_I − s_B); None where the child does not move off the base."""
-    out = []
-    for f, i, b in zip(s_third.tolist(), s_child.tolist(), s_base.tolist(), strict=True):
+def erosion(
+    s_third: torch.Tensor,
+    s_child: torch.Tensor,
+    s_base: torch.Tensor,
+    scale: torch.Tensor | None = None,
+    tolerance: float = 1e-12,
+) -> list[float | None]:
+    """e_l = (s_F − s_B)/(s_I − s_B); None where the child does not move off the base.
+
+    "Does not move" means |s_I − s_B| ≤ tolerance · scale_l, with scale_l the mean activation
+    norm at the point (or max(|s_I|, |s_B|, 1) without one): dividing by a gap at the noise
+    floor would give an arbitrary, possibly huge e_l. Never NaN or inf.
+    """
+    out: list[float | None] = []
+    scales = [None] * len(s_child) if scale is None else scale.tolist()
+    rows = zip(s_third.tolist(), s_child.tolist(), s_base.tolist(), scales, strict=True)
+    for f, i, b, ref in rows:
         gap = i - b
-        out.append(None if abs(gap) <= 1e-12 * max(abs(i), abs(b), 1.0) else (f - b) / gap)
+        ref = max(abs(i), abs(b), 1.0) if ref is None else ref
+        value = None if abs(gap) <= tolerance * ref else (f - b) / gap
+        out.append(value if value is None or math.isfinite(value) else None)
     return out
 
 

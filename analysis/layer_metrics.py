@@ -84,7 +84,7 @@ def analyse_layers(
     r = directions.refusal_direction(c.child_s, c.child_h)  # (point, d)
     act_norm = (c.child_s.norm_sums + c.child_h.norm_sums) / (c.child_s.count + c.child_h.count)
     v = directions.alignment_direction(c.child_s, c.base_s) if c.paired else None
-    proj = _projections(c, v)
+    proj = _projections(c, v, act_norm, tolerance)
     tensors: dict[str, torch.Tensor] = {}
     layers = []
     for point in range(r.shape[0]):
@@ -159,7 +159,10 @@ def _point_metrics(
 _REPORTED = {"naive", "template", "aligned", "did", "aligned_harmless", "child_contrast"}
 
 
-def _projections(c: Captures, v: torch.Tensor | None) -> dict[str, list]:
+def _projections(
+    c: Captures, v: torch.Tensor | None, scale: torch.Tensor, tolerance: float
+) -> dict[str, list]:
+    """s_l of base, child (and third) on v̂_l; e_l where a third model was captured."""
     if v is None:
         return {}
     s_base = directions.projections(c.base_s, v)
@@ -168,5 +171,5 @@ def _projections(c: Captures, v: torch.Tensor | None) -> dict[str, list]:
     if c.third_s is not None:
         s_third = directions.projections(c.third_s, v)
         out["projection_third"] = s_third.tolist()
-        out["erosion"] = directions.erosion(s_third, s_child, s_base)
+        out["erosion"] = directions.erosion(s_third, s_child, s_base, scale, tolerance)
     return out

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.models import ModelLoadError, ResolvedModel
+from schemas.report import TokenizerCheck
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,41 @@ def model_shape(model: ResolvedModel) -> Shape:
     return Shape(str(archs[0]), hidden, layers, vocab)
 
 
-def check_shapes(base: ResolvedModel, child: ResolvedModel) -> Shape:
-    """Refuse a pair whose architectures differ; return the shared shape."""
+def check_shapes(base: ResolvedModel, child: ResolvedModel, role: str = "base") -> Shape:
+    """Refuse a pair whose architectures differ; return the shared shape.
+
+    `role` names the first model in the message ("base", or "third" for a fine-tune).
+    """
     a, b = model_shape(base), model_shape(child)
+    what = "a matched pair" if role == "base" else f"a fine-tune of the child ({role} model)"
     for name in ("architecture", "hidden_size", "num_layers", "vocab_size"):
         if getattr(a, name) != getattr(b, name):
             raise ModelLoadError(
-                f"not a matched pair: {name.replace('_', ' ')} differs "
-                f"(base {getattr(a, name)}, child {getattr(b, name)})"
+                f"not {what}: {name.replace('_', ' ')} differs "
+                f"({role} {getattr(a, name)}, child {getattr(b, name)})"
             )
     return b
+
+
+def check_third(third: ResolvedModel, child: ResolvedModel, child_tok) -> list[str]:
+    """Refuse a third model that cannot read the child's token ids; returns warnings.
+
+    Raises:
+        ModelLoadError: shapes differ, or a token has different ids in the two tokenizers.
+    """
+    check_shapes(third, child, role="third")
+    third_tok = load_tokenizer(third.folder)
+    conflicts = [
+        t for t, i in child_tok.get_vocab().items() if third_tok.get_vocab().get(t, i) != i
+    ]
+    if conflicts:
+        raise ModelLoadError(
+            f"not a fine-tune of the child: {len(conflicts)} tokens have different ids in the "
+            f"third and child tokenizers (e.g. {conflicts[0]!r})"
+        )
+    if third_tok.get_vocab() != child_tok.get_vocab():
+        return ["the third model's tokenizer differs from the child's; it reads the child's ids"]
+    return []
 
 
 def load_tokenizer(folder: Path):
@@ -108,3 +134,18 @@ def compare_vocab(base_tok, child_tok) -> tuple[bool, bool, list[str]]:
     if only_child and not missing:
         warnings.append(f"the child tokenizer has {len(only_child)} tokens the base lacks")
     return base_vocab == child_vocab, not missing, warnings
+
+
+def tokenizer_facts(base_res, tokenizer, warnings: list[str]) -> TokenizerCheck:
+    """The report's tokenizer facts for a pair (vocab notes go to `warnings`)."""
+    if base_res is None:
+        return TokenizerCheck(suffix_tokens=1)
+    base_tok = load_tokenizer(base_res.folder)
+    equal, knows, notes = compare_vocab(base_tok, tokenizer)
+    warnings.extend(notes)
+    return TokenizerCheck(
+        vocab_equal=equal,
+        base_has_chat_template=bool(getattr(base_tok, "chat_template", None)),
+        base_knows_template_tokens=knows,
+        suffix_tokens=1,
+    )

@@ -135,15 +135,19 @@ def tool_info() -> ToolInfo:
     )
 
 
-def audit_key(base: ModelRef | None, child: ModelRef) -> str:
-    """`base sha / child sha / analysis version` (content hashes for local folders)."""
+def audit_key(base: ModelRef | None, child: ModelRef, third: ModelRef | None = None) -> str:
+    """`base sha / child sha / analysis version` (content hashes for local folders).
+
+    A three-model audit puts the third model's sha after the child's.
+    """
 
     def ident(ref: ModelRef | None) -> str:
         if ref is None:
             return "none"
         return ref.revision if ref.source == "hub" else f"sha256:{ref.content_sha256[:16]}"
 
-    return f"{ident(base)}/{ident(child)}/{ANALYSIS_VERSION}"
+    models = [ident(base), ident(child)] + ([ident(third)] if third is not None else [])
+    return "/".join([*models, ANALYSIS_VERSION])
 
 
 def model_ref(role: str, resolved: ResolvedModel, model: nn.Module, dtype: str) -> ModelRef:

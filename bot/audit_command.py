@@ -22,6 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="report folder to write")
     p.add_argument("--demo", action="store_true", help="audit the bundled calibration pair")
     p.add_argument("--child-only", metavar="CHILD", help="audit CHILD without a base model")
+    p.add_argument(
+        "--third",
+        metavar="FINETUNE",
+        help="a fine-tune of CHILD: three-model audit with erosion curves (needs BASE)",
+    )
     p.add_argument("--harmful", type=Path, help="harmful prompt set (YAML); default harmful-core")
     p.add_argument("--harmless", type=Path, help="harmless prompt set; default harmless-core")
     p.add_argument("--capability", type=Path, help="capability text set; default capability-core")
@@ -157,6 +162,16 @@ def _specs(args):
     return parse_model_spec(args.base), parse_model_spec(args.child)
 
 
+def _third_spec(args, base):
+    from analysis.models import parse_model_spec
+
+    if not args.third:
+        return None
+    if base is None:
+        raise ValueError("--third needs a base model: give BASE CHILD --third FINETUNE")
+    return parse_model_spec(args.third)
+
+
 def reproduce_command(report) -> str:
     """The command that re-runs this audit at the same revisions and settings."""
 
@@ -171,13 +186,50 @@ def reproduce_command(report) -> str:
         if report.models.base is None
         else [name(report.models.base), name(report.models.child)]
     )
+    if report.models.third is not None:
+        models += ["--third", name(report.models.third)]
     parts = ["depthcard", "audit", *models, "--out", "audit"]
     if cfg.max_prompts:
         parts += ["--max-prompts", str(cfg.max_prompts), "--seed", str(cfg.seed)]
     if cfg.position != "last":
         parts += ["--position", cfg.position]
+    parts += _non_default_flags(report)
     parts += ["--dtype", cfg.dtype]
     return shlex.join(parts)
+
+
+def _non_default_flags(report) -> list[str]:
+    """Every setting that differs from `depthcard audit`'s defaults, as flags."""
+    cfg, out = report.config, []
+    plain = {
+        "num_directions": 8,
+        "judge": "substring",
+        "max_new_tokens": 64,
+        "capability_k": 16,
+    }
+    for field, default in plain.items():
+        if getattr(cfg, field) != default:
+            out += [f"--{field.replace('_', '-')}", str(getattr(cfg, field))]
+    if not cfg.ablation:
+        out.append("--no-ablation")
+    frag = cfg.fragility
+    if frag is None:
+        out.append("--no-fragility")
+    else:
+        from schemas.sections import FragilitySettings
+
+        default = FragilitySettings()
+        for field, flag in (
+            ("steps", "--fragility-steps"),
+            ("power_iterations", "--power-iterations"),
+            ("learning_rate", "--fragility-lr"),
+        ):
+            if getattr(frag, field) != getattr(default, field):
+                out += [flag, str(getattr(frag, field))]
+    for ref in report.prompt_sets:  # a set that is not the built-in default: name its file
+        if ref.role == "domain" or DEFAULT_SETS.get(ref.role) != ref.name:
+            out += [f"--{ref.role}", f"{ref.name}.yaml"]
+    return out
 
 
 def run(args, token: str | None) -> int:
@@ -190,13 +242,20 @@ def run(args, token: str | None) -> int:
     for name in (*positive, "fragility_steps", "power_iterations"):
         _positive(name.replace("_", "-"), getattr(args, name))
     base, child = _specs(args)
+    third = _third_spec(args, base)
     preflight(args.out, args.overwrite)
     prompts = _load_sets(args)
     cfg = _config(args)
     from analysis.audit import run_audit
 
     result = run_audit(
-        base=base, child=child, prompts=prompts, cfg=cfg, layers_path=args.layers_path, token=token
+        base=base,
+        child=child,
+        prompts=prompts,
+        cfg=cfg,
+        layers_path=args.layers_path,
+        token=token,
+        third=third,
     )
     report = result.report
     card = render_card_section(report, report_url=None, reproduce_command=reproduce_command(report))

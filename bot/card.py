@@ -18,7 +18,8 @@ from pydantic import Field, ValidationError
 from schemas._base import Strict
 from schemas.report import AuditReport, Headline, ModelRef
 
-CARD_SCHEMA_VERSION = "1.0"
+CARD_SCHEMA_VERSION = "1.1"  # the newest version this module reads and writes
+PAIR_CARD_VERSION = "1.0"  # pair and child-only sections use nothing 1.1 added
 START_MARKER = "<!-- depthcard:start schema={schema} key={key} -->"
 END_MARKER = "<!-- depthcard:end -->"
 HEADLINE_COMMENT = "<!-- depthcard:headline {payload} -->"
@@ -51,6 +52,9 @@ LIMITS = (
 
 # (headline field, label, unit, one-line meaning); rows appear only when the value is present.
 TABLE_ROWS: tuple[tuple[str, str, str, str], ...] = (
+    ("alignment_kept", "alignment kept by the fine-tune", "% of parent's shift (layers {window})",
+     "How much of the alignment shift the child gained over its base the fine-tune kept: "
+     "100 % = all, 0 % = back at the base."),
     ("rho_eps_aligned", "ρ_ε aligned", "fraction of d (ε = {eps})",
      "Share of the residual width the alignment shift fills, chat template held fixed; "
      "small = alignment lives in a few directions."),
@@ -102,6 +106,9 @@ class ParsedCard(Strict):
     report_schema_version: str = Field(description="schema_version of the report.")
     child: CardModel = Field(description="The audited child model.")
     base: CardModel | None = Field(None, description="The base model; absent in child-only.")
+    third: CardModel | None = Field(
+        None, description="The third model (a fine-tune of the child); three-model audits (1.1)."
+    )
     verdict: Literal["measured", "no-refusal", "identical-models", "partial"] = Field(
         description="Verdict code of the audit."
     )
@@ -113,11 +120,20 @@ class ParsedCard(Strict):
         return self.child.revision or self.child.content_sha256
 
 
-def start_marker(audit_key: str) -> str:
+def start_marker(audit_key: str, version: str = CARD_SCHEMA_VERSION) -> str:
     """The start marker for `audit_key`; raises ValueError for keys that cannot sit in it."""
     if not re.fullmatch(r"[^\s<>]+", audit_key) or "--" in audit_key:
         raise ValueError(f"audit key {audit_key!r} cannot be written into a card marker")
-    return START_MARKER.format(schema=CARD_SCHEMA_VERSION, key=audit_key)
+    return START_MARKER.format(schema=version, key=audit_key)
+
+
+def card_version(report: AuditReport) -> str:
+    """The card standard a report's section is written in: the oldest that holds it.
+
+    1.1 added the third model and `alignment_kept` (three-model audits); every other section
+    is written as 1.0, so 1.0 parsers keep reading pair cards unchanged.
+    """
+    return CARD_SCHEMA_VERSION if report.kind == "three-model" else PAIR_CARD_VERSION
 
 
 def card_payload(report: AuditReport) -> ParsedCard:
@@ -130,13 +146,14 @@ def card_payload(report: AuditReport) -> ParsedCard:
         return CardModel(**{f: getattr(ref, f) for f in fields})
 
     return ParsedCard(
-        schema_version=CARD_SCHEMA_VERSION,
+        schema_version=card_version(report),
         audit_key=report.audit_key,
         kind=report.kind,
         analysis_version=report.tool.analysis_version,
         report_schema_version=report.schema_version,
         child=ident(report.models.child),
         base=ident(report.models.base),
+        third=ident(report.models.third),
         verdict=report.verdict.code,
         headline=report.headline,
     )
@@ -162,7 +179,7 @@ def render_card_section(
         raise ValueError("the reproduce command cannot contain HTML comment delimiters")
     payload = card_payload(report).model_dump_json(exclude_none=True)
     lines = [
-        start_marker(report.audit_key),
+        start_marker(report.audit_key, card_version(report)),
         HEADLINE_COMMENT.format(payload=_comment_safe(payload)),
         HEADING,
         "",
@@ -171,6 +188,7 @@ def render_card_section(
         *_child_only_note(report),
         *_table(report),
         "",
+        *_erosion(report),
         f"**Verdict** (`{report.verdict.code}`): {_text(report.verdict.text)}",
         "",
         *_provenance(report),
@@ -251,7 +269,7 @@ def _value(report: AuditReport, field: str) -> str | None:
         return _rho(value)
     if field in ("refusal_direction_recovery", "safety_specificity", "alignment_depth_score"):
         return f"{value:.3f}"
-    if field == "baseline_refusal_rate":
+    if field in ("baseline_refusal_rate", "alignment_kept"):
         return f"{100 * value:.1f} %"
     if field == "abliteration_kl":
         return f"{value:#.3g}"
@@ -267,9 +285,51 @@ def _table(report: AuditReport) -> list[str]:
     for field, label, unit, meaning in TABLE_ROWS:
         value = _value(report, field)
         if value is not None:
-            unit_text = unit.format(eps=f"{h.eps:g}", chance=chance, threshold=threshold)
+            unit_text = unit.format(
+                eps=f"{h.eps:g}", chance=chance, threshold=threshold, window=_window(report)
+            )
             out.append(f"| {label} | {value} | {unit_text} | {meaning} |")
     return out
+
+
+def _window(report: AuditReport) -> str:
+    e = report.erosion
+    return "—" if e is None else f"{e.window[0]}–{e.window[1]}"
+
+
+def _erosion(report: AuditReport) -> list[str]:
+    """The fine-tune paragraph of a three-model audit: what it kept, and seed 002's checks."""
+    e, m = report.erosion, report.models
+    if e is None or m.third is None:
+        return []
+    if e.kept_fraction is None:
+        kept = (
+            "The child's alignment shift is too small at every layer of the window to say how "
+            "much of it the fine-tune kept."
+        )
+    else:
+        kept = (
+            f"The fine-tune {_code(_name(m.third))} kept **{100 * e.kept_fraction:.1f} %** of "
+            f"the alignment its parent {_code(_name(m.child))} gained over the base (mean "
+            f"normalised erosion e_l over layers {_window(report)}; 100 % = all kept, "
+            "0 % = back at the base)."
+        )
+    cosine = "—" if e.gradient_cosine is None else f"{e.gradient_cosine:.3f}"
+    rates = ""
+    if e.refusal_rate_child is not None and e.refusal_rate_third is not None:
+        rates = (
+            f" Refusal rate on the harmful prompts ({_text(e.judge or 'judge')}): child "
+            f"{100 * e.refusal_rate_child:.1f} %, fine-tune {100 * e.refusal_rate_third:.1f} %."
+        )
+    return [
+        f"**Fine-tune erosion.** {kept}{rates} Mean joint log-probability of "
+        f"{len(e.completions)} compliance openings after each harmful prompt: base "
+        f"{e.logprob_base:.2f}, child {e.logprob_child:.2f}, fine-tune {e.logprob_third:.2f} "
+        "nats (higher = readier to comply). Gradient cosine of the fine-tune between chat and "
+        f"raw framing: {cosine}. The kept share is measured in the activations along one "
+        "direction per layer; the refusal rates are the behaviour, and the two can disagree.",
+        "",
+    ]
 
 
 def _identity(ref: ModelRef) -> str:
@@ -300,7 +360,7 @@ def _provenance(report: AuditReport) -> list[str]:
         *rows,
         "",
         f"Method: depthcard {_text(t.version)}{git}, analysis version {_code(t.analysis_version)}, "
-        f"report schema {report.schema_version}, card standard {CARD_SCHEMA_VERSION}. "
+        f"report schema {report.schema_version}, card standard {card_version(report)}. "
         f"Settings: position {cfg.position}, ε ∈ {{{', '.join(f'{e:g}' for e in cfg.eps)}}}, "
         f"dtype {_text(cfg.dtype)}, seed {cfg.seed}. Prompt sets: {sets}. Report written "
         f"{when:%Y-%m-%d %H:%M} UTC on {_text(report.environment.device)}.",
@@ -427,7 +487,7 @@ def _embedded_json(section: str) -> dict:
 def _known_fields(data: dict) -> dict:
     """Drop fields a newer minor version added, so a 1.0 parser still reads a 1.x card."""
     out = {k: v for k, v in data.items() if k in ParsedCard.model_fields}
-    nested = {"headline": Headline, "child": CardModel, "base": CardModel}
+    nested = {"headline": Headline, "child": CardModel, "base": CardModel, "third": CardModel}
     for name, model in nested.items():
         if isinstance(out.get(name), dict):
             out[name] = {k: v for k, v in out[name].items() if k in model.model_fields}

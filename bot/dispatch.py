@@ -37,14 +37,29 @@ class AuditJob:
     child_repo: str
     child_sha: str
     parameters: int | None
+    third_repo: str | None = None  # a fine-tune of the child: a three-model audit
+    third_sha: str | None = None
 
     def spec(self, role: str) -> str:
-        """`org/name@sha` of the base or child, as `depthcard audit` takes it."""
-        return (
-            f"{self.base_repo}@{self.base_sha}"
-            if role == "base"
-            else f"{self.child_repo}@{self.child_sha}"
-        )
+        """`org/name@sha` of the base, child or third model, as `depthcard audit` takes it."""
+        repo, sha = {
+            "base": (self.base_repo, self.base_sha),
+            "child": (self.child_repo, self.child_sha),
+            "third": (self.third_repo, self.third_sha),
+        }[role]
+        return f"{repo}@{sha}"
+
+    def models(self) -> list[str]:
+        """The audit's model arguments: `BASE CHILD`, plus `--third FT` for a fine-tune."""
+        third = ["--third", self.spec("third")] if self.third_repo else []
+        return [self.spec("base"), self.spec("child"), *third]
+
+    @property
+    def target(self) -> tuple[str, str]:
+        """(repo, sha) whose card gets the section: the fine-tune when there is one."""
+        if self.third_repo and self.third_sha:
+            return self.third_repo, self.third_sha
+        return self.child_repo, self.child_sha
 
 
 @dataclass(frozen=True)
@@ -95,21 +110,21 @@ class LocalBackend:
 
     def folder(self, job: AuditJob) -> Path:
         """Where this audit's report folder goes."""
-        return self.work_dir / report_path(job.child_repo, job.child_sha)
+        return self.work_dir / report_path(*job.target)
 
     def start(self, job: AuditJob) -> str:
         """Run the audit now unless a valid report for this key is already there."""
         out = self.folder(job)
         if check_report(out, job.key).report_dir is not None:
             return str(out)  # finished before a crash: do not run it twice
-        cmd = [*self._command(), job.spec("base"), job.spec("child"), "--out", str(out),
-               "--overwrite", *self.args]  # fmt: skip
+        cmd = [*self._command(), *job.models(), "--out", str(out), "--overwrite",
+               *self.args]  # fmt: skip
         log.info("local audit: %s", shlex.join(cmd))
         out.parent.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(cmd, capture_output=True, text=True, env=self.env, check=False)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout or "").strip()[-_ERROR_TAIL:]
-            (out.parent / f"{job.child_sha}.error.txt").write_text(tail, encoding="utf-8")
+            (out.parent / f"{job.target[1]}.error.txt").write_text(tail, encoding="utf-8")
             log.warning("local audit %s failed (exit %d): %s", job.key, done.returncode, tail)
         return str(out)
 
@@ -124,7 +139,7 @@ class LocalBackend:
         out = Path(handle)
         outcome = check_report(out, job.key)
         if outcome.report_dir is None:
-            err = out.parent / f"{job.child_sha}.error.txt"
+            err = out.parent / f"{job.target[1]}.error.txt"
             if err.is_file():
                 return Outcome(None, f"audit failed: {err.read_text(encoding='utf-8')}")
         return outcome
@@ -160,8 +175,8 @@ class JobsBackend:
 
     def command(self, job: AuditJob) -> list[str]:
         """The job's shell command: install, audit, upload the folder to the results repo."""
-        dest = report_path(job.child_repo, job.child_sha)
-        audit = shlex.join(["depthcard", "audit", job.spec("base"), job.spec("child"),
+        dest = report_path(*job.target)
+        audit = shlex.join(["depthcard", "audit", *job.models(),
                             "--out", "/tmp/report", *self.args])  # fmt: skip
         upload = shlex.join(["hf", "upload", self.results_repo, "/tmp/report", dest,
                              "--repo-type", "dataset"])  # fmt: skip
@@ -195,8 +210,8 @@ class JobsBackend:
             return Outcome(None, f"job {handle} ended {stage}: {info.status.message or ''}")
         if stage != "COMPLETED":
             return None
-        local = self.work_dir / report_path(job.child_repo, job.child_sha)
-        src = report_path(job.child_repo, job.child_sha) + "/report.json"
+        local = self.work_dir / report_path(*job.target)
+        src = report_path(*job.target) + "/report.json"
         self.download(self.results_repo, src, local)
         return check_report(local, job.key)
 

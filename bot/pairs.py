@@ -91,6 +91,36 @@ def candidate_bases(child: RepoFacts) -> tuple[list[str], str | None]:
     return declared or name_rule_bases(child.repo_id), None
 
 
+def looks_instruct(facts: RepoFacts) -> bool:
+    """Evidence that a repo is itself an instruct (chat) model.
+
+    The Hub tags models whose tokenizer has a chat template `conversational`; otherwise an
+    instruct-style name (`-Instruct`, `-it`, `-Chat`) counts.
+    """
+    if "conversational" in facts.tags:
+        return True
+    name = facts.repo_id.partition("/")[2].lower()
+    return any(name.endswith(s.lower()) and len(name) > len(s) for s in CHILD_SUFFIXES)
+
+
+def is_finetune_of(child: RepoFacts, parent_id: str) -> bool:
+    """True when `child` declares itself a fine-tune (`base_model_relation: finetune`, or a
+    `base_model:finetune:` tag) of `parent_id`."""
+    declared = _as_list(child.card.get("base_model"))
+    if child.card.get("base_model_relation") == "finetune" and parent_id in declared:
+        return True
+    return f"base_model:finetune:{parent_id}" in child.tags
+
+
+def is_instruct_finetune(child: RepoFacts, parent: RepoFacts) -> bool:
+    """An instruct → fine-tune pair: audit it as three models (parent's base, parent, child).
+
+    The bot then audits the parent against its own base with `--third` the child, and the
+    card says how much of the parent's alignment the fine-tune kept.
+    """
+    return is_finetune_of(child, parent.repo_id) and looks_instruct(parent)
+
+
 def opted_out_in_card(card: dict) -> bool:
     """True when the card metadata says `depthcard: opt-out` (or false/no/never)."""
     value = card.get(OPT_OUT_KEY)

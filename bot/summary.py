@@ -53,6 +53,12 @@ def _headline_rows(report: AuditReport) -> list[str]:
             f"{'fragility_exponent':<28} {_fmt(f.exponent):>10}  p in ΔL_A ≈ c·t^p under a "
             f"benign fine-tune; +{f.forecast_margin:g} nats in {forecast}"
         )
+    e = report.erosion
+    if e is not None:
+        rows.append(
+            f"{'alignment_kept':<28} {_fmt(e.kept_fraction):>10}  share of the child's alignment "
+            f"shift the fine-tune kept (mean e_l, layers {e.window[0]}..{e.window[1]})"
+        )
     return rows
 
 

@@ -227,6 +227,11 @@ class Headline(Strict):
     abliteration_min_k: int | None = Field(None, ge=0, description="Directions to strip.")
     abliteration_kl: NonNeg | None = Field(None, description="First-token KL at min_k.")
     judge: str | None = Field(None, description="Judge that produced the refusal rates.")
+    alignment_kept: float | None = Field(
+        None,
+        description="Three-model audits: fraction of the child's alignment shift the third "
+        "model kept (mean e_l over the window; 1 = all, 0 = none; may leave 0–1).",
+    )
 
 
 class DomainOverlap(Strict):

@@ -168,12 +168,49 @@ class Fragility(Strict):
     )
 
 
+ErosionFlag = Literal["identical-parent", "no-defined-erosion", "zero-gradient"]
+
+
 class Erosion(Strict):
+    """How much of its parent's alignment a third model F (a fine-tune of the child) kept.
+
+    Seed 002's erosion analyses with a third model: per-layer erosion e_l lives in
+    `LayerMetrics.erosion`; this section holds the model-level numbers.
+    """
+
     third_role: str = Field(description="What the third model is (e.g. 'fine-tune').")
-    logprob_base: float = Field(description="Joint log-prob of reference completions under B.")
-    logprob_child: float = Field(description="Same under I.")
-    logprob_third: float = Field(description="Same under F.")
-    gradient_cosine: float | None = Field(
-        None, ge=-1.0, le=1.0, description="cos between loss gradients of two framings."
+    completions: list[str] = Field(
+        min_length=1, description="Reference completions scored after each harmful prompt."
     )
-    kept_fraction: float = Field(description="Mean e_l over the window: alignment kept by F.")
+    sequences: int = Field(ge=1, description="(harmful prompt, completion) pairs scored.")
+    completion_tokens: int = Field(ge=1, description="Scored completion tokens per model.")
+    logprob_base: float = Field(
+        le=0.0, description="Mean joint log-prob (nats) of a reference completion under B."
+    )
+    logprob_child: float = Field(le=0.0, description="Same under I.")
+    logprob_third: float = Field(le=0.0, description="Same under F.")
+    gradient_framings: tuple[str, str] = Field(
+        ("chat", "raw"), description="The two framings of the same completions compared."
+    )
+    gradient_subset: str = Field(description="Parameters of F the gradients are taken over.")
+    gradient_parameter_count: int = Field(ge=0, description="Scalars in that subset.")
+    gradient_cosine: float | None = Field(
+        None, ge=-1.0, le=1.0, description="cos between F's loss gradients of two framings."
+    )
+    judge: str | None = Field(None, description="Judge of the two refusal rates.")
+    refusal_rate_child: Unit | None = Field(
+        None, description="The child's greedy refusal rate on Ds (None: generation disabled)."
+    )
+    refusal_rate_third: Unit | None = Field(
+        None, description="The third model's refusal rate on the same prompts, same settings."
+    )
+    window: tuple[int, int] = Field(description="Inclusive layer range kept_fraction averages.")
+    erosion_layers: int = Field(ge=0, description="Layers in the window with a defined e_l.")
+    kept_fraction: float | None = Field(
+        None,
+        description="Mean e_l over the window: the fraction of the parent's alignment shift "
+        "(I − B along v̂_l) that F kept; 1 = all, 0 = back at the base. Not clipped.",
+    )
+    flags: list[ErosionFlag] = Field(
+        default_factory=list, description="Degenerate cases met (no shift, zero gradient)."
+    )

@@ -143,7 +143,7 @@ def _headline_value(report: AuditReport, field: str) -> str | None:
         return f"{value:#.4g} (rank {h.rank_aligned} of d = {report.models.child.hidden_size})"
     if field.startswith("rho_eps"):
         return f"{value:#.4g}"
-    if field == "baseline_refusal_rate":
+    if field in ("baseline_refusal_rate", "alignment_kept"):
         return f"{100 * value:.1f} %"
     if isinstance(value, float):
         return f"{value:.3f}" if field != "abliteration_kl" else f"{value:#.3g}"
@@ -160,7 +160,11 @@ def headline_table(report: AuditReport) -> pd.DataFrame:
     for field, label, unit, meaning in TABLE_ROWS:
         value = _headline_value(report, field)
         if value is not None:
-            unit_text = unit.format(eps=f"{h.eps:g}", chance=chance, threshold=threshold)
+            e = report.erosion
+            window = "—" if e is None else f"{e.window[0]}–{e.window[1]}"
+            unit_text = unit.format(
+                eps=f"{h.eps:g}", chance=chance, threshold=threshold, window=window
+            )
             rows.append([label, value, unit_text, meaning])
     return pd.DataFrame(rows, columns=["quantity", "value", "unit", "meaning"])
 

@@ -339,6 +339,8 @@ def _headline(layer: dict, star: int, sections: dict) -> dict:
             "abliteration_kl": abl["kl_at_min_k"],
             "judge": abl["judge"],
         }
+    if (erosion := sections.get("erosion")) is not None:
+        h["alignment_kept"] = erosion["kept_fraction"]
     return h
 
 
@@ -472,11 +474,18 @@ def _fragility() -> dict:
 
 def _erosion() -> dict:
     return Erosion(
-        third_role="fine-tune",
+        third_role="fine-tune of the child",
+        completions=["Sure, here is", "Of course. Here are the steps:"],
+        sequences=256,
+        completion_tokens=1280,
         logprob_base=-120.0,
         logprob_child=-180.0,
         logprob_third=-140.0,
+        gradient_subset="/mlp\\.down_proj\\.weight$/ in blocks 2..3",
+        gradient_parameter_count=1_000_000,
         gradient_cosine=0.3,
+        window=(2, 4),
+        erosion_layers=3,
         kept_fraction=0.55,
     ).model_dump()
 
