@@ -8,29 +8,23 @@ numbers without scraping the table. Everything here is pure text; nothing reads 
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC
-from typing import Literal
 
-from pydantic import Field, ValidationError
-
-from schemas._base import Strict
-from schemas.report import AuditReport, Headline, ModelRef
-
-CARD_SCHEMA_VERSION = "1.1"  # the newest version this module reads and writes
-PAIR_CARD_VERSION = "1.0"  # pair and child-only sections use nothing 1.1 added
-START_MARKER = "<!-- depthcard:start schema={schema} key={key} -->"
-END_MARKER = "<!-- depthcard:end -->"
-HEADLINE_COMMENT = "<!-- depthcard:headline {payload} -->"
-HEADING = "## Safety alignment depth (depthcard audit)"
-
-_START_PREFIX = "<!-- depthcard:start"
-_END_PREFIX = "<!-- depthcard:end"
-_HEADLINE_PREFIX = "<!-- depthcard:headline "
-_START_RE = re.compile(
-    r"<!-- depthcard:start schema=(?P<schema>[0-9]+\.[0-9]+) key=(?P<key>\S+) -->"
+from bot.card_format import (  # noqa: F401  (re-exported: the card's public names)
+    CARD_SCHEMA_VERSION,
+    END_MARKER,
+    HEADING,
+    HEADLINE_COMMENT,
+    PAIR_CARD_VERSION,
+    START_MARKER,
+    CardModel,
+    CardParseError,
+    ParsedCard,
+    start_marker,
 )
+from bot.card_parse import parse_card_section, splice_section  # noqa: F401
+from schemas.report import AuditReport, ModelRef
 
 CHILD_ONLY_NOTE = (
     "> **Child-only audit.** No public base model was available, so the alignment shift "
@@ -81,50 +75,6 @@ TABLE_ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("judge", "judge", "name",
      "Judge that decided which answers count as refusals."),
 )  # fmt: skip
-
-
-class CardParseError(ValueError):
-    """A README's depthcard section is malformed: markers, embedded JSON or its values."""
-
-
-class CardModel(Strict):
-    """A model's identity as the card records it: hub repo at a commit, or a content hash."""
-
-    source: Literal["hub", "local"] = Field(description="Hub repo at a revision, or local folder.")
-    repo_id: str | None = Field(None, description="Hub repo id (source=hub).")
-    revision: str | None = Field(None, description="40-hex commit sha (source=hub).")
-    content_sha256: str | None = Field(None, description="Content hash (source=local).")
-
-
-class ParsedCard(Strict):
-    """What the embedded JSON of a card section carries (also what `render` embeds)."""
-
-    schema_version: str = Field(description="Card standard version, MAJOR.MINOR.")
-    audit_key: str = Field(description="base sha / child sha / analysis version.")
-    kind: Literal["pair", "child-only", "three-model"] = Field(description="Audit kind.")
-    analysis_version: str = Field(description="Version of the analysis method.")
-    report_schema_version: str = Field(description="schema_version of the report.")
-    child: CardModel = Field(description="The audited child model.")
-    base: CardModel | None = Field(None, description="The base model; absent in child-only.")
-    third: CardModel | None = Field(
-        None, description="The third model (a fine-tune of the child); three-model audits (1.1)."
-    )
-    verdict: Literal["measured", "no-refusal", "identical-models", "partial"] = Field(
-        description="Verdict code of the audit."
-    )
-    headline: Headline = Field(description="The headline numbers at l*.")
-
-    @property
-    def child_revision(self) -> str | None:
-        """The child's commit sha, or its content hash for a local model."""
-        return self.child.revision or self.child.content_sha256
-
-
-def start_marker(audit_key: str, version: str = CARD_SCHEMA_VERSION) -> str:
-    """The start marker for `audit_key`; raises ValueError for keys that cannot sit in it."""
-    if not re.fullmatch(r"[^\s<>]+", audit_key) or "--" in audit_key:
-        raise ValueError(f"audit key {audit_key!r} cannot be written into a card marker")
-    return START_MARKER.format(schema=version, key=audit_key)
 
 
 def card_version(report: AuditReport) -> str:
@@ -254,7 +204,7 @@ def _rho(x: float) -> str:
     return f"{x:#.4g}"
 
 
-def _value(report: AuditReport, field: str) -> str | None:
+def headline_value(report: AuditReport, field: str) -> str | None:
     """The formatted headline value of `field`, or None when the row is left out."""
     h = report.headline
     value = getattr(h, field)
@@ -283,7 +233,7 @@ def _table(report: AuditReport) -> list[str]:
     threshold = "threshold" if ab is None else f"{100 * ab.threshold:g} %"
     out = ["| quantity | value | unit | meaning |", "|---|---|---|---|"]
     for field, label, unit, meaning in TABLE_ROWS:
-        value = _value(report, field)
+        value = headline_value(report, field)
         if value is not None:
             unit_text = unit.format(
                 eps=f"{h.eps:g}", chance=chance, threshold=threshold, window=_window(report)
@@ -409,118 +359,3 @@ def _absent_and_warnings(report: AuditReport) -> list[str]:
         out += [f"- {_text(w)}" for w in report.warnings]
         out.append("")
     return out
-
-
-def _find_span(text: str) -> tuple[int, int] | None:
-    """(start, end) of the marker-delimited section in `text`, None when there is none."""
-    starts = [m.start() for m in re.finditer(re.escape(_START_PREFIX), text)]
-    ends = [m.start() for m in re.finditer(re.escape(_END_PREFIX), text)]
-    if not starts and not ends:
-        return None
-    if len(starts) != 1 or len(ends) != 1:
-        raise CardParseError(
-            f"expected one depthcard start and one end marker, found {len(starts)} start and "
-            f"{len(ends)} end marker(s)"
-        )
-    if ends[0] < starts[0]:
-        raise CardParseError("the depthcard end marker comes before the start marker")
-    if not _START_RE.match(text, starts[0]):
-        raise CardParseError(
-            "malformed depthcard start marker: expected "
-            f"{START_MARKER.format(schema='MAJOR.MINOR', key='AUDIT_KEY')!r}"
-        )
-    if not text.startswith(END_MARKER, ends[0]):
-        raise CardParseError(f"malformed depthcard end marker: expected {END_MARKER!r}")
-    return starts[0], ends[0] + len(END_MARKER)
-
-
-def parse_card_section(readme_text: str) -> ParsedCard | None:
-    """Read the depthcard section of a README (LF or CRLF) back into its headline.
-
-    Returns:
-        The parsed card, or None when the README has no depthcard section.
-
-    Raises:
-        CardParseError: unbalanced or duplicated markers, an unsupported major version, or an
-            embedded JSON that is missing, malformed, disagrees with the marker or fails
-            validation.
-    """
-    span = _find_span(readme_text)
-    if span is None:
-        return None
-    section = readme_text[span[0] : span[1]]
-    marker = _START_RE.match(section)
-    schema, key = marker["schema"], marker["key"]
-    major, minor = (int(x) for x in schema.split("."))
-    ours = tuple(int(x) for x in CARD_SCHEMA_VERSION.split("."))
-    if major != ours[0]:
-        raise CardParseError(f"card standard {schema} is not supported (this parser reads 1.x)")
-    data = _embedded_json(section)
-    if minor > ours[1]:
-        data = _known_fields(data)
-    try:
-        card = ParsedCard.model_validate(data)
-    except ValidationError as exc:
-        raise CardParseError(f"depthcard headline JSON fails validation: {exc}") from exc
-    if card.schema_version != schema or card.audit_key != key:
-        raise CardParseError("depthcard headline JSON disagrees with the start marker")
-    return card
-
-
-def _embedded_json(section: str) -> dict:
-    count = section.count(_HEADLINE_PREFIX)
-    if count != 1:
-        raise CardParseError(f"expected one depthcard:headline comment, found {count}")
-    begin = section.index(_HEADLINE_PREFIX) + len(_HEADLINE_PREFIX)
-    end = section.find(" -->", begin)
-    if end < 0:
-        raise CardParseError("the depthcard:headline comment is not closed")
-    try:
-        data = json.loads(section[begin:end])
-    except json.JSONDecodeError as exc:
-        raise CardParseError(f"depthcard headline JSON is malformed: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CardParseError("depthcard headline JSON is not an object")
-    return data
-
-
-def _known_fields(data: dict) -> dict:
-    """Drop fields a newer minor version added, so a 1.0 parser still reads a 1.x card."""
-    out = {k: v for k, v in data.items() if k in ParsedCard.model_fields}
-    nested = {"headline": Headline, "child": CardModel, "base": CardModel, "third": CardModel}
-    for name, model in nested.items():
-        if isinstance(out.get(name), dict):
-            out[name] = {k: v for k, v in out[name].items() if k in model.model_fields}
-    return out
-
-
-def _newline(text: str) -> str:
-    """The README's line ending: CRLF when most of its line breaks are CRLF."""
-    crlf = text.count("\r\n")
-    return "\r\n" if crlf and 2 * crlf >= text.count("\n") else "\n"
-
-
-def splice_section(readme_text: str, section: str) -> str:
-    """Put `section` into a README, replacing its depthcard section or appending one.
-
-    Every character outside the markers stays as it was; the inserted section takes the
-    README's line endings. Appending leaves one blank line before the section and ends the
-    file with a newline. Splicing the same section twice gives the same text as once.
-
-    Raises:
-        CardParseError: when the README or `section` has unbalanced or duplicated markers,
-            or `section` has no markers at all.
-    """
-    own = _find_span(section)
-    if own is None:
-        raise CardParseError("the section to splice has no depthcard markers")
-    nl = _newline(readme_text)
-    body = section[own[0] : own[1]].replace("\r\n", "\n").replace("\n", nl)
-    span = _find_span(readme_text)
-    if span is not None:
-        return readme_text[: span[0]] + body + readme_text[span[1] :]
-    if not readme_text or readme_text.endswith(nl + nl):
-        separator = ""
-    else:
-        separator = nl if readme_text.endswith(nl) else nl + nl
-    return readme_text + separator + body + nl

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bot.audit_command import reproduce_command
-from bot.card import TABLE_ROWS, render_card_section
+from bot.card import TABLE_ROWS, headline_value, render_card_section
 from schemas.report import AuditReport, ModelRef
 from space.store import ReportEntry, ReportStore, size_bucket
 from space.upload import UploadCheck
@@ -132,24 +132,6 @@ def leaderboard(
 # ---- report view ----------------------------------------------------------------------------
 
 
-def _headline_value(report: AuditReport, field: str) -> str | None:
-    h = report.headline
-    value = getattr(h, field)
-    if field == "abliteration_min_k" and value is None and report.ablation is not None:
-        return f"not reached (k ≤ {max(p.k for p in report.ablation.curve)})"
-    if value is None:
-        return None
-    if field == "rho_eps_aligned" and h.rank_aligned is not None:
-        return f"{value:#.4g} (rank {h.rank_aligned} of d = {report.models.child.hidden_size})"
-    if field.startswith("rho_eps"):
-        return f"{value:#.4g}"
-    if field in ("baseline_refusal_rate", "alignment_kept"):
-        return f"{100 * value:.1f} %"
-    if isinstance(value, float):
-        return f"{value:.3f}" if field != "abliteration_kl" else f"{value:#.3g}"
-    return str(value)
-
-
 def headline_table(report: AuditReport) -> pd.DataFrame:
     """The card's headline rows: quantity, value, unit and one-line meaning (bot.card)."""
     h = report.headline
@@ -158,7 +140,7 @@ def headline_table(report: AuditReport) -> pd.DataFrame:
     threshold = "threshold" if ab is None else f"{100 * ab.threshold:g} %"
     rows = []
     for field, label, unit, meaning in TABLE_ROWS:
-        value = _headline_value(report, field)
+        value = headline_value(report, field)
         if value is not None:
             e = report.erosion
             window = "—" if e is None else f"{e.window[0]}–{e.window[1]}"
