@@ -132,12 +132,13 @@ def status_table(rows) -> str:
     lines += [f"{s:<12} {counts[s]:>6}" for s in STATES if counts.get(s)]
     if not rows:
         return "no audits recorded yet"
-    lines += ["", f"{'state':<10} {'child':<34} {'revision':<9} {'tries':>5} {'PR':>4}  reason"]
+    lines += ["", f"{'state':<10} {'card repo':<34} {'revision':<9} {'tries':>5} {'PR':>4}  reason"]
     for r in rows:
         why = r.error or r.reason or ""
         pr = f"#{r.pr_num}" if r.pr_num else "-"
         lines.append(
-            f"{r.state:<10} {r.child_repo[:34]:<34} {r.child_sha[:7]:<9} {r.attempts:>5} "
+            f"{r.state:<10} {r.target_repo[:34]:<34} {(r.third_sha or r.child_sha)[:7]:<9} "
+            f"{r.attempts:>5} "
             f"{pr:>4}  {' '.join(why.split())[:120]}"
         )
     return "\n".join(lines)

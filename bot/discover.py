@@ -3,12 +3,17 @@
 Polling reads `list_models(sort="created_at")` newest first and stops at the stored cursor;
 webhook events and re-checks of known children arrive through the state's inbox and the
 watched list. All three end in `examine_child`, so every source feeds the same queue.
+
+A fine-tune of an instruct model (`base_model_relation: finetune`) becomes one three-model
+audit: base = the instruct parent's base, child = the instruct parent, third = the fine-tune,
+whose card gets the section.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -20,6 +25,7 @@ from bot.pairs import (
     candidate_bases,
     declared_bases,
     facts_from_info,
+    is_instruct_finetune,
     mismatch,
     opted_out_in_card,
     repo_reason,
@@ -98,6 +104,40 @@ def find_base(hub: Hub, child: RepoFacts) -> tuple[RepoFacts | None, str | None]
     return None, None  # not a child by any rule: nothing to record
 
 
+@dataclass(frozen=True)
+class Models:
+    """The models of one audit: base and child, plus the fine-tune of a three-model audit."""
+
+    base: RepoFacts
+    child: RepoFacts
+    third: RepoFacts | None = None
+
+    @property
+    def target(self) -> RepoFacts:
+        """The repo whose card gets the section (the fine-tune when there is one)."""
+        return self.third or self.child
+
+    def key(self, analysis_version: str) -> str:
+        """The audit key, equal to the one the report carries."""
+        third = self.third.sha if self.third else None
+        return audit_key(self.base.sha, self.child.sha, analysis_version, third)
+
+
+def pair_models(hub: Hub, child: RepoFacts) -> tuple[Models | None, str | None]:
+    """The audit of a new repo: a pair, a three-model audit for a fine-tune of an instruct
+    model, or (None, reason) — (None, None) when the repo is not a child by any rule."""
+    parent, reason = find_base(hub, child)
+    if parent is None:
+        return None, reason
+    if not is_instruct_finetune(child, parent):
+        return Models(parent, child), None
+    base, reason = find_base(hub, parent)
+    if base is None:
+        why = f"({reason})" if reason else "(no base by any rule)"
+        return None, f"fine-tune of instruct model {parent.repo_id}, whose base is unknown {why}"
+    return Models(base, parent, child), None
+
+
 def _card_has_key(hub: Hub, child: RepoFacts, key: str) -> bool:
     if "README.md" not in child.files:
         return False
@@ -125,44 +165,54 @@ def examine_child(
                   analysis_version=analysis_version, state="opted_out",
                   reason=f"opted out ({where})")  # fmt: skip
         return key
-    base, reason = find_base(hub, child)
-    if base is None:
+    models, reason = pair_models(hub, child)
+    if models is None:
         if reason is None:
             return None
         store.add(base_repo=None, base_sha=None, child_repo=repo_id, child_sha=child.sha,
                   analysis_version=analysis_version, state="skipped", reason=reason)  # fmt: skip
         return audit_key(None, child.sha, analysis_version)
-    key = audit_key(base.sha, child.sha, analysis_version)
-    store.watch(repo_id, base.repo_id)
-    store.add(base_repo=base.repo_id, base_sha=base.sha, child_repo=repo_id, child_sha=child.sha,
+    key = models.key(analysis_version)
+    store.watch(repo_id, _parent_id(models))
+    third = models.third
+    store.add(base_repo=models.base.repo_id, base_sha=models.base.sha,
+              child_repo=models.child.repo_id, child_sha=models.child.sha,
+              third_repo=third.repo_id if third else None, third_sha=third.sha if third else None,
               analysis_version=analysis_version, state="discovered",
-              parameters=child.parameters)  # fmt: skip
+              parameters=models.target.parameters)  # fmt: skip
     row = store.get(key)
     if row is not None and row.state == "discovered":
-        check(hub, store, cfg, key, base, child)
+        check(hub, store, cfg, key, models)
     return key
 
 
-def check(
-    hub: Hub, store: StateStore, cfg: BotConfig, key: str, base: RepoFacts, child: RepoFacts
-) -> None:
-    """discovered → queued, or → skipped with the first reason found."""
+def _parent_id(models: Models) -> str:
+    """The repo the examined one declares (or is named) as its parent."""
+    return models.child.repo_id if models.third else models.base.repo_id
+
+
+def _reason(cfg: BotConfig, m: Models) -> str | None:
+    """The first reason to skip these models: a repo rule, then configs that differ."""
     budget = cfg.parameter_budget
-    licences = cfg.licence_allow_list
-    reason = (
-        repo_reason(child, budget=budget, licences=licences)
-        or repo_reason(base, budget=budget)
-        or (base.config and child.config and mismatch(base.config, child.config))
-        or None
-    )
-    if reason is None and _card_has_key(hub, child, key):
+    reasons = [repo_reason(m.target, budget=budget, licences=cfg.licence_allow_list)]
+    reasons += [repo_reason(f, budget=budget) for f in (m.child, m.base) if f is not m.target]
+    pairs = [(m.base, m.child)] + ([(m.child, m.third)] if m.third else [])
+    reasons += [a.config and b.config and mismatch(a.config, b.config) for a, b in pairs]
+    return next((r for r in reasons if r), None)
+
+
+def check(hub: Hub, store: StateStore, cfg: BotConfig, key: str, models: Models) -> None:
+    """discovered → queued, or → skipped with the first reason found."""
+    target = models.target
+    reason = _reason(cfg, models)
+    if reason is None and _card_has_key(hub, target, key):
         reason = "already audited: the card carries a depthcard section for this key"
-    blocked = store.blocked(child.repo_id)
+    blocked = store.blocked(target.repo_id)
     if reason is None and blocked is None:
-        num = closed_bot_pr(hub, child.repo_id, cfg.hub_user)
+        num = closed_bot_pr(hub, target.repo_id, cfg.hub_user)
         if num is not None:
             blocked = f"PR #{num} closed unmerged"
-            store.block(child.repo_id, blocked)
+            store.block(target.repo_id, blocked)
     if reason is None and blocked is not None:
         store.transition(key, ("discovered",), "opted_out", reason=blocked)
     elif reason:
@@ -176,10 +226,11 @@ def resume_discovered(hub: Hub, store: StateStore, cfg: BotConfig) -> None:
     for row in store.rows("discovered"):
         base = repo_facts(hub, row.base_repo, row.base_sha) if row.base_repo else None
         child = repo_facts(hub, row.child_repo, row.child_sha)
-        if base is None or child is None:
+        third = repo_facts(hub, row.third_repo, row.third_sha) if row.third_repo else None
+        if base is None or child is None or (row.third_repo and third is None):
             store.transition(row.key, ("discovered",), "skipped", reason="repo no longer found")
             continue
-        check(hub, store, cfg, row.key, base, child)
+        check(hub, store, cfg, row.key, Models(base, child, third))
 
 
 def parse_created(value: str) -> datetime:

@@ -1,5 +1,8 @@
 """Put a validated report on the child's model card: one pull request per repo, kept current.
 
+The card that gets the section is the child's, or the fine-tune's (the third model) for a
+three-model audit (`card_model`).
+
 Text (PR title and body) lives in module constants rendered by pure functions. The Hub side
 is `publish_report`: it refuses repos that opted out or closed the bot's PR, updates the
 bot's own open PR when there is one (a no-op when it already carries this audit), and
@@ -22,7 +25,7 @@ from bot.card import CardParseError, parse_card_section, render_card_section, sp
 from bot.hub import Hub
 from bot.pairs import OPT_OUT_KEY, opted_out_in_card
 from bot.state import maybe_die
-from schemas.report import AuditReport
+from schemas.report import AuditReport, ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,12 @@ When a new revision of the model is audited, this same pull request is updated.
 another one on this repo. You can also add `{opt_out_key}: opt-out` to the card's YAML \
 metadata.
 """
+FINETUNE_NOTE = """
+
+**Fine-tune audit.** `{third}` at `{third_rev}` is a fine-tune of the instruct model \
+`{child}`; all three models were read on the same prompts, and the section says how much of \
+`{child}`'s alignment the fine-tune kept.
+"""
 NUMBER_LINE = "- {label}: {value}"
 NUMBERS: tuple[tuple[str, str], ...] = (
     ("rho_eps_aligned", "ρ_ε aligned (ε = {eps})"),
@@ -94,10 +103,15 @@ def report_url(space_url: str, child_repo: str, child_sha: str) -> str:
     return f"{space_url}?report={child_repo}/{child_sha}"
 
 
+def card_model(report: AuditReport) -> ModelRef:
+    """The model whose card gets the section: the fine-tune of a three-model audit."""
+    return report.models.third or report.models.child
+
+
 def render_title(report: AuditReport) -> str:
     """The PR title (the commit summary)."""
-    child = report.models.child
-    return PR_TITLE.format(child=child.repo_id, rev=(child.revision or "")[:7])
+    model = card_model(report)
+    return PR_TITLE.format(child=model.repo_id, rev=(model.revision or "")[:7])
 
 
 def _number(report: AuditReport, field: str) -> str | None:
@@ -117,7 +131,7 @@ def render_body(report: AuditReport, url: str) -> str:
         for field, label in NUMBERS
         if (value := _number(report, field)) is not None
     ]
-    return PR_BODY.format(
+    body = PR_BODY.format(
         child=m.child.repo_id,
         base=m.base.repo_id if m.base else "(none)",
         layer=report.headline.layer,
@@ -129,12 +143,17 @@ def render_body(report: AuditReport, url: str) -> str:
         report_url=url,
         opt_out_key=OPT_OUT_KEY,
     )
+    if m.third is None:
+        return body
+    note = FINETUNE_NOTE.format(third=m.third.repo_id, third_rev=m.third.revision,
+                                child=m.child.repo_id)  # fmt: skip
+    return body.rstrip("\n") + note
 
 
 def render_section(report: AuditReport, space_url: str) -> str:
     """The card section of a hub report, linking to its Space page."""
-    child = report.models.child
-    url = report_url(space_url, child.repo_id, child.revision)
+    model = card_model(report)
+    url = report_url(space_url, model.repo_id, model.revision)
     return render_card_section(report, report_url=url, reproduce_command=reproduce_command(report))
 
 
@@ -144,9 +163,9 @@ def load_report(folder: Path) -> AuditReport:
     if not path.is_file():
         raise ValueError(f"{folder}: no report.json (is this a depthcard report folder?)")
     report = AuditReport.model_validate_json(path.read_text(encoding="utf-8"))
-    if report.models.child.source != "hub":
+    if any(m.source != "hub" for m in (report.models.child, report.models.third) if m):
         raise ValueError(
-            f"{folder}: the child was audited from a local folder; publish needs an audit of "
+            f"{folder}: a model was audited from a local folder; publish needs an audit of "
             "the Hub repo at a pinned revision (depthcard audit BASE CHILD@sha)"
         )
     return report
@@ -208,7 +227,7 @@ def publish_report(
         ValueError: the report is not for `target.repo`.
         HfHubHTTPError / HubUnavailable: the Hub failed; nothing was recorded as published.
     """
-    child = report.models.child
+    child = card_model(report)  # the fine-tune of a three-model audit
     if child.repo_id != target.repo:
         raise ValueError(f"the report audits {child.repo_id}, not {target.repo}")
     head = _readme(hub, target.repo, child.revision)
@@ -245,7 +264,7 @@ def publish_report(
 
 
 def _url(target: Target, report: AuditReport) -> str:
-    child = report.models.child
+    child = card_model(report)
     return report_url(target.space_url, child.repo_id, child.revision)
 
 

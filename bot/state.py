@@ -1,6 +1,8 @@
 """The bot's memory: one SQLite file, a row per audit key, a log of every Hub write.
 
-An audit key is `base sha / child sha / analysis version` (the same string the report carries).
+An audit key is `base sha / child sha / analysis version` (the same string the report carries);
+a three-model audit (a fine-tune of the child as third model) puts the fine-tune's sha after
+the child's. The tables, and the migration of older files, are in `bot.state_schema`.
 A row moves `discovered → queued → running → succeeded → published`, or ends `skipped`,
 `failed` (attempts and error kept) or `opted_out`. Every transition is one transaction that
 only succeeds when the row is still in the state the caller saw (compare-and-set), so two bot
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from bot.state_schema import open_schema
+
 log = logging.getLogger(__name__)
 
 State = Literal[
@@ -29,52 +33,6 @@ State = Literal[
 STATES: tuple[str, ...] = State.__args__  # type: ignore[attr-defined]
 # For tests only: the bot SIGKILLs itself right after reaching this transition (or named point).
 KILL_ENV = "DEPTHCARD_TEST_KILL_AT"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audits (
-    key TEXT PRIMARY KEY,
-    base_repo TEXT,
-    base_sha TEXT,
-    child_repo TEXT NOT NULL,
-    child_sha TEXT NOT NULL,
-    analysis_version TEXT NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    parameters INTEGER,
-    report_dir TEXT,
-    job_id TEXT,
-    pr_num INTEGER,
-    lease_owner TEXT,
-    lease_until REAL,
-    not_before REAL NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audits_state ON audits(state);
-CREATE TABLE IF NOT EXISTS hub_writes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    key TEXT,
-    repo TEXT NOT NULL,
-    action TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    detail TEXT
-);
-CREATE TABLE IF NOT EXISTS watched (
-    child_repo TEXT PRIMARY KEY,
-    base_repo TEXT,
-    checked REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS blocked (
-    repo TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS inbox (repo TEXT PRIMARY KEY, source TEXT NOT NULL, at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
 
 
 @dataclass(frozen=True)
@@ -100,11 +58,24 @@ class AuditRow:
     not_before: float
     created: float
     updated: float
+    third_repo: str | None = None  # a fine-tune of the child: three-model audit, card goes there
+    third_sha: str | None = None
+
+    @property
+    def target_repo(self) -> str:
+        """The repo whose card gets the section: the fine-tune of a three-model audit."""
+        return self.third_repo or self.child_repo
 
 
-def audit_key(base_sha: str | None, child_sha: str, analysis_version: str) -> str:
-    """The key of an audit; `none` stands for a missing base (skips before pairing)."""
-    return f"{base_sha or 'none'}/{child_sha}/{analysis_version}"
+def audit_key(
+    base_sha: str | None, child_sha: str, analysis_version: str, third_sha: str | None = None
+) -> str:
+    """The key of an audit; `none` stands for a missing base (skips before pairing).
+
+    A three-model audit puts the third model's sha after the child's, as the report does.
+    """
+    third = f"{third_sha}/" if third_sha else ""
+    return f"{base_sha or 'none'}/{child_sha}/{third}{analysis_version}"
 
 
 def maybe_die(point: str) -> None:
@@ -128,7 +99,7 @@ class StateStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        open_schema(self._db)
 
     def close(self) -> None:
         """Close the connection."""
@@ -157,22 +128,23 @@ class StateStore:
         state: State,
         reason: str | None = None,
         parameters: int | None = None,
+        third_repo: str | None = None,
+        third_sha: str | None = None,
     ) -> bool:
         """Insert a new audit row; False (and nothing changed) when the key is already known."""
-        key = audit_key(base_sha, child_sha, analysis_version)
+        key = audit_key(base_sha, child_sha, analysis_version, third_sha)
         now = self._clock()
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO audits (key, base_repo, base_sha, child_repo, child_sha,"
-                " analysis_version, state, reason, parameters, created, updated)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (key, base_repo, base_sha, child_repo, child_sha, analysis_version, state,
-                 reason, parameters, now, now),
+                " third_repo, third_sha, analysis_version, state, reason, parameters, created,"
+                " updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, base_repo, base_sha, child_repo, child_sha, third_repo, third_sha,
+                 analysis_version, state, reason, parameters, now, now),
             )  # fmt: skip
         if cur.rowcount:
-            log.info(
-                "audit %s (%s): %s%s", key, child_repo, state, f" ({reason})" if reason else ""
-            )
+            why = f" ({reason})" if reason else ""
+            log.info("audit %s (%s): %s%s", key, third_repo or child_repo, state, why)
             maybe_die(state)
         return bool(cur.rowcount)
 

@@ -79,7 +79,7 @@ def _requeue_failed(r: Round) -> None:
 
 def _job(row: AuditRow) -> AuditJob:
     return AuditJob(row.key, row.base_repo, row.base_sha, row.child_repo, row.child_sha,
-                    row.parameters)  # fmt: skip
+                    row.parameters, row.third_repo, row.third_sha)  # fmt: skip
 
 
 def _dispatch(r: Round) -> None:
@@ -135,7 +135,7 @@ def _publish(r: Round) -> None:
 
 def publish_row(r: Round, row: AuditRow) -> None:
     """Publish one succeeded audit and move its row to where the result says."""
-    repo, store = row.child_repo, r.store
+    repo, store = row.target_repo, r.store  # the fine-tune's card for a three-model audit
     reason = store.blocked(repo) or ("opted out (config)" if r.cfg.opted_out(repo) else None)
     if reason:
         store.transition(row.key, ("succeeded",), "opted_out", reason=reason)

@@ -1,0 +1,94 @@
+"""The tables of the bot's SQLite state, and the migration of files written by older bots.
+
+`CREATE TABLE` holds the first release's columns; columns added since (`AUDIT_COLUMNS`) are
+added by `migrate` (all nullable) in one write transaction, re-checking inside it so two
+processes opening the same old file never add a column twice. New files get them the same way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audits (
+    key TEXT PRIMARY KEY,
+    base_repo TEXT,
+    base_sha TEXT,
+    child_repo TEXT NOT NULL,
+    child_sha TEXT NOT NULL,
+    analysis_version TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    parameters INTEGER,
+    report_dir TEXT,
+    job_id TEXT,
+    pr_num INTEGER,
+    lease_owner TEXT,
+    lease_until REAL,
+    not_before REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audits_state ON audits(state);
+CREATE TABLE IF NOT EXISTS hub_writes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    key TEXT,
+    repo TEXT NOT NULL,
+    action TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS watched (
+    child_repo TEXT PRIMARY KEY,
+    base_repo TEXT,
+    checked REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS blocked (
+    repo TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbox (repo TEXT PRIMARY KEY, source TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# (column, SQL type) added to `audits`, in the order they were introduced.
+AUDIT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("third_repo", "TEXT"),  # a fine-tune of the child: a three-model audit (card goes there)
+    ("third_sha", "TEXT"),
+)
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Add the missing `audits` columns; returns the names added (empty when up to date).
+
+    `db` must be in autocommit mode (the state opens it with `isolation_level=None`).
+    """
+    if all(name in _columns(db, "audits") for name, _ in AUDIT_COLUMNS):
+        return []
+    added: list[str] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        have = _columns(db, "audits")
+        for name, sql_type in AUDIT_COLUMNS:
+            if name not in have:
+                db.execute(f"ALTER TABLE audits ADD COLUMN {name} {sql_type}")
+                added.append(name)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return added
+
+
+def open_schema(db: sqlite3.Connection) -> None:
+    """Create the tables a new file lacks, then add the columns an older file lacks."""
+    db.executescript(SCHEMA)
+    migrate(db)
