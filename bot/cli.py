@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     space = sub.add_parser("space", help="launch the Space (Gradio app) locally")
     space_command.add_arguments(space)
     space.set_defaults(handler=space_command.run)
+    from analysis import calibration_suite
+
+    calibrate = sub.add_parser("calibrate", help="train, audit and score the organism family")
+    calibration_suite.add_arguments(calibrate)
+    calibrate.set_defaults(handler=calibration_suite.run)
     bot_commands.add_parsers(sub)
     return parser
 
