@@ -25,17 +25,16 @@ import torch
 from torch import nn
 
 from analysis.capture import Activations, capture_sets, free_model
+from analysis.curvature import dot as vdot
+from analysis.curvature import gradient, norm
 from analysis.fragility import (
     ScoredBatch,
-    gradient,
     loss_terms,
-    norm,
     only_trainable,
     scored_batches,
     select_parameters,
     summed_nll,
 )
-from analysis.fragility import dot as vdot
 from analysis.generation import generate_responses
 from analysis.judges import get_judge, refusal_rate
 from analysis.models import input_device

@@ -14,23 +14,31 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from analysis.capture import pad_left
+from analysis.curvature import (
+    Coupling,
+    LossTerms,
+    Sharpness,
+    Vector,
+    coupling,
+    gradient,
+    hessian_vector_product,
+    power_iteration,
+    random_unit,
+)
 from analysis.models import decoder_layers, input_device
 from schemas.sections import Fragility, FragilitySettings
 
 log = logging.getLogger(__name__)
 
-Vector = list[torch.Tensor]  # one tensor per subset parameter: same shape and device
-LossTerms = Callable[[], Iterable[torch.Tensor]]  # yields scalar terms that sum to a loss
 _MAX_LOG_STEPS = math.log(1e300)
 
 
@@ -59,21 +67,6 @@ class ScoredBatch:
 
 
 @dataclass(frozen=True)
-class Sharpness:
-    eigenvalue: float  # Rayleigh quotient of the last iterate; 0.0 when H v = 0
-    history: list[float]  # estimate after each step
-    converged: bool
-    zero: bool  # the Hessian mapped an iterate to exactly 0
-
-
-@dataclass(frozen=True)
-class Coupling:
-    cosine: float | None  # cos(∇L_A, g_F); None when either is 0
-    curvature: float | None  # g_Fᵀ H_A g_F / ‖g_F‖²; None when g_F = 0
-    flags: list[str]
-
-
-@dataclass(frozen=True)
 class PowerLawFit:
     exponent: float | None  # p in ΔL_A ≈ c·t^p
     coefficient: float | None  # c
@@ -81,147 +74,6 @@ class PowerLawFit:
     forecast_steps: float | None  # (margin / c)^(1/p)
     points: int  # steps with ΔL_A > 0 that were fitted
     reason: str | None  # why the forecast is None
-
-
-# --- vectors over θ_S -------------------------------------------------------------------
-
-
-def dot(a: Vector, b: Vector) -> float:
-    """Σ_i ⟨a_i, b_i⟩ accumulated in float64."""
-    return sum(
-        float(torch.dot(x.flatten().double(), y.flatten().double()))
-        for x, y in zip(a, b, strict=True)
-    )
-
-
-def norm(a: Vector) -> float:
-    return math.sqrt(max(dot(a, a), 0.0))
-
-
-def _scaled(a: Vector, factor: float) -> Vector:
-    return [x * factor for x in a]
-
-
-def _zeros(params: Sequence[torch.Tensor]) -> Vector:
-    # float32 at least, so that bf16 models still accumulate in a usable precision
-    return [torch.zeros_like(p, dtype=torch.promote_types(p.dtype, torch.float32)) for p in params]
-
-
-def _accumulate(total: Vector, parts: Sequence[torch.Tensor | None]) -> None:
-    for acc, part in zip(total, parts, strict=True):
-        if part is not None:
-            acc += part.to(acc.dtype)
-
-
-def random_unit(params: Sequence[torch.Tensor], seed: int) -> Vector:
-    """A seeded Gaussian direction over `params` (drawn on the CPU), unit length."""
-    gen = torch.Generator().manual_seed(seed)
-    v = [
-        torch.randn(p.shape, generator=gen).to(
-            p.device, torch.promote_types(p.dtype, torch.float32)
-        )
-        for p in params
-    ]
-    return _scaled(v, 1.0 / norm(v))
-
-
-# --- derivatives -------------------------------------------------------------------------
-
-
-def gradient(terms: LossTerms, params: Sequence[nn.Parameter]) -> tuple[float, Vector]:
-    """The loss Σ terms and its gradient over `params`, batch by batch.
-
-    Args:
-        terms: yields scalar loss terms (one graph at a time, so memory is one batch's).
-        params: the subset; each must have `requires_grad=True`.
-
-    Returns:
-        (loss, gradient); parameters the loss does not reach get an exact zero.
-    """
-    total, grad = 0.0, _zeros(params)
-    for term in terms():
-        total += float(term.detach().double())
-        if term.requires_grad:
-            _accumulate(grad, torch.autograd.grad(term, params, allow_unused=True))
-    return total, grad
-
-
-def hessian_vector_product(terms: LossTerms, params: Sequence[nn.Parameter], v: Vector) -> Vector:
-    """H v for the loss Σ terms, by double backprop: ∇_θ ⟨∇_θ L, v⟩.
-
-    Attention runs in PyTorch's math kernel here, since the fused kernels have no double
-    backward. A term whose gradient does not depend on θ_S contributes exactly zero.
-
-    Args:
-        terms: as in `gradient`.
-        params: the subset θ_S.
-        v: a vector over θ_S (cast to each parameter's dtype for the product).
-
-    Returns:
-        H v, in the dtype of `_zeros(params)`.
-    """
-    out = _zeros(params)
-    with sdpa_kernel(SDPBackend.MATH):
-        for term in terms():
-            if not term.requires_grad:
-                continue
-            grads = torch.autograd.grad(term, params, create_graph=True, allow_unused=True)
-            inner = [
-                (g * x.to(g.dtype)).sum() for g, x in zip(grads, v, strict=True) if g is not None
-            ]
-            total = torch.stack(inner).sum() if inner else None
-            if total is not None and total.requires_grad:
-                _accumulate(out, torch.autograd.grad(total, params, allow_unused=True))
-    return out
-
-
-def power_iteration(
-    hvp: Callable[[Vector], Vector], start: Vector, iterations: int, tolerance: float
-) -> Sharpness:
-    """Dominant eigenvalue (largest |λ|, signed) of a symmetric H given only v ↦ H v.
-
-    Args:
-        hvp: the Hessian-vector product.
-        start: a non-zero start vector (e.g. `random_unit`).
-        iterations: cap on steps.
-        tolerance: stop when the eigen-residual ‖Hv − λv‖ ≤ tolerance·|λ| (v unit, λ the
-            Rayleigh quotient vᵀHv), which puts an eigenvalue of H within tolerance·|λ|.
-
-    Returns:
-        The estimate, its history, whether it converged, and whether H v was exactly 0
-        (then the eigenvalue is reported as 0.0).
-
-    Raises:
-        FloatingPointError: H v is not finite (a diverged loss, not a fragility number).
-    """
-    v = _scaled(start, 1.0 / norm(start))
-    history: list[float] = []
-    for _ in range(iterations):
-        hv = hvp(v)
-        size = norm(hv)
-        if not math.isfinite(size):
-            raise FloatingPointError("Hessian-vector product is not finite")
-        if size == 0.0:
-            history.append(0.0)
-            return Sharpness(0.0, history, converged=True, zero=True)
-        eig = dot(v, hv)
-        history.append(eig)
-        # ‖Hv − λv‖² = ‖Hv‖² − λ² for unit v
-        if math.sqrt(max(size * size - eig * eig, 0.0)) <= tolerance * abs(eig):
-            return Sharpness(eig, history, converged=True, zero=False)
-        v = _scaled(hv, 1.0 / size)
-    return Sharpness(history[-1], history, converged=False, zero=False)
-
-
-def coupling(grad_a: Vector, grad_f: Vector, hvp: Callable[[Vector], Vector]) -> Coupling:
-    """First-order (cosine) and curvature coupling of the fine-tune gradient g_F with L_A."""
-    norm_a, norm_f = norm(grad_a), norm(grad_f)
-    flags = ["zero-alignment-gradient"] if norm_a == 0.0 else []
-    if norm_f == 0.0:
-        return Coupling(None, None, [*flags, "zero-finetune-gradient"])
-    unit_f = _scaled(grad_f, 1.0 / norm_f)
-    cosine = None if norm_a == 0.0 else max(-1.0, min(1.0, dot(grad_a, unit_f) / norm_a))
-    return Coupling(cosine, dot(unit_f, hvp(unit_f)), flags)
 
 
 # --- the empirical law -------------------------------------------------------------------

@@ -5,18 +5,20 @@ import math
 import pytest
 import torch
 
+from analysis.curvature import (
+    coupling,
+    gradient,
+    hessian_vector_product,
+    power_iteration,
+    random_unit,
+)
 from analysis.fragility import (
     FragilityInputs,
     FragilitySettings,
-    coupling,
     fit_power_law,
     fragility,
-    gradient,
-    hessian_vector_product,
     loss_terms,
     mean_loss,
-    power_iteration,
-    random_unit,
     scored_batches,
     select_parameters,
 )
