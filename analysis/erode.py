@@ -25,8 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import prompts
 from analysis.organisms import (
-    batch_order,
-    collate,
+    adamw_loop,
     deterministic,
     mean_tail,
     packed_examples,
@@ -43,21 +42,16 @@ _COPIED = ("generation_config.json", "chat_template.jinja")
 
 def _train(model, examples, steps: int, lr: float, batch_size: int, seed: int, pad: int) -> list:
     """AdamW on `examples` for `steps` steps (warm-up, then constant lr); per-step losses."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    model.train()
-    losses = []
-    for step, idx in enumerate(batch_order(len(examples), steps, batch_size, gen)):
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / WARMUP_STEPS)
-        loss = model(**collate([examples[i] for i in idx], pad)).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
+    return adamw_loop(
+        model,
+        examples,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        pad=pad,
+        lr_of_step=lambda step: lr * min(1.0, (step + 1) / WARMUP_STEPS),
+        weight_decay=0.0,
+    )
 
 
 def erode_organism(

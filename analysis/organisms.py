@@ -27,7 +27,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -292,17 +292,26 @@ def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
-def train(
-    model: nn.Module, examples: list[Example], cfg: OrganismConfig, steps: int, lr: float, pad: int
+def adamw_loop(
+    model: nn.Module,
+    examples: list[Example],
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    pad: int,
+    lr_of_step: Callable[[int], float],
+    weight_decay: float,
 ) -> list[float]:
-    """AdamW on the examples for `steps` steps; returns the loss of every step."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    """AdamW on the examples, clipped at norm 1.0, with the rate `lr_of_step(step)`; returns
+    the loss of every step. The batches are fixed by `seed` (`batch_order`)."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr_of_step(0), weight_decay=weight_decay)
     model.train()
     losses = []
-    for step, idx in enumerate(batch_order(len(examples), steps, cfg.batch_size, gen)):
+    for step, idx in enumerate(batch_order(len(examples), steps, batch_size, gen)):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, cfg.warmup_steps)
+            group["lr"] = lr_of_step(step)
         loss = model(**collate([examples[i] for i in idx], pad)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -313,6 +322,22 @@ def train(
             log.info("step %d/%d loss %.3f", step + 1, steps, losses[-1])
     model.eval()
     return losses
+
+
+def train(
+    model: nn.Module, examples: list[Example], cfg: OrganismConfig, steps: int, lr: float, pad: int
+) -> list[float]:
+    """The organisms' schedule: warm-up then cosine decay (`lr_at`); per-step losses."""
+    return adamw_loop(
+        model,
+        examples,
+        steps=steps,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        pad=pad,
+        lr_of_step=lambda step: lr_at(step, steps, lr, cfg.warmup_steps),
+        weight_decay=cfg.weight_decay,
+    )
 
 
 @contextmanager
