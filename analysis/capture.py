@@ -89,9 +89,11 @@ def suffix_token_count(template_tokenizer, tokenizer) -> int:
     return max(1, len(tokenizer(suffix, add_special_tokens=False)["input_ids"]))
 
 
-MAX_BATCH_TOKENS = 2048
-"""Padded tokens per capture batch: long prompts get fewer rows a batch, so one layer's
-activations, the only ones alive at a time, stay the same size whatever the prompt length."""
+MAX_BATCH_TOKENS = {"cpu": 512, "cuda": 8192}
+"""Padded tokens per capture batch, by device: long prompts get fewer rows a batch, so one
+layer's activations, the only ones alive at a time, stay the same size whatever the prompt
+length. On CPU, 512 kept the high-water mark flat from real prompt lengths to 8× them at
+~10 % less throughput than 2,048 (bench/capture.py); a GPU wants larger batches."""
 
 
 def token_batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
@@ -161,12 +163,13 @@ def capture(
     batch_size: int = 16,
     n_suffix: int = 1,
     desc: str = "capture",
-    max_batch_tokens: int = MAX_BATCH_TOKENS,
+    max_batch_tokens: int | None = None,
 ) -> Activations:
     """Residual rows of `model` for tokenized prompts `ids` at every point 0..L.
 
     Batches hold prompts of similar length, at most `batch_size` of them and at most
-    `max_batch_tokens` padded tokens; on out-of-memory the batch size halves and the batch is
+    `max_batch_tokens` padded tokens (default: `MAX_BATCH_TOKENS` of the model's device
+    type); on out-of-memory the batch size halves and the batch is
     retried, down to 1.
     """
     if not ids:
@@ -175,6 +178,8 @@ def capture(
     out = torch.empty((len(ids), n_points, d), dtype=torch.float32)
     sums = torch.zeros((n_points, d), dtype=torch.float64)
     norm_sums = torch.zeros(n_points, dtype=torch.float64)
+    if max_batch_tokens is None:
+        max_batch_tokens = MAX_BATCH_TOKENS.get(input_device(model).type, 2048)
     pending = token_batches([len(x) for x in ids], batch_size, max_batch_tokens)
     bar = tqdm(total=len(ids), desc=desc, unit="prompt", disable=None, leave=False)
     while pending:
