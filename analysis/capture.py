@@ -89,11 +89,23 @@ def suffix_token_count(template_tokenizer, tokenizer) -> int:
     return max(1, len(tokenizer(suffix, add_special_tokens=False)["input_ids"]))
 
 
-MAX_BATCH_TOKENS = {"cpu": 512, "cuda": 8192}
-"""Padded tokens per capture batch, by device: long prompts get fewer rows a batch, so one
-layer's activations, the only ones alive at a time, stay the same size whatever the prompt
-length. On CPU, 512 kept the high-water mark flat from real prompt lengths to 8× them at
-~10 % less throughput than 2,048 (bench/capture.py); a GPU wants larger batches."""
+BATCH_ELEMENTS = {"cpu": 2**19, "cuda": 2**27}
+"""Budget of one batch's widest activation (padded tokens × MLP width), by device: long
+prompts get fewer rows a batch, so one layer's activations, the only ones alive at a time,
+stay the same size whatever the prompt length. On CPU, SmolLM2's shape (MLP width 1,536)
+gets 341 tokens a batch: 512 already kept the high-water mark flat from real prompt lengths
+to 8× them (bench/capture.py), and a tiny model's batches are limited by rows instead, where
+per-batch overhead would dominate. A GPU wants larger batches."""
+
+
+def token_budget(model: nn.Module) -> int:
+    """Padded tokens per capture batch for `model` on its device (at least 64)."""
+    config = getattr(model, "config", None)
+    width = getattr(config, "intermediate_size", None)
+    if not isinstance(width, int) or width < 1:  # no MLP width known: the usual 4·d
+        width = 4 * model.get_input_embeddings().weight.shape[1]
+    elements = BATCH_ELEMENTS.get(input_device(model).type, 2**21)
+    return max(64, elements // width)
 
 
 def token_batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
@@ -168,9 +180,8 @@ def capture(
     """Residual rows of `model` for tokenized prompts `ids` at every point 0..L.
 
     Batches hold prompts of similar length, at most `batch_size` of them and at most
-    `max_batch_tokens` padded tokens (default: `MAX_BATCH_TOKENS` of the model's device
-    type); on out-of-memory the batch size halves and the batch is
-    retried, down to 1.
+    `max_batch_tokens` padded tokens (default: `token_budget(model)`); on out-of-memory the
+    batch size halves and the batch is retried, down to 1.
     """
     if not ids:
         raise ValueError("no prompts to capture")
@@ -179,7 +190,7 @@ def capture(
     sums = torch.zeros((n_points, d), dtype=torch.float64)
     norm_sums = torch.zeros(n_points, dtype=torch.float64)
     if max_batch_tokens is None:
-        max_batch_tokens = MAX_BATCH_TOKENS.get(input_device(model).type, 2048)
+        max_batch_tokens = token_budget(model)
     pending = token_batches([len(x) for x in ids], batch_size, max_batch_tokens)
     bar = tqdm(total=len(ids), desc=desc, unit="prompt", disable=None, leave=False)
     while pending:

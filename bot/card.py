@@ -64,8 +64,8 @@ TABLE_ROWS: tuple[tuple[str, str, str, str], ...] = (
      "Near or above 1: alignment is as low-rank on harmless prompts, so the low rank is "
      "not specific to safety."),
     ("alignment_depth_score", "alignment depth score", "0–1, 0 = chance (K_c/d = {chance})",
-     "How entangled the safety directions are with capability directions; "
-     "high = costly to remove."),
+     "How entangled the safety directions are with capability directions; DESIGN reads "
+     "high as costly to remove, which depthcard's own calibration has not yet confirmed."),
     ("baseline_refusal_rate", "baseline refusal rate", "% of harmful prompts",
      "How often the child refuses the harmful prompts with nothing removed."),
     ("abliteration_min_k", "abliteration min k", "directions (refusal < {threshold})",
