@@ -17,17 +17,13 @@ from analysis.ablation import (
     refusal_token_ids,
 )
 from analysis.ablation_cost import attack_basis, non_monotone, spearman_causal
-from analysis.capture import capture, tokenize_prompts
+from analysis.capture import capture
 from analysis.models import decoder_layers
 from schemas.sections import AblationPoint
 from tests.tiny_models import (
-    HARMFUL_WORDS,
-    HARMLESS_WORDS,
-    harm_detector,
     make_llama,
     make_tokenizer,
-    plant,
-    prompts,
+    planted_pair,
 )
 
 
@@ -37,14 +33,8 @@ def refuser():
     as the refusal opener "I"."""
     tok = make_tokenizer(extra_words=["I", "Sorry"])
     base = make_llama(len(tok), seed=11)
-    harmful, harmless = prompts(HARMFUL_WORDS, 24, 1), prompts(HARMLESS_WORDS, 24, 2)
-    ids_s = tokenize_prompts(harmful, "chat", tok, tok)
-    ids_h = tokenize_prompts(harmless, "chat", tok, tok)
-    w, b = harm_detector(base, 1, ids_s, ids_h)
-    g = torch.Generator().manual_seed(12)
-    u = torch.randn(32, generator=g)
-    u /= u.norm()
-    child = plant(base, 1, w, b, u, scale=40.0)
+    p = planted_pair(tok, base, 1, n=24, u_seed=12, scale=40.0)
+    child, ids_s, ids_h, u = p.child, p.ids_s, p.ids_h, p.u
     refuse = refusal_token_ids(tok)
     with torch.no_grad():
         for i in refuse:

@@ -13,7 +13,6 @@ import torch
 
 from analysis import organisms as org
 from analysis.audit import ModelHandle, audit_models
-from analysis.capture import tokenize_prompts
 from analysis.directions import erosion
 from analysis.erode import erode_organism
 from analysis.erosion_stage import COMPLIANCE_OPENINGS
@@ -27,12 +26,10 @@ from tests.test_cli_errors import assert_clean_error, run_cli
 from tests.test_known_answer import BLOCK, config, prompt_set, ref
 from tests.test_models import save_tiny
 from tests.tiny_models import (
-    HARMFUL_WORDS,
     HARMLESS_WORDS,
-    harm_detector,
     make_llama,
     make_tokenizer,
-    plant,
+    planted_pair,
     prompts,
 )
 
@@ -41,12 +38,8 @@ from tests.tiny_models import (
 def planted():
     tok = make_tokenizer()
     base = make_llama(len(tok), seed=21, layers=4)
-    harmful, harmless = prompts(HARMFUL_WORDS, 24, 1), prompts(HARMLESS_WORDS, 24, 2)
-    ids_s = tokenize_prompts(harmful, "chat", tok, tok)
-    ids_h = tokenize_prompts(harmless, "chat", tok, tok)
-    w, b = harm_detector(base, BLOCK, ids_s, ids_h)
-    u = torch.randn(32, generator=torch.Generator().manual_seed(22))
-    child = plant(base, BLOCK, w, b, u / u.norm(), scale=6.0)
+    p = planted_pair(tok, base, BLOCK, n=24, u_seed=22, scale=6.0)
+    harmful, harmless, child = p.harmful, p.harmless, p.child
     inputs = PromptInputs(
         harmful=prompt_set("h", "harmful", harmful, ["weapons"] * 24),
         harmless=prompt_set("ok", "harmless", harmless, ["misc"] * 24),

@@ -9,19 +9,16 @@ import torch
 
 from analysis.ablation import refusal_token_ids
 from analysis.audit import ModelHandle, audit_models
-from analysis.capture import tokenize_prompts
 from analysis.judges import JUDGES, RefusalJudge
 from analysis.prompt_inputs import PromptInputs
 from prompts import LoadedPromptSet
 from schemas.prompt_set import PromptItem, PromptSet
 from schemas.report import AuditConfig, AuditReport, ModelRef
 from tests.tiny_models import (
-    HARMFUL_WORDS,
     HARMLESS_WORDS,
-    harm_detector,
     make_llama,
     make_tokenizer,
-    plant,
+    planted_pair,
     prompts,
 )
 
@@ -81,14 +78,8 @@ def config(**overrides):
 def planted():
     tok = make_tokenizer()
     base = make_llama(len(tok), seed=21, layers=4)
-    harmful, harmless = prompts(HARMFUL_WORDS, 36, 1), prompts(HARMLESS_WORDS, 36, 2)
-    ids_s = tokenize_prompts(harmful, "chat", tok, tok)
-    ids_h = tokenize_prompts(harmless, "chat", tok, tok)
-    w, b = harm_detector(base, BLOCK, ids_s, ids_h)
-    g = torch.Generator().manual_seed(22)
-    u = torch.randn(32, generator=g)
-    u /= u.norm()
-    child = plant(base, BLOCK, w, b, u, scale=6.0)
+    p = planted_pair(tok, base, BLOCK, n=36, u_seed=22, scale=6.0)
+    harmful, harmless, child, u = p.harmful, p.harmless, p.child, p.u
     cats = ["weapons", "cyber", "fraud"] * 12
     inputs = PromptInputs(
         harmful=prompt_set("h", "harmful", harmful, cats),
@@ -176,14 +167,8 @@ def refusing():
     JUDGES[OpensWithRefusalWord.name] = OpensWithRefusalWord
     tok = make_tokenizer(extra_words=["I", "Sorry"])
     base = make_llama(len(tok), seed=21, layers=4)
-    harmful, harmless = prompts(HARMFUL_WORDS, 36, 1), prompts(HARMLESS_WORDS, 36, 2)
-    ids_s = tokenize_prompts(harmful, "chat", tok, tok)
-    ids_h = tokenize_prompts(harmless, "chat", tok, tok)
-    w, b = harm_detector(base, BLOCK, ids_s, ids_h)
-    g = torch.Generator().manual_seed(22)
-    u = torch.randn(32, generator=g)
-    u /= u.norm()
-    child = plant(base, BLOCK, w, b, u, scale=40.0)
+    p = planted_pair(tok, base, BLOCK, n=36, u_seed=22, scale=40.0)
+    harmful, harmless, child, u = p.harmful, p.harmless, p.child, p.u
     with torch.no_grad():
         for i in refusal_token_ids(tok):
             child.lm_head.weight[i] += 2.0 * u

@@ -8,6 +8,7 @@ alignment shift is known exactly: zero before the planted block, rank one right 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
@@ -122,3 +123,31 @@ def harm_detector(
     w = xs.mean(0) - xh.mean(0)
     w = w / w.norm()
     return w, float((xh @ w).max())
+
+
+@dataclass(frozen=True)
+class Planted:
+    """A base's child with a planted harm-triggered direction, and the prompts it was cut on."""
+
+    child: nn.Module
+    u: torch.Tensor  # (d,) unit direction the planted MLP writes on harmful prompts
+    harmful: list[str]
+    harmless: list[str]
+    ids_s: list[list[int]]  # chat-format ids of `harmful`
+    ids_h: list[list[int]]
+
+
+def planted_pair(
+    tok, base: nn.Module, block: int, n: int, u_seed: int, scale: float
+) -> Planted:
+    """`n` harmful and `n` harmless prompts, a detector fitted on them at `block`, and the
+    child that writes a random unit u (seeded by `u_seed`) there on harmful prompts."""
+    from analysis.capture import tokenize_prompts
+
+    harmful, harmless = prompts(HARMFUL_WORDS, n, 1), prompts(HARMLESS_WORDS, n, 2)
+    ids_s = tokenize_prompts(harmful, "chat", tok, tok)
+    ids_h = tokenize_prompts(harmless, "chat", tok, tok)
+    w, b = harm_detector(base, block, ids_s, ids_h)
+    u = torch.randn(base.config.hidden_size, generator=torch.Generator().manual_seed(u_seed))
+    u = u / u.norm()
+    return Planted(plant(base, block, w, b, u, scale), u, harmful, harmless, ids_s, ids_h)
