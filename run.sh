@@ -57,7 +57,7 @@ case "${1:-}" in
     browser
     shift
     "$VENV/bin/ruff" check .
-    "$VENV/bin/python" -m schemas.export --check
+    "$VENV/bin/python" -m depthcard.schemas.export --check
     "$VENV/bin/python" -m pytest "$@"
     ;;
   *)

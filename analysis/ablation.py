@@ -14,9 +14,9 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import nn
 
-from analysis.capture import pad_left
-from analysis.hooks import residual_hooks
-from analysis.models import input_device
+from depthcard.analysis.capture import pad_left
+from depthcard.analysis.hooks import residual_hooks
+from depthcard.analysis.models import input_device
 
 # Words that open a refusal in the chat models we audit; their first tokens (with and
 # without a leading space) form the refusal-opening set of a tokenizer.

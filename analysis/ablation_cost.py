@@ -15,7 +15,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from analysis.ablation import (
+from depthcard.analysis.ablation import (
     ablated,
     first_token_logprobs,
     mean_cross_entropy,
@@ -23,9 +23,9 @@ from analysis.ablation import (
     orthonormal_basis,
     refusal_log_odds,
 )
-from analysis.generation import generate_responses
-from analysis.judges import RefusalJudge
-from schemas.sections import Ablation, AblationPoint
+from depthcard.analysis.generation import generate_responses
+from depthcard.analysis.judges import RefusalJudge
+from depthcard.schemas.sections import Ablation, AblationPoint
 
 log = logging.getLogger(__name__)
 

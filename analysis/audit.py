@@ -16,23 +16,28 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from analysis import report_parts as parts
-from analysis.ablation import refusal_token_ids
-from analysis.ablation_cost import (
+from depthcard.analysis import report_parts as parts
+from depthcard.analysis.ablation import refusal_token_ids
+from depthcard.analysis.ablation_cost import (
     AblationInputs,
     AblationSettings,
     Evaluator,
     ablation_curve,
     select_layer_by_ablation,
 )
-from analysis.capture import capture_sets, free_model
-from analysis.crossdomain import cross_domain
-from analysis.depth_stage import alignment_depth, mode_catalogue
-from analysis.erosion_stage import erosion_probe, erosion_section, joint_logprob, third_pass
-from analysis.fragility_stage import fragility_stage
-from analysis.judges import get_judge
-from analysis.layer_metrics import Captures, LayerAnalysis, analyse_layers
-from analysis.models import (
+from depthcard.analysis.capture import capture_sets, free_model
+from depthcard.analysis.crossdomain import cross_domain
+from depthcard.analysis.depth_stage import alignment_depth, mode_catalogue
+from depthcard.analysis.erosion_stage import (
+    erosion_probe,
+    erosion_section,
+    joint_logprob,
+    third_pass,
+)
+from depthcard.analysis.fragility_stage import fragility_stage
+from depthcard.analysis.judges import get_judge
+from depthcard.analysis.layer_metrics import Captures, LayerAnalysis, analyse_layers
+from depthcard.analysis.models import (
     ModelLoadError,
     ModelSpec,
     ResolvedModel,
@@ -40,7 +45,7 @@ from analysis.models import (
     load_model,
     resolve_model,
 )
-from analysis.pairing import (
+from depthcard.analysis.pairing import (
     check_shapes,
     check_third,
     load_tokenizer,
@@ -48,9 +53,9 @@ from analysis.pairing import (
     require_chat_template,
     tokenizer_facts,
 )
-from analysis.prompt_inputs import PromptInputs, TokenizedInputs, tokenize_inputs
-from analysis.stages import stage
-from schemas.report import (
+from depthcard.analysis.prompt_inputs import PromptInputs, TokenizedInputs, tokenize_inputs
+from depthcard.analysis.stages import stage
+from depthcard.schemas.report import (
     AbsentSection,
     AuditConfig,
     AuditReport,
@@ -60,7 +65,7 @@ from schemas.report import (
     StageTiming,
     TokenizerCheck,
 )
-from schemas.sections import Ablation
+from depthcard.schemas.sections import Ablation
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from analysis.hooks import residual_hooks
-from analysis.models import decoder_layers, input_device
+from depthcard.analysis.hooks import residual_hooks
+from depthcard.analysis.models import decoder_layers, input_device
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from itertools import combinations
 
 import torch
 
-from analysis import decomposition, spectrum
-from analysis.layer_metrics import Captures
-from schemas.report import CrossDomain, DomainOverlap
+from depthcard.analysis import decomposition, spectrum
+from depthcard.analysis.layer_metrics import Captures
+from depthcard.schemas.report import CrossDomain, DomainOverlap
 
 MIN_ROWS = 3
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from analysis import decomposition, modes
-from analysis.capture import Activations
-from analysis.layer_metrics import Captures
-from schemas.sections import DepthScore, LayerModes, ModeCatalogue
+from depthcard.analysis import decomposition, modes
+from depthcard.analysis.capture import Activations
+from depthcard.analysis.layer_metrics import Captures
+from depthcard.schemas.sections import DepthScore, LayerModes, ModeCatalogue
 
 
 def _stack(*acts: Activations | None) -> torch.Tensor:

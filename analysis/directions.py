@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from analysis.capture import Activations
+from depthcard.analysis.capture import Activations
 
 
 def refusal_direction(harmful: Activations, harmless: Activations) -> torch.Tensor:

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from analysis.capture import Activations, capture_sets, free_model
-from analysis.curvature import dot as vdot
-from analysis.curvature import gradient, norm
-from analysis.fragility import (
+from depthcard.analysis.capture import Activations, capture_sets, free_model
+from depthcard.analysis.curvature import dot as vdot
+from depthcard.analysis.curvature import gradient, norm
+from depthcard.analysis.fragility import (
     ScoredBatch,
     loss_terms,
     only_trainable,
@@ -35,12 +35,12 @@ from analysis.fragility import (
     select_parameters,
     summed_nll,
 )
-from analysis.generation import generate_responses
-from analysis.judges import get_judge, refusal_rate
-from analysis.models import input_device
-from analysis.prompt_inputs import TokenizedInputs
-from schemas.report import AuditConfig, LayerMetrics, ModelRef
-from schemas.sections import Erosion, FragilitySettings
+from depthcard.analysis.generation import generate_responses
+from depthcard.analysis.judges import get_judge, refusal_rate
+from depthcard.analysis.models import input_device
+from depthcard.analysis.prompt_inputs import TokenizedInputs
+from depthcard.schemas.report import AuditConfig, LayerMetrics, ModelRef
+from depthcard.schemas.sections import Erosion, FragilitySettings
 
 log = logging.getLogger(__name__)
 

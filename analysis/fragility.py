@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.capture import pad_left
-from analysis.curvature import (
+from depthcard.analysis.capture import pad_left
+from depthcard.analysis.curvature import (
     Coupling,
     LossTerms,
     Sharpness,
@@ -34,8 +34,8 @@ from analysis.curvature import (
     power_iteration,
     random_unit,
 )
-from analysis.models import decoder_layers, input_device
-from schemas.sections import Fragility, FragilitySettings
+from depthcard.analysis.models import decoder_layers, input_device
+from depthcard.schemas.sections import Fragility, FragilitySettings
 
 log = logging.getLogger(__name__)
 

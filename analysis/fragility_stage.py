@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from analysis.fragility import FragilityInputs, fragility
-from analysis.prompt_inputs import TokenizedInputs
-from schemas.sections import Fragility, FragilitySettings
+from depthcard.analysis.fragility import FragilityInputs, fragility
+from depthcard.analysis.prompt_inputs import TokenizedInputs
+from depthcard.schemas.sections import Fragility, FragilitySettings
 
 
 def refusal_rows(

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from analysis import decomposition, directions, spectrum
-from analysis.capture import Activations
-from schemas.report import LayerMetrics, RankAtEps, RankStats
+from depthcard.analysis import decomposition, directions, spectrum
+from depthcard.analysis.capture import Activations
+from depthcard.schemas.report import LayerMetrics, RankAtEps, RankStats
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from schemas.sections import DepthAtLayer, DepthScore, Species
+from depthcard.schemas.sections import DepthAtLayer, DepthScore, Species
 
 
 def principal_modes(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.models import ModelLoadError, ResolvedModel
-from schemas.report import TokenizerCheck
+from depthcard.analysis.models import ModelLoadError, ResolvedModel
+from depthcard.schemas.report import TokenizerCheck
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analysis.capture import suffix_token_count, tokenize_prompts
-from schemas.report import PromptSetRef
+from depthcard.analysis.capture import suffix_token_count, tokenize_prompts
+from depthcard.schemas.report import PromptSetRef
 
 
 @dataclass(frozen=True)

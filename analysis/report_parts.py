@@ -7,11 +7,11 @@ import platform
 import torch
 from torch import nn
 
-from analysis import ANALYSIS_VERSION, __version__, git_revision
-from analysis.directions import layer_window, select_layer_by_norm
-from analysis.models import ResolvedModel, num_parameters
-from analysis.pairing import model_shape
-from schemas.report import (
+from depthcard.analysis import ANALYSIS_VERSION, __version__, git_revision
+from depthcard.analysis.directions import layer_window, select_layer_by_norm
+from depthcard.analysis.models import ResolvedModel, num_parameters
+from depthcard.analysis.pairing import model_shape
+from depthcard.schemas.report import (
     AuditConfig,
     Environment,
     Headline,
@@ -21,7 +21,7 @@ from schemas.report import (
     ToolInfo,
     Verdict,
 )
-from schemas.sections import Ablation, DepthScore
+from depthcard.schemas.sections import Ablation, DepthScore
 
 
 def analysis_window(layers: list[LayerMetrics], cfg: AuditConfig) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import torch
 
-from schemas.report import StageTiming
+from depthcard.schemas.report import StageTiming
 
 
 def _peak_rss_bytes() -> int:

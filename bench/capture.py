@@ -55,7 +55,7 @@ def _prompt_ids(n: int, repeat: int, vocab: int) -> list[list[int]]:
     Lengths follow the real prompts (about 1.4 tokens a word plus 12 template tokens);
     the ids themselves do not change the cost of a forward pass.
     """
-    import prompts
+    from depthcard import prompts
 
     texts = prompts.load_builtin("harmful-core").texts + prompts.load_builtin("harmless-core").texts
     texts = texts[::2][:n]
@@ -65,8 +65,8 @@ def _prompt_ids(n: int, repeat: int, vocab: int) -> list[list[int]]:
 
 
 def _run_one(method: str, args) -> dict:
-    from analysis.capture import capture, pad_left
-    from analysis.models import decoder_layers
+    from depthcard.analysis.capture import capture, pad_left
+    from depthcard.analysis.models import decoder_layers
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = _model(args.model, device)

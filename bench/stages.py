@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _inputs(n: int):
-    import prompts
-    from analysis.prompt_inputs import PromptInputs
+    from depthcard import prompts
+    from depthcard.analysis.prompt_inputs import PromptInputs
 
     sets = {k: prompts.load_builtin(f"{k}-core") for k in ("harmful", "harmless", "capability")}
     small = {k: s.subset(n, seed=0) for k, s in sets.items()}
@@ -35,9 +35,9 @@ def _inputs(n: int):
 
 def audit_stages(base: str, child: str, n: int, max_new_tokens: int) -> dict[str, float]:
     """Seconds per stage of one audit (from the report's own timings)."""
-    from analysis.audit import run_audit
-    from analysis.models import parse_model_spec
-    from bot.audit_command import _config, add_arguments
+    from depthcard.analysis.audit import run_audit
+    from depthcard.analysis.models import parse_model_spec
+    from depthcard.cli.audit_command import _config, add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -57,7 +57,7 @@ def generation_seconds(child: str, n: int, max_new_tokens: int) -> dict[str, flo
     """Seconds to answer the harmful prompts greedily, batched (16) and one at a time."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from analysis.generation import generate_responses
+    from depthcard.analysis.generation import generate_responses
 
     model = AutoModelForCausalLM.from_pretrained(child)
     tok = AutoTokenizer.from_pretrained(child)

@@ -18,9 +18,8 @@ from datetime import datetime
 
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from bot.card import CardParseError, parse_card_section
-from bot.hub import Hub
-from bot.pairs import (
+from depthcard.bot.hub import Hub
+from depthcard.bot.pairs import (
     RepoFacts,
     candidate_bases,
     declared_bases,
@@ -30,9 +29,10 @@ from bot.pairs import (
     opted_out_in_card,
     repo_reason,
 )
-from bot.publish import closed_bot_pr
-from bot.state import StateStore, audit_key
-from schemas.bot_config import BotConfig
+from depthcard.bot.publish import closed_bot_pr
+from depthcard.bot.state import StateStore, audit_key
+from depthcard.report.card import CardParseError, parse_card_section
+from depthcard.schemas.bot_config import BotConfig
 
 log = logging.getLogger(__name__)
 CURSOR = "cursor:{scope}"

@@ -18,8 +18,8 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from schemas.bot_config import BotConfig, JobsConfig
-from schemas.report import AuditReport
+from depthcard.schemas.bot_config import BotConfig, JobsConfig
+from depthcard.schemas.report import AuditReport
 
 log = logging.getLogger(__name__)
 KEY_LABEL = "depthcard-key"
@@ -131,7 +131,7 @@ class LocalBackend:
     def _command(self) -> list[str]:
         # `depthcard` from the same environment as the bot, even when PATH lacks the venv.
         if self.command[:1] == ["depthcard"]:
-            return [sys.executable, "-m", "bot.cli", *self.command[1:]]
+            return [sys.executable, "-m", "depthcard", *self.command[1:]]
         return self.command
 
     def poll(self, job: AuditJob, handle: str) -> Outcome | None:

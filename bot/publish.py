@@ -20,12 +20,17 @@ from typing import Literal
 
 from huggingface_hub.errors import HfHubHTTPError
 
-from bot.audit_command import reproduce_command
-from bot.card import CardParseError, parse_card_section, render_card_section, splice_section
-from bot.hub import Hub
-from bot.pairs import OPT_OUT_KEY, opted_out_in_card
-from bot.state import maybe_die
-from schemas.report import AuditReport, ModelRef
+from depthcard.bot.hub import Hub
+from depthcard.bot.pairs import OPT_OUT_KEY, opted_out_in_card
+from depthcard.bot.state import maybe_die
+from depthcard.cli.audit_command import reproduce_command
+from depthcard.report.card import (
+    CardParseError,
+    parse_card_section,
+    render_card_section,
+    splice_section,
+)
+from depthcard.schemas.report import AuditReport, ModelRef
 
 log = logging.getLogger(__name__)
 

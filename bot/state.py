@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from bot.state_schema import open_schema
+from depthcard.bot.state_schema import open_schema
 
 log = logging.getLogger(__name__)
 

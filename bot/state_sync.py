@@ -14,7 +14,7 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd
 from huggingface_hub.errors import EntryNotFoundError
 
-from bot.hub import Hub
+from depthcard.bot.hub import Hub
 
 log = logging.getLogger(__name__)
 STATE_IN_REPO = "state/depthcard-state.sqlite"

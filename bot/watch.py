@@ -18,12 +18,12 @@ from pathlib import Path
 from huggingface_hub.errors import HfHubHTTPError
 from pydantic import ValidationError
 
-from bot import discover
-from bot.dispatch import AuditJob, Backend, Outcome
-from bot.hub import Hub, HubUnavailable
-from bot.publish import Target, load_report, publish_report
-from bot.state import AuditRow, StateStore
-from schemas.bot_config import BotConfig
+from depthcard.bot import discover
+from depthcard.bot.dispatch import AuditJob, Backend, Outcome
+from depthcard.bot.hub import Hub, HubUnavailable
+from depthcard.bot.publish import Target, load_report, publish_report
+from depthcard.bot.state import AuditRow, StateStore
+from depthcard.schemas.bot_config import BotConfig
 
 log = logging.getLogger(__name__)
 HUB_ERRORS = (HfHubHTTPError, HubUnavailable, OSError)

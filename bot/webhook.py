@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from bot.state import StateStore
-from schemas.bot_config import BotConfig
-from schemas.hub_events import WebhookPayload
+from depthcard.bot.state import StateStore
+from depthcard.schemas.bot_config import BotConfig
+from depthcard.schemas.hub_events import WebhookPayload
 
 log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Webhook-Secret"

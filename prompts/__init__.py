@@ -4,7 +4,7 @@ Every error while reading a set is a `PromptFileError` whose message starts with
 where it can be known, the line (`prompts/x.yaml:12: ...`), so a broken file is fixed in one go.
 
 Example:
-    >>> import prompts
+    >>> from depthcard import prompts
     >>> harmful = prompts.load_builtin("harmful-core")
     >>> harmful.kind, harmful.count >= 200
     ('harmful', True)
@@ -22,7 +22,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import ValidationError
 
-from schemas.prompt_set import Kind, PromptItem, PromptSet
+from depthcard.schemas.prompt_set import Kind, PromptItem, PromptSet
 
 __all__ = [
     "LoadedPromptSet",

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas._base import Strict
+from depthcard.schemas._base import Strict
 
 BOT_CONFIG_VERSION = "1"
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -118,9 +118,7 @@ class BotConfig(Strict):
     hub_retries: int = Field(4, ge=0, description="Retries of a Hub read on 429/5xx/timeouts.")
     lease_seconds: float = Field(3600.0, gt=0, description="How long a claimed audit is held.")
     interval_seconds: float = Field(600.0, gt=0, description="Pause between `watch` rounds.")
-    webhook: WebhookConfig = Field(
-        default_factory=WebhookConfig, description="The webhook server."
-    )
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig, description="The webhook server.")
 
     @field_validator("organizations")
     @classmethod

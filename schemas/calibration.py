@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas._base import Strict
+from depthcard.schemas._base import Strict
 
 CALIBRATION_SCHEMA_VERSION = 1
 

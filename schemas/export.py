@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from schemas.report import AuditReport
+from depthcard.schemas.report import AuditReport
 
 SCHEMA_FILE = Path(__file__).with_name("audit_report.schema.json")
 

@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas._base import Strict
-from schemas.sections import (
+from depthcard.schemas._base import Strict
+from depthcard.schemas.sections import (
     Ablation,
     DepthScore,
     Erosion,

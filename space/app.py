@@ -7,7 +7,7 @@ link `?report={org}/{model}/{revision}` opens one report. Reports a visitor brin
 live runs) live in that visitor's session state only, so one visitor never changes what
 another sees.
 
-Run locally with `depthcard space` (or `python -m space.app`); on a Hub Space the root
+Run locally with `depthcard space` (or `python -m depthcard.space.app`); on a Hub Space the root
 `app.py` written by `space.deploy` calls `main()`.
 """
 
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from space import handlers
-from space import report_view as rv
-from space.compare import DEFAULT_METRIC, METRICS, x_title
-from space.live_run import LiveRunError, demo_pair, run_live_audit
-from space.store import ReportEntry, ReportStore, load_store
-from space.upload import check_upload
+from depthcard.space import handlers
+from depthcard.space import report_view as rv
+from depthcard.space.compare import DEFAULT_METRIC, METRICS, x_title
+from depthcard.space.live_run import LiveRunError, demo_pair, run_live_audit
+from depthcard.space.store import ReportEntry, ReportStore, load_store
+from depthcard.space.upload import check_upload
 
 log = logging.getLogger(__name__)
 
@@ -367,10 +367,12 @@ def build_app(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options of `python -m space.app` (the same as `depthcard space`)."""
-    from space.command import add_arguments
+    """Command-line options of `python -m depthcard.space.app` (the same as `depthcard space`)."""
+    from depthcard.space.options import add_arguments
 
-    parser = argparse.ArgumentParser(prog="space.app", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="depthcard.space.app", description=__doc__.splitlines()[0]
+    )
     add_arguments(parser)
     return parser.parse_args(argv)
 
@@ -396,7 +398,7 @@ def launch(args: argparse.Namespace, token: str | None = None) -> gr.Blocks:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the Space and of `python -m space.app`."""
+    """Entry point of the Space and of `python -m depthcard.space.app`."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     launch(parse_args(argv), token=os.environ.get("HF_TOKEN"))
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from schemas.report import AuditReport, LayerMetrics
+from depthcard.schemas.report import AuditReport, LayerMetrics
 
 Points = list[tuple[float, float]]
 

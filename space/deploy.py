@@ -2,13 +2,15 @@
 
 A Space repo's README is its card and `app_file` must sit at its root, so the staged folder
 is: `README.md` (from space/README.md), a two-line root `app.py` that calls
-`space.app.main()`, `requirements.txt` (the project's dependencies minus gradio, which the
-Space's `sdk_version` provides), and the packages `space/`, `schemas/`, `bot/`,
-`analysis/`, `prompts/` (with the calibration pair the Run tab audits). Used by
+`depthcard.space.app.main()`, `requirements.txt` (the project's dependencies minus gradio,
+which the Space's `sdk_version` provides), and the package `depthcard/` with the subpackages
+the Space needs: `space`, `report`, `analysis` (with the calibration pair the Run tab audits),
+`schemas`, `prompts`, and `cli` (the Run tab starts `python -m depthcard audit` in a
+subprocess). The bot and the calibration lab are not shipped. Used by
 `.github/workflows/space-deploy.yml`:
 
-    python -m space.deploy --repo org/depthcard            # stage, then upload_folder
-    python -m space.deploy --stage-only build/space        # stage only (offline check)
+    python space/deploy.py --repo org/depthcard       # stage, then upload_folder
+    python space/deploy.py --stage-only build/space   # stage only (offline check)
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("space", "schemas", "bot", "analysis", "prompts")
+# Repository folder → subpackage of `depthcard` in the staged Space.
+PACKAGES = ("space", "report", "analysis", "schemas", "prompts", "cli")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.log")
-ROOT_APP = '"""Hub Space entry point: the app lives in space/app.py."""\n\n' + (
-    "from space.app import main\n\nmain()\n"
+ROOT_APP = '"""Hub Space entry point: the app lives in depthcard/space/app.py."""\n\n' + (
+    "from depthcard.space.app import main\n\nmain()\n"
 )
 # CPU wheels of torch: the default index would pull several GB of CUDA packages.
 REQUIREMENTS_HEADER = "--extra-index-url https://download.pytorch.org/whl/cpu\n"
@@ -46,8 +49,9 @@ def stage(dest: Path, root: Path = ROOT) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise ValueError(f"{dest} is not empty")
+    shutil.copytree(root / "depthcard", dest / "depthcard", ignore=IGNORED)
     for package in PACKAGES:
-        shutil.copytree(root / package, dest / package, ignore=IGNORED)
+        shutil.copytree(root / package, dest / "depthcard" / package, ignore=IGNORED)
     shutil.copyfile(root / "space" / "README.md", dest / "README.md")
     (dest / "app.py").write_text(ROOT_APP, encoding="utf-8")
     (dest / "requirements.txt").write_text(requirements(root / "pyproject.toml"), "utf-8")
@@ -72,7 +76,9 @@ def upload(folder: Path, repo_id: str, token: str | None, message: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Stage, and upload unless --stage-only."""
-    parser = argparse.ArgumentParser(prog="space.deploy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="depthcard.space.deploy", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--repo", help="Space repo id, e.g. org/depthcard")
     parser.add_argument("--stage-only", type=Path, help="only stage into this folder")
     parser.add_argument("--message", default="Deploy the depthcard Space", help="commit message")

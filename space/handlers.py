@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bot.audit_command import reproduce_command
-from bot.card import TABLE_ROWS, headline_value, render_card_section
-from schemas.report import AuditReport, ModelRef
-from space.store import ReportEntry, ReportStore, size_bucket
-from space.upload import UploadCheck
+from depthcard.cli.audit_command import reproduce_command
+from depthcard.report.card import TABLE_ROWS, headline_value, render_card_section
+from depthcard.schemas.report import AuditReport, ModelRef
+from depthcard.space.store import ReportEntry, ReportStore, size_bucket
+from depthcard.space.upload import UploadCheck
 
 ALL = "all"
 LEADERBOARD_COLUMNS = [
@@ -133,7 +133,7 @@ def leaderboard(
 
 
 def headline_table(report: AuditReport) -> pd.DataFrame:
-    """The card's headline rows: quantity, value, unit and one-line meaning (bot.card)."""
+    """The card's headline rows: quantity, value, unit and one-line meaning (report.card)."""
     h = report.headline
     chance = "—" if h.depth_chance_level is None else f"{h.depth_chance_level:#.4g}"
     ab = report.ablation
@@ -224,7 +224,7 @@ def notes_markdown(report: AuditReport) -> str:
 
 
 def card_markdown(report: AuditReport, report_url: str | None = None) -> str:
-    """The model-card section this report publishes (bot.card), as Markdown source."""
+    """The model-card section this report publishes (report.card), as Markdown source."""
     return render_card_section(
         report, report_url=report_url, reproduce_command=reproduce_command(report)
     )

@@ -1,6 +1,6 @@
 """Audit a small local pair live, on CPU, in a child process, reporting progress as it goes.
 
-The audit runs as `python -m bot.cli audit BASE CHILD --out DIR` rather than in the server
+The audit runs as `python -m depthcard audit BASE CHILD --out DIR` rather than in the server
 process: the models' memory is returned when it ends, a crash cannot take the Space down,
 and a run that overstays its time limit is killed. Progress is the elapsed time against the
 expected duration (the audit prints no per-stage progress), labelled with the audit's latest
@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from analysis.audit import DEMO_DIR
-from schemas.report import AuditReport
-from space.store import read_report
+from depthcard.analysis.audit import DEMO_DIR
+from depthcard.schemas.report import AuditReport
+from depthcard.space.store import read_report
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def audit_command(
     `extra_args` are further `depthcard audit` options, e.g. ("--no-ablation",) for a
     quicker run.
     """
-    cmd = [sys.executable, "-m", "bot.cli", "-v", "audit", str(base), str(child)]
+    cmd = [sys.executable, "-m", "depthcard", "-v", "audit", str(base), str(child)]
     cmd += ["--out", str(out), "--overwrite", "--device", "cpu", "--dtype", "float32"]
     if max_prompts is not None:
         cmd += ["--max-prompts", str(max_prompts)]

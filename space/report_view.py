@@ -15,12 +15,12 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.plots import plot_cross_domain
-from bot.audit_command import reproduce_command
-from schemas.report import AuditReport
-from space import series
-from space.compare import COMPARE_COLUMNS, compare_frame, missing_from
-from space.handlers import (
+from depthcard.cli.audit_command import reproduce_command
+from depthcard.report.plots import plot_cross_domain
+from depthcard.schemas.report import AuditReport
+from depthcard.space import series
+from depthcard.space.compare import COMPARE_COLUMNS, compare_frame, missing_from
+from depthcard.space.handlers import (
     card_markdown,
     headline_table,
     md_text,
@@ -28,8 +28,8 @@ from space.handlers import (
     provenance_markdown,
     report_summary,
 )
-from space.store import ReportEntry, ReportStore
-from space.store import report_id as id_of_report
+from depthcard.space.store import ReportEntry, ReportStore
+from depthcard.space.store import report_id as id_of_report
 
 # plot key -> (frame builder, x, y, colour column, title, x title, y title)
 PLOTS: dict[str, tuple[Any, str, str, str, str, str, str]] = {

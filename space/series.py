@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from schemas.report import AuditReport
+from depthcard.schemas.report import AuditReport
 
 # matrix name -> legend label (the four matrices of DESIGN.md, plus the child-only contrast)
 MATRIX_LABELS = {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from schemas.report import AuditReport
+from depthcard.schemas.report import AuditReport
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from schemas.report import SCHEMA_VERSION, AuditReport
-from space.store import MAX_REPORT_BYTES
+from depthcard.schemas.report import SCHEMA_VERSION, AuditReport
+from depthcard.space.store import MAX_REPORT_BYTES
 
 MAX_ERRORS_SHOWN = 200
 MAX_VALUE_CHARS = 80

@@ -68,7 +68,7 @@ def bot_env(double: HubDouble, tmp: Path, **extra: str) -> dict[str, str]:
 
 def depthcard(args: list[str], env: dict[str, str], timeout: float = 240):
     """Run `depthcard ARGS` (verbose) in a subprocess; returns the CompletedProcess."""
-    cmd = [sys.executable, "-m", "bot.cli", "-v", *args]
+    cmd = [sys.executable, "-m", "depthcard", "-v", *args]
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 

@@ -20,8 +20,8 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.report import AuditReport
-from schemas.sections import (
+from depthcard.schemas.report import AuditReport
+from depthcard.schemas.sections import (
     DepthAtLayer,
     DepthScore,
     Erosion,

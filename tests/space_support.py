@@ -14,8 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from schemas.report import AuditReport
-from space.store import ReportStore, load_folder, report_id
+from depthcard.schemas.report import AuditReport
+from depthcard.space.store import ReportStore, load_folder, report_id
 from tests.report_factory import make_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def demo_audit_dir() -> Path:
     """A real audit of the bundled calibration pair (no ablation, 16 prompts per set)."""
     out = Path(tempfile.mkdtemp(prefix="depthcard-space-demo-")) / "demo-audit"
     # 16 prompts per set keep it near 10 s of CPU; the numbers are still a real audit.
-    cmd = [sys.executable, "-m", "bot.cli", "audit", "--demo", "--no-ablation", "--no-plots"]
+    cmd = [sys.executable, "-m", "depthcard", "audit", "--demo", "--no-ablation", "--no-plots"]
     cmd += ["--max-prompts", "16"]
     cmd += ["--out", str(out)]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
@@ -103,7 +103,7 @@ QUICK_LIVE_ARGS = ("--no-ablation", "--no-plots", "--max-prompts", "8")
 
 def launch_app(space_url: str | None = None):
     """Build and launch the app on 127.0.0.1 in this process; returns (demo, url)."""
-    from space.app import MAX_UPLOAD, THEME, build_app
+    from depthcard.space.app import MAX_UPLOAD, THEME, build_app
 
     demo = build_app(store(), space_url=space_url, live_args=QUICK_LIVE_ARGS)
     demo.queue()

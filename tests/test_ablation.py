@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from analysis.ablation import (
+from depthcard.analysis.ablation import (
     ablated,
     first_token_logprobs,
     mean_cross_entropy,
@@ -16,10 +16,10 @@ from analysis.ablation import (
     refusal_log_odds,
     refusal_token_ids,
 )
-from analysis.ablation_cost import attack_basis, non_monotone, spearman_causal
-from analysis.capture import capture
-from analysis.models import decoder_layers
-from schemas.sections import AblationPoint
+from depthcard.analysis.ablation_cost import attack_basis, non_monotone, spearman_causal
+from depthcard.analysis.capture import capture
+from depthcard.analysis.models import decoder_layers
+from depthcard.schemas.sections import AblationPoint
 from tests.tiny_models import (
     make_llama,
     make_tokenizer,

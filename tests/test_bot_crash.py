@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from bot.state import KILL_ENV
+from depthcard.bot.state import KILL_ENV
 from tests.bot_helpers import CHILD, add_pair, bot_env, depthcard, write_config
 from tests.hub_double import HubDouble
 

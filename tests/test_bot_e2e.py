@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.card import parse_card_section
+from depthcard.report.card import parse_card_section
 from tests.bot_helpers import (
     BASE,
     CHILD,

@@ -6,9 +6,9 @@ import shlex
 
 import pytest
 
-from bot.dispatch import AuditJob, JobsBackend, LocalBackend
-from bot.pairs import RepoFacts, is_instruct_finetune, looks_instruct
-from schemas.bot_config import BotConfig
+from depthcard.bot.dispatch import AuditJob, JobsBackend, LocalBackend
+from depthcard.bot.pairs import RepoFacts, is_instruct_finetune, looks_instruct
+from depthcard.schemas.bot_config import BotConfig
 
 SHA_B, SHA_I, SHA_F = "b" * 40, "c" * 40, "f" * 40
 

@@ -7,13 +7,13 @@ import sqlite3
 
 import pytest
 
-from analysis.erode import erode_organism
-from bot import discover
-from bot.card import parse_card_section
-from bot.hub import Hub
-from bot.state import StateStore, audit_key
-from bot.state_schema import AUDIT_COLUMNS
-from schemas.bot_config import load_bot_config
+from depthcard.bot import discover
+from depthcard.bot.hub import Hub
+from depthcard.bot.state import StateStore, audit_key
+from depthcard.bot.state_schema import AUDIT_COLUMNS
+from depthcard.lab.erode import erode_organism
+from depthcard.report.card import parse_card_section
+from depthcard.schemas.bot_config import load_bot_config
 from tests.bot_helpers import (
     BASE,
     CALIBRATION,

@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
-from bot.dispatch import LocalBackend
-from bot.hub import Hub, HubUnavailable
-from bot.state import StateStore
-from bot.watch import Round, run_round
-from schemas.bot_config import load_bot_config
+from depthcard.bot.dispatch import LocalBackend
+from depthcard.bot.hub import Hub, HubUnavailable
+from depthcard.bot.state import StateStore
+from depthcard.bot.watch import Round, run_round
+from depthcard.schemas.bot_config import load_bot_config
 from tests.bot_helpers import CHILD, TOKEN, add_pair, write_config
 from tests.hub_double import HubDouble
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from bot.bot_commands import status_table
-from bot.dispatch import LocalBackend
-from bot.hub import Hub
-from bot.state import StateStore
-from bot.watch import Round, run_round
-from schemas.bot_config import load_bot_config
+from depthcard.bot.dispatch import LocalBackend
+from depthcard.bot.hub import Hub
+from depthcard.bot.state import StateStore
+from depthcard.bot.watch import Round, run_round
+from depthcard.cli.bot_commands import status_table
+from depthcard.schemas.bot_config import load_bot_config
 from tests.bot_helpers import CALIBRATION, add_pair, bot_env, depthcard, write_config
 from tests.hub_double import HubDouble
 

@@ -9,11 +9,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot.dispatch import AuditJob, JobsBackend, key_label, pick_flavour
-from bot.pairs import RepoFacts, candidate_bases, mismatch, opted_out_in_card, repo_reason
-from bot.publish import PR_TITLE, Target, publish_report, render_body, render_title, report_url
-from bot.state import StateStore
-from schemas.bot_config import BotConfig
+from depthcard.bot.dispatch import AuditJob, JobsBackend, key_label, pick_flavour
+from depthcard.bot.pairs import RepoFacts, candidate_bases, mismatch, opted_out_in_card, repo_reason
+from depthcard.bot.publish import (
+    PR_TITLE,
+    Target,
+    publish_report,
+    render_body,
+    render_title,
+    report_url,
+)
+from depthcard.bot.state import StateStore
+from depthcard.schemas.bot_config import BotConfig
 from tests.report_factory import make_report
 
 SHA_B, SHA_C = "b" * 40, "c" * 40
@@ -180,8 +187,8 @@ def test_publish_text_dry_run_cap_and_opt_out():
 
 
 def test_state_in_results_repo_refuses_a_concurrent_writer(tmp_path):
-    from bot import state_sync
-    from bot.hub import Hub
+    from depthcard.bot import state_sync
+    from depthcard.bot.hub import Hub
     from tests.hub_double import HubDouble
 
     with HubDouble() as double:

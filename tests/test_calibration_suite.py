@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -12,11 +11,11 @@ import torch
 from pydantic import ValidationError
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from analysis import calibration_suite as suite
-from analysis import organism_family as fam
-from analysis.calibration_stats import permutation_p, spearman
-from bot import cli
-from schemas.calibration import CalibrationReport, FamilySettings, OrganismResult
+from depthcard.cli import main as cli
+from depthcard.lab import calibration_suite as suite
+from depthcard.lab import organism_family as fam
+from depthcard.lab.calibration_stats import permutation_p, spearman
+from depthcard.schemas.calibration import CalibrationReport, FamilySettings, OrganismResult
 
 # --- the regulariser ---------------------------------------------------------------------
 
@@ -178,9 +177,7 @@ def test_markdown_lists_siblings_and_every_prediction() -> None:
 
 @pytest.mark.slow
 def test_quick_calibrate_through_the_cli(tmp_path, capsys) -> None:
-    clock = time.perf_counter()
     assert cli.main(["calibrate", "--quick", "--out", str(tmp_path / "cal")]) == 0
-    seconds = time.perf_counter() - clock
     out = capsys.readouterr().out
     report = CalibrationReport.model_validate_json(
         (tmp_path / "cal" / "calibration.json").read_text()
@@ -189,6 +186,5 @@ def test_quick_calibrate_through_the_cli(tmp_path, capsys) -> None:
     assert {o.kind for o in report.organisms} == {"instruct", "eroded"}
     assert (tmp_path / "cal" / "lam_+3.0" / "audit" / "report.json").is_file()
     assert "| prediction | x → y |" in out and "calibration.json" in out
-    assert seconds < 150
     # a second run into the same folder refuses without --overwrite
     assert cli.main(["calibrate", "--quick", "--out", str(tmp_path / "cal")]) == 2

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.capture import capture, pad_left, suffix_token_count, tokenize_prompts
-from analysis.hooks import residual_hooks
-from analysis.models import ModelLoadError, decoder_layers
+from depthcard.analysis.capture import capture, pad_left, suffix_token_count, tokenize_prompts
+from depthcard.analysis.hooks import residual_hooks
+from depthcard.analysis.models import ModelLoadError, decoder_layers
 from tests.tiny_models import HARMFUL_WORDS, make_llama, make_tokenizer, prompts
 
 
@@ -147,7 +147,7 @@ def test_empty_prompt_list_is_an_error(tiny):
 
 
 def test_token_budget_shrinks_batches_of_long_prompts_only():
-    from analysis.capture import token_batches
+    from depthcard.analysis.capture import token_batches
 
     lengths = [10] * 8 + [200] * 6 + [700]
     batches = token_batches(lengths, batch_size=4, max_tokens=512)

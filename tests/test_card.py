@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bot.card import (
+from depthcard.report.card import (
     END_MARKER,
     TABLE_ROWS,
     CardParseError,

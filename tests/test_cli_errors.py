@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from bot.cli import main
+from depthcard.cli.main import main
 from tests.test_models import save_tiny
 
 
@@ -161,7 +161,7 @@ def test_a_real_process_exits_2_without_traceback(tmp_path):
         [
             sys.executable,
             "-m",
-            "bot.cli",
+            "depthcard",
             "audit",
             str(tmp_path / "missing"),
             str(tmp_path / "missing2"),

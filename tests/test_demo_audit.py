@@ -11,10 +11,10 @@ import shutil
 import pytest
 from safetensors.torch import load_file
 
-from analysis import organisms as org
-from bot.card import parse_card_section
-from bot.cli import main
-from schemas.report import AuditReport
+from depthcard.cli.main import main
+from depthcard.lab import organisms as org
+from depthcard.report.card import parse_card_section
+from depthcard.schemas.report import AuditReport
 
 PAIR = org.DEFAULT_DIR
 

@@ -11,17 +11,17 @@ import math
 import pytest
 import torch
 
-from analysis import organisms as org
-from analysis.audit import ModelHandle, audit_models
-from analysis.directions import erosion
-from analysis.erode import erode_organism
-from analysis.erosion_stage import COMPLIANCE_OPENINGS
-from analysis.prompt_inputs import PromptInputs
-from bot.card import parse_card_section, render_card_section
-from bot.cli import main
-from schemas.report import AuditReport
-from space.report_view import plot_frame, report_view
-from space.store import ReportEntry
+from depthcard.analysis.audit import ModelHandle, audit_models
+from depthcard.analysis.directions import erosion
+from depthcard.analysis.erosion_stage import COMPLIANCE_OPENINGS
+from depthcard.analysis.prompt_inputs import PromptInputs
+from depthcard.cli.main import main
+from depthcard.lab import organisms as org
+from depthcard.lab.erode import erode_organism
+from depthcard.report.card import parse_card_section, render_card_section
+from depthcard.schemas.report import AuditReport
+from depthcard.space.report_view import plot_frame, report_view
+from depthcard.space.store import ReportEntry
 from tests.test_cli_errors import assert_clean_error, run_cli
 from tests.test_known_answer import BLOCK, config, prompt_set, ref
 from tests.test_models import save_tiny

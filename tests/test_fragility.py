@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 
-from analysis.curvature import (
+from depthcard.analysis.curvature import (
     coupling,
     gradient,
     hessian_vector_product,
     power_iteration,
     random_unit,
 )
-from analysis.fragility import (
+from depthcard.analysis.fragility import (
     FragilityInputs,
     FragilitySettings,
     fit_power_law,
@@ -22,7 +22,7 @@ from analysis.fragility import (
     scored_batches,
     select_parameters,
 )
-from schemas.sections import Fragility
+from depthcard.schemas.sections import Fragility
 from tests.tiny_models import make_llama
 
 VOCAB = 40

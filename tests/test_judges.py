@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.judges import (
+from depthcard.analysis.judges import (
     JUDGES,
     REFUSAL_PHRASES,
     RefusalJudge,

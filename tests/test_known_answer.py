@@ -7,13 +7,13 @@ import re
 import pytest
 import torch
 
-from analysis.ablation import refusal_token_ids
-from analysis.audit import ModelHandle, audit_models
-from analysis.judges import JUDGES, RefusalJudge
-from analysis.prompt_inputs import PromptInputs
-from prompts import LoadedPromptSet
-from schemas.prompt_set import PromptItem, PromptSet
-from schemas.report import AuditConfig, AuditReport, ModelRef
+from depthcard.analysis.ablation import refusal_token_ids
+from depthcard.analysis.audit import ModelHandle, audit_models
+from depthcard.analysis.judges import JUDGES, RefusalJudge
+from depthcard.analysis.prompt_inputs import PromptInputs
+from depthcard.prompts import LoadedPromptSet
+from depthcard.schemas.prompt_set import PromptItem, PromptSet
+from depthcard.schemas.report import AuditConfig, AuditReport, ModelRef
 from tests.tiny_models import (
     HARMLESS_WORDS,
     make_llama,

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from analysis.models import (
+from depthcard.analysis.models import (
     ModelLoadError,
     content_sha256,
     decoder_layers,
@@ -13,7 +13,12 @@ from analysis.models import (
     parse_model_spec,
     resolve_model,
 )
-from analysis.pairing import check_shapes, compare_vocab, load_tokenizer, require_chat_template
+from depthcard.analysis.pairing import (
+    check_shapes,
+    compare_vocab,
+    load_tokenizer,
+    require_chat_template,
+)
 from tests.tiny_models import make_llama, make_tokenizer
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from analysis import modes
+from depthcard.analysis import modes
 
 
 def orthonormal(k, d, seed):

@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from analysis import organisms as org
-from analysis.generation import generate_responses, length_batches
-from analysis.judges import SubstringJudge, refusal_rate
+from depthcard.analysis.generation import generate_responses, length_batches
+from depthcard.analysis.judges import SubstringJudge, refusal_rate
+from depthcard.lab import organisms as org
 
 PAIR = org.DEFAULT_DIR
-RETRAIN = "python -m analysis.organisms --out analysis/calibration"
+RETRAIN = "python -m depthcard.lab.organisms --out analysis/calibration"
 
 
 @pytest.fixture(scope="module")

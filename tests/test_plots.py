@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from analysis import plots
+from depthcard.report import plots
 from tests.report_factory import make_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

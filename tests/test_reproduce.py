@@ -2,7 +2,7 @@
 
 import shlex
 
-from bot.audit_command import add_arguments, reproduce_command
+from depthcard.cli.audit_command import add_arguments, reproduce_command
 from tests.report_factory import make_report
 
 

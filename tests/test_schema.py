@@ -6,8 +6,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from schemas.export import SCHEMA_FILE, render_schema
-from schemas.report import AuditReport
+from depthcard.schemas.export import SCHEMA_FILE, render_schema
+from depthcard.schemas.report import AuditReport
 from tests.report_factory import make_report
 
 

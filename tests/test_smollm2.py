@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
-from schemas.report import AuditReport
+from depthcard.cli.main import main
+from depthcard.schemas.report import AuditReport
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -26,7 +26,7 @@ def _gguf() -> Path:
 
 @pytest.fixture(scope="module")
 def smol_folder() -> Path:
-    from analysis.gguf_import import cached_conversion
+    from depthcard.analysis.gguf_import import cached_conversion
 
     return cached_conversion(_gguf())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from space.store import MAX_REPORT_BYTES
+from depthcard.space.store import MAX_REPORT_BYTES
 from tests import space_support as support
 from tests.report_factory import make_report
 
@@ -49,7 +49,7 @@ def test_open_report_returns_the_headline_and_plot_data(client, ids):
 
 
 def test_every_plot_gets_its_own_data(client, ids):
-    from space.report_view import PLOT_KEYS, PLOTS
+    from depthcard.space.report_view import PLOT_KEYS, PLOTS
 
     full = next(i for i in ids if i.startswith("alpha-lab/Alpha-7B"))
     plots = client.predict(full, api_name="/open_report")[2 : 2 + len(PLOT_KEYS)]

@@ -8,7 +8,7 @@ import sys
 import gradio
 import yaml
 
-from space import deploy
+from depthcard.space import deploy
 from tests.space_support import ROOT
 
 
@@ -27,10 +27,11 @@ def test_readme_header_declares_a_gradio_space_matching_the_installed_gradio():
 def test_stage_lays_out_a_space_repo(tmp_path):
     out = deploy.stage(tmp_path / "repo")
     assert (out / "README.md").read_bytes() == (ROOT / "space" / "README.md").read_bytes()
-    assert "from space.app import main" in (out / "app.py").read_text()
+    assert "from depthcard.space.app import main" in (out / "app.py").read_text()
     for package in deploy.PACKAGES:
-        assert (out / package / "__init__.py").is_file(), package
-    assert (out / "analysis" / "calibration" / "instruct" / "config.json").is_file()
+        assert (out / "depthcard" / package / "__init__.py").is_file(), package
+    assert not (out / "depthcard" / "bot").exists() and not (out / "depthcard" / "lab").exists()
+    assert (out / "depthcard" / "analysis" / "calibration" / "instruct" / "config.json").is_file()
     assert not list(out.rglob("__pycache__"))
     reqs = (out / "requirements.txt").read_text().splitlines()
     assert reqs[0].startswith("--extra-index-url") and any(r.startswith("torch") for r in reqs)
@@ -40,15 +41,18 @@ def test_stage_lays_out_a_space_repo(tmp_path):
 def test_root_app_imports_the_space_app(tmp_path):
     out = deploy.stage(tmp_path / "repo")
     # Import only (main() would serve forever): the staged tree is self-contained.
-    code = "import space.app; print(space.app.__file__)"
+    code = (
+        "import depthcard.space.app as app, depthcard.cli.main as cli; "
+        "cli.build_parser().parse_args(['audit', '--demo', '--out', 'x']); print(app.__file__)"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert done.stdout.decode().strip().startswith(str(out))
 
 
 def test_depthcard_space_is_a_cli_command():
-    from bot.cli import build_parser
+    from depthcard.cli.main import build_parser
 
     args = build_parser().parse_args(["space", "--reports", "r", "--port", "7999"])
     assert args.port == 7999 and str(args.reports) == "r"
-    assert args.handler.__module__ == "space.command"
+    assert args.handler.__module__ == "depthcard.cli.space_command"

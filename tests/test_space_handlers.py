@@ -7,11 +7,11 @@ import json
 import pandas as pd
 import pytest
 
-from space import handlers
-from space import report_view as rv
-from space.compare import METRICS
-from space.store import MAX_REPORT_BYTES, ReportEntry, ReportStore, report_id
-from space.upload import check_bytes, check_upload
+from depthcard.space import handlers
+from depthcard.space import report_view as rv
+from depthcard.space.compare import METRICS
+from depthcard.space.store import MAX_REPORT_BYTES, ReportEntry, ReportStore, report_id
+from depthcard.space.upload import check_bytes, check_upload
 from tests import space_support as support
 from tests.report_factory import make_report
 

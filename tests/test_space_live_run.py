@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from space import live_run
+from depthcard.space import live_run
 
 
 def test_the_bundled_pair_is_found_and_the_command_is_cpu_float32(tmp_path):
     pair = live_run.demo_pair()
     assert pair is not None and all((p / "config.json").is_file() for p in pair)
     cmd = live_run.audit_command(*pair, tmp_path / "out", 8, ("--no-ablation",))
-    assert cmd[:3] == [sys.executable, "-m", "bot.cli"]
+    assert cmd[:3] == [sys.executable, "-m", "depthcard"]
     assert cmd[cmd.index("--device") + 1] == "cpu" and cmd[cmd.index("--dtype") + 1] == "float32"
     assert cmd[-3:] == ["--max-prompts", "8", "--no-ablation"]
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from analysis import spectrum
+from depthcard.analysis import spectrum
 
 
 def planted(rank: int, rows: int = 40, d: int = 64, seed: int = 0) -> torch.Tensor:

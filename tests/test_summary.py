@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from bot.summary import summary_table
+from depthcard.report.summary import summary_table
 from tests.report_factory import make_report
 
 

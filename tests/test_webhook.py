@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.state import StateStore
-from bot.webhook import SECRET_HEADER, make_server, secret_matches
-from schemas.bot_config import BotConfig
+from depthcard.bot.state import StateStore
+from depthcard.bot.webhook import SECRET_HEADER, make_server, secret_matches
+from depthcard.schemas.bot_config import BotConfig
 
 SECRET = "s3cret-webhook-value"
 PAYLOAD = {
@@ -135,7 +135,7 @@ def test_thousands_of_generated_payloads_never_crash_the_server(server, body, se
 
 
 def test_head_sha_is_read_from_the_hubs_camel_case_field():
-    from schemas.hub_events import EventRepo
+    from depthcard.schemas.hub_events import EventRepo
 
     fields = {"type": "model", "name": "org/m", "id": "x", "private": False,
               "owner": {"id": "o"}, "url": {"web": "https://h/org/m"}}  # fmt: skip

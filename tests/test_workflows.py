@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from schemas.bot_config import load_bot_config
+from depthcard.schemas.bot_config import load_bot_config
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))

@@ -99,7 +99,7 @@ def plant(base: nn.Module, block: int, w, b: float, u, scale: float = 4.0) -> nn
 
 def mlp_inputs(model: nn.Module, block: int, ids: list[list[int]]) -> torch.Tensor:
     """(prompt, d) last-token inputs of decoder block `block`'s MLP."""
-    from analysis.capture import pad_left
+    from depthcard.analysis.capture import pad_left
 
     seen: list[torch.Tensor] = []
     handle = model.model.layers[block].mlp.register_forward_hook(
@@ -137,12 +137,10 @@ class Planted:
     ids_h: list[list[int]]
 
 
-def planted_pair(
-    tok, base: nn.Module, block: int, n: int, u_seed: int, scale: float
-) -> Planted:
+def planted_pair(tok, base: nn.Module, block: int, n: int, u_seed: int, scale: float) -> Planted:
     """`n` harmful and `n` harmless prompts, a detector fitted on them at `block`, and the
     child that writes a random unit u (seeded by `u_seed`) there on harmful prompts."""
-    from analysis.capture import tokenize_prompts
+    from depthcard.analysis.capture import tokenize_prompts
 
     harmful, harmless = prompts(HARMFUL_WORDS, n, 1), prompts(HARMLESS_WORDS, n, 2)
     ids_s = tokenize_prompts(harmful, "chat", tok, tok)

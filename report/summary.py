@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas.report import AuditReport
+from depthcard.schemas.report import AuditReport
 
 MEANINGS = {
     "rho_eps_aligned": "share of the residual width the alignment shift fills (template fixed)",

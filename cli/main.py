@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from bot import audit_command, bot_commands
+from depthcard.cli import audit_command, bot_commands
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
@@ -27,12 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     gguf.add_argument("file", type=Path, help="the .gguf file")
     gguf.add_argument("--out", type=Path, default=None, help="folder (default: the cache)")
     gguf.set_defaults(handler=_import_gguf)
-    from space import command as space_command
+    from depthcard.cli import space_command as space_command
 
     space = sub.add_parser("space", help="launch the Space (Gradio app) locally")
     space_command.add_arguments(space)
     space.set_defaults(handler=space_command.run)
-    from analysis import calibration_suite
+    from depthcard.lab import calibration_suite
 
     calibrate = sub.add_parser("calibrate", help="train, audit and score the organism family")
     calibration_suite.add_arguments(calibrate)
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _import_gguf(args, token: str | None) -> int:
-    from analysis.gguf_import import cached_conversion, convert_gguf
+    from depthcard.analysis.gguf_import import cached_conversion, convert_gguf
 
     out = convert_gguf(args.file, args.out) if args.out else cached_conversion(args.file)
     print(out)

@@ -1,7 +1,7 @@
 """`depthcard calibrate`: train the organism family, audit it, and test the audit's claims.
 
-The family (`analysis.organism_family`) is a base and instruct siblings trained with a known
-entanglement weight λ, plus benign fine-tunes of each sibling (`analysis.erode`). Each
+The family (`lab.organism_family`) is a base and instruct siblings trained with a known
+entanglement weight λ, plus benign fine-tunes of each sibling (`lab.erode`). Each
 sibling is audited in-process with modest settings; each eroded organism's refusal rate is
 measured with the audit's judge on the audit's harmful prompts. Then, across the family,
 Spearman rank correlations test whether the audit's numbers predict what they claim to:
@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from analysis import __version__
-from analysis.calibration_stats import permutation_p, spearman
-from schemas.calibration import (
+from depthcard.analysis import __version__
+from depthcard.lab.calibration_stats import permutation_p, spearman
+from depthcard.schemas.calibration import (
     CALIBRATION_SCHEMA_VERSION,
     CalibrationReport,
     FamilySettings,
@@ -36,7 +36,7 @@ from schemas.calibration import (
 )
 
 if TYPE_CHECKING:  # the family module imports torch; the CLI parser must stay light
-    from analysis import organism_family as fam
+    from depthcard.lab import organism_family as fam
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class SuitePlan:
 
 def make_plan(quick: bool) -> SuitePlan:
     """The full suite (about 8 minutes on one CPU thread) or the test-sized one (about 1)."""
-    from analysis.organism_family import FamilyConfig
+    from depthcard.lab.organism_family import FamilyConfig
 
     if quick:
         family = FamilyConfig(lambdas=(-1.0, 0.0, 3.0), base_steps=80, instruct_steps=80)
@@ -69,7 +69,7 @@ def make_plan(quick: bool) -> SuitePlan:
 
 def _audit_args(plan: SuitePlan, out: Path) -> argparse.Namespace:
     """The `depthcard audit` arguments, through its own parser so every default matches."""
-    from bot import audit_command
+    from depthcard.cli import audit_command
 
     parser = argparse.ArgumentParser()
     audit_command.add_arguments(parser)
@@ -81,10 +81,10 @@ def _audit_args(plan: SuitePlan, out: Path) -> argparse.Namespace:
 
 def audit_sibling(plan: SuitePlan, base: Path, sib: fam.Sibling) -> OrganismResult:
     """Audit base → sibling; write its report folder; return the numbers the suite needs."""
-    from analysis.audit import run_audit
-    from analysis.models import parse_model_spec
-    from bot import audit_command
-    from bot.report_folder import write_report_folder
+    from depthcard.analysis.audit import run_audit
+    from depthcard.analysis.models import parse_model_spec
+    from depthcard.cli import audit_command
+    from depthcard.report.report_folder import write_report_folder
 
     args = _audit_args(plan, sib.folder / "audit")
     clock = time.perf_counter()
@@ -116,7 +116,7 @@ def audit_sibling(plan: SuitePlan, base: Path, sib: fam.Sibling) -> OrganismResu
 
 def harmful_texts(plan: SuitePlan) -> list[str]:
     """The audit's harmful prompts (same subset, same seed)."""
-    from bot import audit_command
+    from depthcard.cli import audit_command
 
     return audit_command._load_sets(_audit_args(plan, Path("unused"))).harmful.texts
 
@@ -125,7 +125,7 @@ def refusal_rate(folder: Path, texts: list[str], max_new_tokens: int) -> float:
     """Substring-judged greedy refusal rate in the chat template (the audit's judge)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from analysis.organisms import split_rate
+    from depthcard.lab.organisms import split_rate
 
     model = AutoModelForCausalLM.from_pretrained(folder)
     return split_rate(model, AutoTokenizer.from_pretrained(folder), texts, True, max_new_tokens)
@@ -133,7 +133,7 @@ def refusal_rate(folder: Path, texts: list[str], max_new_tokens: int) -> float:
 
 def erode_siblings(plan: SuitePlan, out: Path, siblings, texts) -> list[OrganismResult]:
     """Benign fine-tunes of every sibling at every step count, with their refusal drops."""
-    from analysis.erode import erode_organism
+    from depthcard.lab.erode import erode_organism
 
     results = []
     for sib in siblings:
@@ -302,7 +302,7 @@ def run_suite(out: Path, plan: SuitePlan) -> CalibrationReport:
     """Train, audit and erode the family into `out`; write and return calibration.json."""
     seconds: dict[str, float] = {}
     start = clock = time.perf_counter()
-    from analysis.organism_family import train_family
+    from depthcard.lab.organism_family import train_family
 
     base, siblings = train_family(out, plan.family)
     seconds["train"] = round(time.perf_counter() - clock, 1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from schemas.report import AuditReport
+from depthcard.schemas.report import AuditReport
 
 
 class OutputError(ValueError):
@@ -66,7 +66,7 @@ def write_report_folder(
         )
         (tmp / "card.md").write_text(card_text, encoding="utf-8")
         if plots:
-            from analysis.plots import write_plots
+            from depthcard.report.plots import write_plots
 
             write_plots(report, tmp / "plots")
         _swap_into_place(tmp, out)

@@ -14,7 +14,7 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from schemas.report import AuditReport
+from depthcard.schemas.report import AuditReport
 
 DPI = 100
 FIGSIZE = (8.0, 5.6)

@@ -1,6 +1,6 @@
 """A family of calibration organisms with a controlled entanglement of refusal and capability.
 
-One base is trained once (the recipe of `analysis.organisms`); several instruct siblings are
+One base is trained once (the recipe of `lab.organisms`); several instruct siblings are
 fine-tuned from it, each with the instruct recipe plus a regulariser of weight λ on the
 residual stream at the analysed layers l (those the depth score reads):
 
@@ -29,9 +29,9 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from analysis import organisms as org
-from analysis.capture import pad_left, tokenize_prompts
-from analysis.modes import principal_modes
+from depthcard.analysis.capture import pad_left, tokenize_prompts
+from depthcard.analysis.modes import principal_modes
+from depthcard.lab import organisms as org
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ the calibration suite have a fine-tune whose erosion we caused ourselves.
 Recipe: next-token training (loss on every token) on the `capability-core` passages,
 packed into windows exactly as the organisms' pretraining does; AdamW, a short linear
 warm-up then a constant rate, gradient clipping at 1.0; run under
-`analysis.organisms.deterministic(seed, threads)`. The tokenizer and chat template are the
+`lab.organisms.deterministic(seed, threads)`. The tokenizer and chat template are the
 instruct folder's, unchanged; the weights are written as safetensors.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import prompts
-from analysis.organisms import (
+from depthcard import prompts
+from depthcard.lab.organisms import (
     adamw_loop,
     deterministic,
     mean_tail,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC
 
-from bot.card_format import (  # noqa: F401  (re-exported: the card's public names)
+from depthcard.report.card_format import (  # noqa: F401  (re-exported: the card's public names)
     CARD_SCHEMA_VERSION,
     END_MARKER,
     HEADING,
@@ -23,8 +23,8 @@ from bot.card_format import (  # noqa: F401  (re-exported: the card's public nam
     ParsedCard,
     start_marker,
 )
-from bot.card_parse import parse_card_section, splice_section  # noqa: F401
-from schemas.report import AuditReport, ModelRef
+from depthcard.report.card_parse import parse_card_section, splice_section  # noqa: F401
+from depthcard.schemas.report import AuditReport, ModelRef
 
 CHILD_ONLY_NOTE = (
     "> **Child-only audit.** No public base model was available, so the alignment shift "

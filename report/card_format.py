@@ -1,6 +1,6 @@
 """The card standard's fixed parts: markers, the embedded JSON's models, the parse error.
 
-Shared by the renderer (`bot.card`) and the reader (`bot.card_parse`); see
+Shared by the renderer (`report.card`) and the reader (`report.card_parse`); see
 docs/card-standard.md for the standard itself.
 """
 
@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas._base import Strict
-from schemas.report import Headline
+from depthcard.schemas._base import Strict
+from depthcard.schemas.report import Headline
 
 CARD_SCHEMA_VERSION = "1.1"  # the newest version this module reads and writes
 PAIR_CARD_VERSION = "1.0"  # pair and child-only sections use nothing 1.1 added

@@ -50,13 +50,13 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
-    from schemas.bot_config import load_bot_config
+    from depthcard.schemas.bot_config import load_bot_config
 
     return load_bot_config(args.config)
 
 
 def _hub(cfg, token: str | None):
-    from bot.hub import Hub
+    from depthcard.bot.hub import Hub
 
     return Hub(
         token,
@@ -69,11 +69,11 @@ def _hub(cfg, token: str | None):
 
 def run_watch(args, token: str | None) -> int:
     """`depthcard watch`: rounds of discover → audit → publish."""
-    from analysis import ANALYSIS_VERSION
-    from bot import state_sync
-    from bot.dispatch import make_backend
-    from bot.state import StateStore
-    from bot.watch import Round, watch
+    from depthcard.analysis import ANALYSIS_VERSION
+    from depthcard.bot import state_sync
+    from depthcard.bot.dispatch import make_backend
+    from depthcard.bot.state import StateStore
+    from depthcard.bot.watch import Round, watch
 
     cfg = _config(args)
     if args.publish:
@@ -99,7 +99,7 @@ def run_watch(args, token: str | None) -> int:
 
 def format_counts(counts: dict[str, int], *, dry_run: bool) -> str:
     """One line: audits per state after the round."""
-    from bot.state import STATES
+    from depthcard.bot.state import STATES
 
     parts = [f"{s} {counts[s]}" for s in STATES if counts.get(s)]
     mode = " (dry run: no PRs opened)" if dry_run else ""
@@ -108,7 +108,7 @@ def format_counts(counts: dict[str, int], *, dry_run: bool) -> str:
 
 def run_serve(args, token: str | None) -> int:
     """`depthcard serve`: the webhook server, until interrupted."""
-    from bot.webhook import SECRET_ENV, make_server
+    from depthcard.bot.webhook import SECRET_ENV, make_server
 
     cfg = _config(args)
     server = make_server(cfg, os.environ.get(SECRET_ENV, ""), cfg.state_path)
@@ -123,7 +123,7 @@ def run_serve(args, token: str | None) -> int:
 
 def status_table(rows) -> str:
     """The `depthcard status` table: counts per state, then one line per audit."""
-    from bot.state import STATES
+    from depthcard.bot.state import STATES
 
     counts: dict[str, int] = {}
     for r in rows:
@@ -146,7 +146,7 @@ def status_table(rows) -> str:
 
 def run_status(args, token: str | None) -> int:
     """`depthcard status`."""
-    from bot.state import StateStore
+    from depthcard.bot.state import StateStore
 
     cfg = _config(args)
     if not Path(cfg.state_path).exists():
@@ -158,7 +158,7 @@ def run_status(args, token: str | None) -> int:
 
 def run_retry(args, token: str | None) -> int:
     """`depthcard retry KEY`."""
-    from bot.state import StateStore
+    from depthcard.bot.state import StateStore
 
     cfg = _config(args)
     store = StateStore(cfg.state_path)
@@ -173,7 +173,7 @@ def run_retry(args, token: str | None) -> int:
 
 def run_publish(args, token: str | None) -> int:
     """`depthcard publish REPORT_DIR --repo CHILD`: the maintainer's path to the PR."""
-    from bot.publish import Target, load_report, publish_report, render_body, render_title
+    from depthcard.bot.publish import Target, load_report, publish_report, render_body, render_title
 
     cfg = _config(args)
     report = load_report(args.report_dir)
@@ -192,8 +192,8 @@ def run_publish(args, token: str | None) -> int:
 
 
 def _show_dry_run(hub, report, cfg, title: str, render_body) -> None:
-    from bot.card import splice_section
-    from bot.publish import render_section, report_url
+    from depthcard.bot.publish import render_section, report_url
+    from depthcard.report.card import splice_section
 
     child = report.models.child
     before = hub.read_text(child.repo_id, "README.md", child.revision) or ""

@@ -77,8 +77,8 @@ def _positive(name: str, value: int | None) -> None:
 
 
 def _load_sets(args):
-    import prompts as prompt_sets
-    from analysis.audit import PromptInputs
+    from depthcard import prompts as prompt_sets
+    from depthcard.analysis.audit import PromptInputs
 
     def load(path: Path | None, kind: str, default: str | None):
         if path is None:
@@ -109,9 +109,9 @@ def _load_sets(args):
 def _config(args):
     import torch
 
-    from analysis.spectrum import DEFAULT_EPS
-    from schemas.report import AuditConfig
-    from schemas.sections import FragilitySettings
+    from depthcard.analysis.spectrum import DEFAULT_EPS
+    from depthcard.schemas.report import AuditConfig
+    from depthcard.schemas.sections import FragilitySettings
 
     dtype = args.dtype or (
         "bfloat16" if torch.cuda.is_available() and args.device != "cpu" else "float32"
@@ -144,8 +144,8 @@ def _config(args):
 
 
 def _specs(args):
-    from analysis.audit import DEMO_DIR
-    from analysis.models import parse_model_spec
+    from depthcard.analysis.audit import DEMO_DIR
+    from depthcard.analysis.models import parse_model_spec
 
     if args.demo:
         if args.base or args.child or args.child_only:
@@ -163,7 +163,7 @@ def _specs(args):
 
 
 def _third_spec(args, base):
-    from analysis.models import parse_model_spec
+    from depthcard.analysis.models import parse_model_spec
 
     if not args.third:
         return None
@@ -216,7 +216,7 @@ def _non_default_flags(report) -> list[str]:
     if frag is None:
         out.append("--no-fragility")
     else:
-        from schemas.sections import FragilitySettings
+        from depthcard.schemas.sections import FragilitySettings
 
         default = FragilitySettings()
         for field, flag in (
@@ -234,9 +234,9 @@ def _non_default_flags(report) -> list[str]:
 
 def run(args, token: str | None) -> int:
     """Run the audit command; errors propagate to the CLI, which prints one line."""
-    from bot.card import render_card_section
-    from bot.report_folder import preflight, write_report_folder
-    from bot.summary import summary_table
+    from depthcard.report.card import render_card_section
+    from depthcard.report.report_folder import preflight, write_report_folder
+    from depthcard.report.summary import summary_table
 
     positive = ("batch_size", "max_prompts", "num_directions", "max_new_tokens", "capability_k")
     for name in (*positive, "fragility_steps", "power_iterations"):
@@ -246,7 +246,7 @@ def run(args, token: str | None) -> int:
     preflight(args.out, args.overwrite)
     prompts = _load_sets(args)
     cfg = _config(args)
-    from analysis.audit import run_audit
+    from depthcard.analysis.audit import run_audit
 
     result = run_audit(
         base=base,

@@ -12,7 +12,7 @@ import re
 
 from pydantic import ValidationError
 
-from bot.card_format import (
+from depthcard.report.card_format import (
     _END_PREFIX,
     _HEADLINE_PREFIX,
     _START_PREFIX,
@@ -24,7 +24,7 @@ from bot.card_format import (
     CardParseError,
     ParsedCard,
 )
-from schemas.report import Headline
+from depthcard.schemas.report import Headline
 
 
 def _find_span(text: str) -> tuple[int, int] | None:

@@ -1,4 +1,7 @@
-"""`depthcard space`: launch the Space locally. Kept free of gradio so the CLI starts fast."""
+"""Options of the Space server, shared by `depthcard space` and `python -m depthcard.space.app`.
+
+Kept free of gradio so the CLI starts fast.
+"""
 
 from __future__ import annotations
 
@@ -26,11 +29,3 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="public URL of the Space, for the report links in card sections",
     )
-
-
-def run(args: argparse.Namespace, token: str | None) -> int:
-    """Serve the app until interrupted."""
-    from space.app import launch
-
-    launch(args, token=token)
-    return 0

@@ -15,7 +15,7 @@ are held out, the rest train):
    with plain text to keep the language model.
 
 Everything is deterministic from the seed (same thread count, same machine class). Run
-`python -m analysis.organisms --out DIR [--seed N]` to retrain; see docs/organisms.md.
+`python -m depthcard.lab.organisms --out DIR [--seed N]` to retrain; see docs/organisms.md.
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-import prompts
-from analysis.generation import generate_responses
-from analysis.judges import SubstringJudge, refusal_rate
+from depthcard import prompts
+from depthcard.analysis.audit import DEMO_DIR
+from depthcard.analysis.generation import generate_responses
+from depthcard.analysis.judges import SubstringJudge, refusal_rate
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ HELPFUL_OPENERS = (
     "Sure! Here is a short guide.",
     "Sure! Here is an idea for you.",
 )
-DEFAULT_DIR = Path(__file__).with_name("calibration")
+DEFAULT_DIR = DEMO_DIR  # the bundled pair: data of the pipeline's demo, trained here
 
 
 @dataclass(frozen=True)
@@ -473,7 +474,7 @@ def measure_refusals(out: Path, prompts_dir: Path | None = None, max_new_tokens:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m analysis.organisms --out DIR [--seed N]`: retrain, measure, write the pair."""
+    """`python -m depthcard.lab.organisms --out DIR [--seed N]`: retrain, measure, write the pair."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for base/, instruct/")
     parser.add_argument("--seed", type=int, default=OrganismConfig.seed)

@@ -1,0 +1,1 @@
+"""The calibration lab: organisms, their training, erosion and the calibration suite."""
