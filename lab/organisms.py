@@ -474,7 +474,7 @@ def measure_refusals(out: Path, prompts_dir: Path | None = None, max_new_tokens:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m depthcard.lab.organisms --out DIR [--seed N]`: retrain, measure, write the pair."""
+    """`python -m depthcard.lab.organisms --out DIR [--seed N]`: retrain and write the pair."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for base/, instruct/")
     parser.add_argument("--seed", type=int, default=OrganismConfig.seed)
