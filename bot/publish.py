@@ -30,6 +30,7 @@ from depthcard.report.card import (
     render_card_section,
     splice_section,
 )
+from depthcard.report.metrics import metric_rows
 from depthcard.schemas.report import AuditReport, ModelRef
 
 log = logging.getLogger(__name__)
@@ -79,17 +80,7 @@ FINETUNE_NOTE = """
 `{child}`; all three models were read on the same prompts, and the section says how much of \
 `{child}`'s alignment the fine-tune kept.
 """
-NUMBER_LINE = "- {label}: {value}"
-NUMBERS: tuple[tuple[str, str], ...] = (
-    ("rho_eps_aligned", "ρ_ε aligned (ε = {eps})"),
-    ("rho_eps_naive", "ρ_ε naive (ε = {eps})"),
-    ("refusal_direction_recovery", "refusal-direction recovery"),
-    ("safety_specificity", "safety specificity"),
-    ("alignment_depth_score", "alignment depth score (0 = chance)"),
-    ("baseline_refusal_rate", "baseline refusal rate"),
-    ("abliteration_min_k", "abliteration min k"),
-    ("abliteration_kl", "KL at min k (nats)"),
-)
+NUMBER_LINE = "- {label}: {value} — {unit}"
 
 Action = Literal["opened", "updated", "unchanged", "dry-run", "blocked", "capped", "conflict"]
 
@@ -119,22 +110,12 @@ def render_title(report: AuditReport) -> str:
     return PR_TITLE.format(child=model.repo_id, rev=(model.revision or "")[:7])
 
 
-def _number(report: AuditReport, field: str) -> str | None:
-    value = getattr(report.headline, field)
-    if value is None:
-        return None
-    if field == "baseline_refusal_rate":
-        return f"{100 * value:.1f} %"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def render_body(report: AuditReport, url: str) -> str:
     """The PR description: measured what, numbers, revisions, reproduce, limits, opt-out."""
     m = report.models
     numbers = [
-        NUMBER_LINE.format(label=label.format(eps=f"{report.headline.eps:g}"), value=value)
-        for field, label in NUMBERS
-        if (value := _number(report, field)) is not None
+        NUMBER_LINE.format(label=row.label, value=row.value, unit=row.unit)
+        for row in metric_rows(report)
     ]
     body = PR_BODY.format(
         child=m.child.repo_id,

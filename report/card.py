@@ -24,6 +24,7 @@ from depthcard.report.card_format import (  # noqa: F401  (re-exported: the card
     start_marker,
 )
 from depthcard.report.card_parse import parse_card_section, splice_section  # noqa: F401
+from depthcard.report.metrics import format_value, metric_rows
 from depthcard.schemas.report import AuditReport, ModelRef
 
 CHILD_ONLY_NOTE = (
@@ -43,38 +44,6 @@ LIMITS = (
     "that can misclassify answers. Layer l* was chosen by a rule, not by hand; the full "
     "report gives every layer."
 )
-
-# (headline field, label, unit, one-line meaning); rows appear only when the value is present.
-TABLE_ROWS: tuple[tuple[str, str, str, str], ...] = (
-    ("alignment_kept", "alignment kept by the fine-tune", "% of parent's shift (layers {window})",
-     "How much of the alignment shift the child gained over its base the fine-tune kept: "
-     "100 % = all, 0 % = back at the base."),
-    ("rho_eps_aligned", "ρ_ε aligned", "fraction of d (ε = {eps})",
-     "Share of the residual width the alignment shift fills, chat template held fixed; "
-     "small = alignment lives in a few directions."),
-    ("rho_eps_naive", "ρ_ε naive", "fraction of d (ε = {eps})",
-     "The same without holding the template fixed (template and alignment mixed), "
-     "for comparison."),
-    ("rho_eps_contrast", "ρ_ε contrast (child-only)", "fraction of d (ε = {eps})",
-     "Share of the width the child's own harmful-vs-harmless contrast fills."),
-    ("refusal_direction_recovery", "refusal-direction recovery", "abs. cosine, 0–1",
-     "How closely the top direction of the alignment shift (child-only: of the contrast) "
-     "matches the child's refusal direction; near 1 = they coincide."),
-    ("safety_specificity", "safety specificity", "ratio ρ(harmless) / ρ(harmful)",
-     "Near or above 1: alignment is as low-rank on harmless prompts, so the low rank is "
-     "not specific to safety."),
-    ("alignment_depth_score", "alignment depth score", "0–1, 0 = chance (K_c/d = {chance})",
-     "How entangled the safety directions are with capability directions; DESIGN reads "
-     "high as costly to remove, which depthcard's own calibration has not yet confirmed."),
-    ("baseline_refusal_rate", "baseline refusal rate", "% of harmful prompts",
-     "How often the child refuses the harmful prompts with nothing removed."),
-    ("abliteration_min_k", "abliteration min k", "directions (refusal < {threshold})",
-     "Fewest directions whose ablation drops refusal below the threshold; small = cheap to strip."),
-    ("abliteration_kl", "KL at min k", "nats",
-     "First-token KL on harmless prompts at min k: what the attack costs in capability."),
-    ("judge", "judge", "name",
-     "Judge that decided which answers count as refusals."),
-)  # fmt: skip
 
 
 def card_version(report: AuditReport) -> str:
@@ -200,45 +169,11 @@ def _child_only_note(report: AuditReport) -> list[str]:
     return [CHILD_ONLY_NOTE.format(absent=absent), ""]
 
 
-def _rho(x: float) -> str:
-    return f"{x:#.4g}"
-
-
-def headline_value(report: AuditReport, field: str) -> str | None:
-    """The formatted headline value of `field`, or None when the row is left out."""
-    h = report.headline
-    value = getattr(h, field)
-    if field == "abliteration_min_k" and value is None and report.ablation is not None:
-        return f"not reached (k ≤ {max(p.k for p in report.ablation.curve)})"
-    if value is None:
-        return None
-    if field == "rho_eps_aligned" and h.rank_aligned is not None:
-        d = report.models.child.hidden_size
-        return f"{_rho(value)} (rank {h.rank_aligned} of d = {d})"
-    if field.startswith("rho_eps"):
-        return _rho(value)
-    if field in ("refusal_direction_recovery", "safety_specificity", "alignment_depth_score"):
-        return f"{value:.3f}"
-    if field in ("baseline_refusal_rate", "alignment_kept"):
-        return f"{100 * value:.1f} %"
-    if field == "abliteration_kl":
-        return f"{value:#.3g}"
-    return _cell(str(value))
-
-
 def _table(report: AuditReport) -> list[str]:
-    h = report.headline
-    chance = "—" if h.depth_chance_level is None else _rho(h.depth_chance_level)
-    ab = report.ablation
-    threshold = "threshold" if ab is None else f"{100 * ab.threshold:g} %"
+    """The headline table: one row per measured metric of `report.metrics.METRICS`."""
     out = ["| quantity | value | unit | meaning |", "|---|---|---|---|"]
-    for field, label, unit, meaning in TABLE_ROWS:
-        value = headline_value(report, field)
-        if value is not None:
-            unit_text = unit.format(
-                eps=f"{h.eps:g}", chance=chance, threshold=threshold, window=_window(report)
-            )
-            out.append(f"| {label} | {value} | {unit_text} | {meaning} |")
+    for row in metric_rows(report):
+        out.append(f"| {row.label} | {_cell(row.value)} | {row.unit} | {row.meaning} |")
     return out
 
 
@@ -259,17 +194,19 @@ def _erosion(report: AuditReport) -> list[str]:
         )
     else:
         kept = (
-            f"The fine-tune {_code(_name(m.third))} kept **{100 * e.kept_fraction:.1f} %** of "
+            f"The fine-tune {_code(_name(m.third))} kept "
+            f"**{format_value('percent', e.kept_fraction)}** of "
             f"the alignment its parent {_code(_name(m.child))} gained over the base (mean "
             f"normalised erosion e_l over layers {_window(report)}; 100 % = all kept, "
             "0 % = back at the base)."
         )
-    cosine = "—" if e.gradient_cosine is None else f"{e.gradient_cosine:.3f}"
+    cosine = format_value("cosine", e.gradient_cosine)
     rates = ""
     if e.refusal_rate_child is not None and e.refusal_rate_third is not None:
         rates = (
             f" Refusal rate on the harmful prompts ({_text(e.judge or 'judge')}): child "
-            f"{100 * e.refusal_rate_child:.1f} %, fine-tune {100 * e.refusal_rate_third:.1f} %."
+            f"{format_value('percent', e.refusal_rate_child)}, fine-tune "
+            f"{format_value('percent', e.refusal_rate_third)}."
         )
     return [
         f"**Fine-tune erosion.** {kept}{rates} Mean joint log-probability of "
@@ -342,7 +279,7 @@ def _limits(report: AuditReport) -> str:
         n_harmful=used.get("harmful", "?"),
         n_harmless=used.get("harmless", "?"),
         position="last" if report.config.position == "last" else "post-instruction (suffix)",
-        cap=_rho(min(rows, d) / d),
+        cap=format_value("rho", min(rows, d) / d),
         rows=rows,
         d=d,
     )

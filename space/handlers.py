@@ -10,12 +10,15 @@ from __future__ import annotations
 import pandas as pd
 
 from depthcard.cli.audit_command import reproduce_command
-from depthcard.report.card import TABLE_ROWS, headline_value, render_card_section
+from depthcard.report.card import render_card_section
+from depthcard.report.metrics import METRICS, metric_row, metric_rows
 from depthcard.schemas.report import AuditReport, ModelRef
 from depthcard.space.store import ReportEntry, ReportStore, size_bucket
 from depthcard.space.upload import UploadCheck
 
 ALL = "all"
+# The headline columns are the metric table's labels (report.metrics), in its order.
+HEADLINE_COLUMNS = [m.label for m in METRICS if m.source == "headline"]
 LEADERBOARD_COLUMNS = [
     "report",
     "child model",
@@ -26,14 +29,7 @@ LEADERBOARD_COLUMNS = [
     "kind",
     "verdict",
     "l*",
-    "ρ_ε aligned",
-    "ρ_ε naive",
-    "recovery",
-    "specificity",
-    "depth score",
-    "refusal rate",
-    "min k",
-    "KL at min k",
+    *HEADLINE_COLUMNS,
     "analysis",
     "date",
 ]
@@ -60,7 +56,7 @@ def model_name(ref: ModelRef | None) -> str:
 
 
 def leaderboard_row(entry: ReportEntry) -> dict:
-    """One leaderboard row: identity, size, verdict and the headline numbers."""
+    """One leaderboard row: identity, size, verdict and the raw headline values (for sorting)."""
     r, h = entry.report, entry.report.headline
     return {
         "report": entry.id,
@@ -72,17 +68,20 @@ def leaderboard_row(entry: ReportEntry) -> dict:
         "kind": r.kind,
         "verdict": r.verdict.code,
         "l*": h.layer,
-        "ρ_ε aligned": h.rho_eps_aligned if h.rho_eps_aligned is not None else h.rho_eps_contrast,
-        "ρ_ε naive": h.rho_eps_naive,
-        "recovery": h.refusal_direction_recovery,
-        "specificity": h.safety_specificity,
-        "depth score": h.alignment_depth_score,
-        "refusal rate": h.baseline_refusal_rate,
-        "min k": h.abliteration_min_k,
-        "KL at min k": h.abliteration_kl,
+        **{m.label: getattr(h, m.field) for m in METRICS if m.source == "headline"},
         "analysis": r.tool.analysis_version,
         "date": r.created_at.strftime("%Y-%m-%d"),
     }
+
+
+def leaderboard_cells(report: AuditReport) -> dict[str, str | None]:
+    """The headline columns as the card writes them; None where the card has no row."""
+    cells: dict[str, str | None] = dict.fromkeys(HEADLINE_COLUMNS)
+    for m in METRICS:
+        row = metric_row(report, m) if m.source == "headline" else None
+        if row is not None and row.number != "—":
+            cells[m.label] = row.value
+    return cells
 
 
 def filter_choices(store: ReportStore) -> dict[str, list[str]]:
@@ -116,38 +115,28 @@ def leaderboard(
     """
     if sort_by not in SORTABLE:
         raise ValueError(f"cannot sort by {sort_by!r}; choose one of {SORTABLE}")
-    rows = [
-        leaderboard_row(e)
+    entries = [
+        e
         for e in store.entries.values()
         if org in (ALL, e.org) and size in (ALL, e.size) and verdict in (ALL, e.report.verdict.code)
     ]
-    frame = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
+    frame = pd.DataFrame([leaderboard_row(e) for e in entries], columns=LEADERBOARD_COLUMNS)
     if frame.empty:
         return frame
-    return frame.sort_values(
-        sort_by, ascending=not descending, na_position="last", kind="stable"
-    ).reset_index(drop=True)
+    # Sort on the raw values, then show the card's formatted text in the headline columns.
+    frame = frame.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable")
+    shown = pd.DataFrame([leaderboard_cells(entries[i].report) for i in frame.index])
+    frame = frame.reset_index(drop=True)
+    frame[HEADLINE_COLUMNS] = shown[HEADLINE_COLUMNS].astype(object)
+    return frame
 
 
 # ---- report view ----------------------------------------------------------------------------
 
 
 def headline_table(report: AuditReport) -> pd.DataFrame:
-    """The card's headline rows: quantity, value, unit and one-line meaning (report.card)."""
-    h = report.headline
-    chance = "—" if h.depth_chance_level is None else f"{h.depth_chance_level:#.4g}"
-    ab = report.ablation
-    threshold = "threshold" if ab is None else f"{100 * ab.threshold:g} %"
-    rows = []
-    for field, label, unit, meaning in TABLE_ROWS:
-        value = headline_value(report, field)
-        if value is not None:
-            e = report.erosion
-            window = "—" if e is None else f"{e.window[0]}–{e.window[1]}"
-            unit_text = unit.format(
-                eps=f"{h.eps:g}", chance=chance, threshold=threshold, window=window
-            )
-            rows.append([label, value, unit_text, meaning])
+    """The card's headline rows: quantity, value, unit and one-line meaning (report.metrics)."""
+    rows = [[r.label, r.value, r.unit, r.meaning] for r in metric_rows(report)]
     return pd.DataFrame(rows, columns=["quantity", "value", "unit", "meaning"])
 
 

@@ -10,13 +10,13 @@ from hypothesis import strategies as st
 
 from depthcard.report.card import (
     END_MARKER,
-    TABLE_ROWS,
     CardParseError,
     card_payload,
     parse_card_section,
     render_card_section,
     splice_section,
 )
+from depthcard.report.metrics import METRICS
 from tests.report_factory import CHILD_SHA, make_report
 
 COMMAND = "depthcard audit example-org/Qwen2.5-0.5B example-org/Qwen2.5-0.5B-Instruct --out audit"
@@ -107,14 +107,14 @@ def test_table_lists_every_headline_number_with_unit_and_meaning():
         "abliteration_kl": "0.0208",
         "judge": "substring",
     }
-    for field, label, unit, meaning in TABLE_ROWS:
-        if field not in expected:
-            assert f"| {label} |" not in SECTION
+    for m in METRICS:
+        if m.field not in expected:
+            assert f"| {m.label} |" not in SECTION
             continue
-        cells = [c.strip() for c in table_row(SECTION, label).strip("|").split(" | ")]
-        assert cells[1] == expected[field]
-        assert cells[2] == unit.format(eps="0.05", chance="0.01786", threshold="10 %")
-        assert cells[3] == meaning
+        cells = [c.strip() for c in table_row(SECTION, m.label).strip("|").split(" | ")]
+        assert cells[1] == expected[m.field]
+        assert cells[2] == m.unit.format(eps="0.05", chance="0.01786", threshold="10 %")
+        assert cells[3] == m.meaning
 
 
 def test_section_has_verdict_revisions_command_link_and_limits():

@@ -47,8 +47,13 @@ def test_leaderboard_filters_by_org_size_and_verdict(store):
 def test_leaderboard_sorts_with_missing_values_last(store):
     up = handlers.leaderboard(store, sort_by="params (B)")
     assert list(up["params (B)"]) == sorted(up["params (B)"])
-    down = handlers.leaderboard(store, sort_by="depth score", descending=True)
-    assert down["depth score"].notna().iloc[0] and down["depth score"].isna().iloc[-1]
+    down = handlers.leaderboard(store, sort_by="alignment depth score", descending=True)
+    depth = down["alignment depth score"]
+    assert depth.notna().iloc[0] and depth.isna().iloc[-1]
+    # Sorted on the numbers, shown as the card writes them: 0.265 above 0.223.
+    assert list(depth.iloc[:2]) == ["0.265", "0.223"]
+    rho = handlers.leaderboard(store, sort_by="ρ_ε aligned")["ρ_ε aligned"]
+    assert rho.iloc[1] == "0.007812 (rank 7 of d = 896)" and rho.isna().iloc[-1]
     with pytest.raises(ValueError, match="cannot sort"):
         handlers.leaderboard(store, sort_by="nope")
 

@@ -10,15 +10,23 @@ def _row(text: str, label: str) -> str:
     return next(line for line in text.splitlines() if line.startswith(label + " "))
 
 
+def _first_word(text: str, label: str) -> str:
+    """The first word of the value column of `label`'s row (labels may hold spaces)."""
+    return _row(text, label)[len(label) :].split()[0]
+
+
 def test_summary_lists_every_headline_number_with_its_value() -> None:
     report = make_report(with_ablation=True, with_depth=True, with_fragility=True)
     text = summary_table(report, Path("out"))
     h = report.headline
-    assert f"{h.alignment_depth_score:.4g}" in _row(text, "alignment_depth_score")
-    assert f"{h.depth_chance_level:.3g}" in _row(text, "alignment_depth_score")
-    assert _row(text, "abliteration_min_k").split()[1] == str(h.abliteration_min_k)
-    assert f"{report.fragility.sharpness:.4g}" in _row(text, "fragility_sharpness")
-    assert f"rank {h.rank_aligned}" in _row(text, "rho_0.05_aligned")
+    # The card's formats (docs/card-standard.md §3), not a terminal-only one.
+    assert f" {h.alignment_depth_score:.3f} " in _row(text, "alignment depth score")
+    assert f"K_c/d = {h.depth_chance_level:#.4g}" in _row(text, "alignment depth score")
+    assert f" {100 * h.baseline_refusal_rate:.1f} % " in _row(text, "baseline refusal rate")
+    assert _first_word(text, "abliteration min k") == str(h.abliteration_min_k)
+    assert f" {report.fragility.sharpness:#.4g} " in _row(text, "fragility sharpness")
+    assert f" {h.rho_eps_aligned:#.4g} " in _row(text, "ρ_ε aligned")
+    assert f"rank {h.rank_aligned}" in _row(text, "ρ_ε aligned")
     assert f"verdict: {report.verdict.text}" in text
     for stage in report.stages:
         assert f"{stage.name} {stage.seconds:.1f}" in text
@@ -27,8 +35,8 @@ def test_summary_lists_every_headline_number_with_its_value() -> None:
 def test_child_only_summary_names_what_was_not_measured() -> None:
     report = make_report(kind="child-only")
     text = summary_table(report, Path("out"))
-    assert "rho_0.05_aligned" not in text and "rho_0.05_contrast" in text
-    assert "fragility_sharpness" not in text
+    assert "ρ_ε aligned" not in text and "ρ_ε contrast (child-only)" in text
+    assert "fragility sharpness" not in text
     for absent in report.absent:
         assert f"not measured: {absent.section} ({absent.reason})" in text
-    assert _row(text, "abliteration_min_k").split()[1] == "—"
+    assert _first_word(text, "abliteration min k") == "—"

@@ -1,0 +1,254 @@
+"""The headline quantities of an audit, each declared once: label, unit, meaning, format.
+
+The card table (`report.card`), the terminal summary (`report.summary`), the PR body
+(`bot.publish`) and the Space (`space.handlers`) all read `METRICS` through `metric_rows`, so
+a number reads the same everywhere ("87.9 %", never "0.8792" in one place). Adding a metric
+touches the analysis that computes it, the schema field, one `Metric` here and
+docs/card-standard.md (a test checks the docs against this table).
+
+Texts may hold placeholders filled from the report: `{eps}`, `{d}`, `{threshold}`,
+`{window}`, `{over}`, `{forecast}`, `{margin}`, and the name of every companion of the
+metric (e.g. `{chance}`); an unknown value reads "—".
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from depthcard.schemas.report import AuditReport
+
+FormatKind = Literal["rho", "sig4", "cosine", "ratio", "score", "percent", "count", "nats", "text"]
+Source = Literal["headline", "fragility"]
+AuditKind = Literal["pair", "child-only", "three-model"]
+ALL_KINDS: frozenset[AuditKind] = frozenset({"pair", "child-only", "three-model"})
+MISSING = "—"
+
+FORMATS: dict[FormatKind, Callable[[object], str]] = {
+    "rho": lambda x: f"{x:#.4g}",  # 4 significant digits, trailing zeros kept: 0.2000
+    "sig4": lambda x: f"{x:#.4g}",
+    "cosine": lambda x: f"{x:.3f}",
+    "ratio": lambda x: f"{x:.3f}",
+    "score": lambda x: f"{x:.3f}",
+    "percent": lambda x: f"{100 * x:.1f} %",
+    "count": lambda x: str(x),
+    "nats": lambda x: f"{x:#.3g}",
+    "text": lambda x: " ".join(str(x).split()),
+}
+
+
+def format_value(kind: FormatKind, value: object) -> str:
+    """`value` written as format `kind` prescribes; "—" for None."""
+    return MISSING if value is None else FORMATS[kind](value)
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A field printed beside its metric: a null or chance level, an interval bound, a count.
+
+    Its formatted value fills the placeholder `{name}` in the metric's `unit` and `beside`
+    texts, so a new companion needs only a new entry here and the schema field.
+    """
+
+    field: str
+    name: str
+    role: Literal["null", "low", "high", "detail"]
+    fmt: FormatKind
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One headline quantity, as every view of a report shows it.
+
+    Attributes:
+        field: the field in `source` (`AuditReport.headline` or `AuditReport.fragility`).
+        label: short human label, the row name in every view.
+        unit: unit text; may hold placeholders.
+        meaning: one sentence on what the number says; may hold placeholders.
+        fmt: how the value is written (`FORMATS`).
+        companions: fields printed beside the value (null level, interval, count).
+        beside: text after the value when every companion it names is present.
+        absent: text shown instead of a missing value, when it has one (else the row is left
+            out where absent rows are dropped).
+        kinds: the audit kinds that measure it: where a view lists unmeasured metrics, other
+            kinds leave the row out instead of showing "—".
+        source: the report section that holds `field`.
+    """
+
+    field: str
+    label: str
+    unit: str
+    meaning: str
+    fmt: FormatKind
+    companions: tuple[Companion, ...] = ()
+    beside: str = ""
+    absent: Callable[[AuditReport], str | None] | None = None
+    kinds: frozenset[AuditKind] = ALL_KINDS
+    source: Source = "headline"
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric of one report, formatted: what the card, summary, PR and Space print."""
+
+    metric: Metric
+    number: str  # the formatted value, or the metric's absent text, or "—"
+    beside: str  # companions written after the number ("" when none)
+    unit: str
+    meaning: str
+    present: bool  # the value itself was measured
+
+    @property
+    def label(self) -> str:
+        return self.metric.label
+
+    @property
+    def value(self) -> str:
+        """The number with its companions: the card's value cell."""
+        return self.number + self.beside
+
+
+def _not_reached(report: AuditReport) -> str | None:
+    if report.ablation is None:
+        return None
+    return f"not reached (k ≤ {max(p.k for p in report.ablation.curve)})"
+
+
+PAIR: frozenset[AuditKind] = frozenset({"pair", "three-model"})
+RHO_UNIT = "fraction of d (ε = {eps})"
+
+# The card standard's row order (docs/card-standard.md §3).
+METRICS: tuple[Metric, ...] = (
+    Metric("alignment_kept", "alignment kept by the fine-tune",
+           "% of parent's shift (layers {window})",
+           "How much of the alignment shift the child gained over its base the fine-tune kept: "
+           "100 % = all, 0 % = back at the base.",
+           "percent", kinds=frozenset({"three-model"})),
+    Metric("rho_eps_aligned", "ρ_ε aligned", RHO_UNIT,
+           "Share of the residual width the alignment shift fills, chat template held fixed; "
+           "small = alignment lives in a few directions.",
+           "rho", companions=(Companion("rank_aligned", "rank", "detail", "count"),),
+           beside=" (rank {rank} of d = {d})", kinds=PAIR),
+    Metric("rho_eps_naive", "ρ_ε naive", RHO_UNIT,
+           "The same without holding the template fixed (template and alignment mixed), "
+           "for comparison.",
+           "rho", kinds=PAIR),
+    Metric("rho_eps_contrast", "ρ_ε contrast (child-only)", RHO_UNIT,
+           "Share of the width the child's own harmful-vs-harmless contrast fills.",
+           "rho", kinds=frozenset({"child-only"})),
+    Metric("refusal_direction_recovery", "refusal-direction recovery", "abs. cosine, 0–1",
+           "How closely the top direction of the alignment shift (child-only: of the contrast) "
+           "matches the child's refusal direction; near 1 = they coincide.",
+           "cosine"),
+    Metric("safety_specificity", "safety specificity", "ratio ρ(harmless) / ρ(harmful)",
+           "Near or above 1: alignment is as low-rank on harmless prompts, so the low rank is "
+           "not specific to safety.",
+           "ratio"),
+    Metric("alignment_depth_score", "alignment depth score", "0–1, 0 = chance (K_c/d = {chance})",
+           "How entangled the safety directions are with capability directions; DESIGN reads "
+           "high as costly to remove, which depthcard's own calibration has not yet confirmed.",
+           "score", companions=(Companion("depth_chance_level", "chance", "null", "rho"),)),
+    Metric("baseline_refusal_rate", "baseline refusal rate", "% of harmful prompts",
+           "How often the child refuses the harmful prompts with nothing removed.",
+           "percent"),
+    Metric("abliteration_min_k", "abliteration min k", "directions (refusal < {threshold})",
+           "Fewest directions whose ablation drops refusal below the threshold; small = cheap "
+           "to strip.",
+           "count", absent=_not_reached),
+    Metric("abliteration_kl", "KL at min k", "nats",
+           "First-token KL on harmless prompts at min k: what the attack costs in capability.",
+           "nats"),
+    Metric("judge", "judge", "name",
+           "Judge that decided which answers count as refusals.",
+           "text"),
+    Metric("sharpness", "fragility sharpness", "top Hessian eigenvalue",
+           "How sharply the refusal loss curves: the top eigenvalue of its Hessian over {over}.",
+           "sig4", source="fragility"),
+    Metric("exponent", "fragility exponent", "p in ΔL_A ≈ c·t^p",
+           "How fast the refusal loss rises under a benign fine-tune; forecast: +{margin} nats "
+           "in {forecast}.",
+           "sig4", source="fragility"),
+)  # fmt: skip
+
+
+def _context(report: AuditReport) -> dict[str, str]:
+    """Report-wide placeholder values, already formatted."""
+    h, ab, e, f = report.headline, report.ablation, report.erosion, report.fragility
+    context = {
+        "eps": f"{h.eps:g}",
+        "d": str(report.models.child.hidden_size),
+        "threshold": "threshold" if ab is None else f"{100 * ab.threshold:g} %",
+        "window": MISSING if e is None else f"{e.window[0]}–{e.window[1]}",
+    }
+    if f is not None:
+        count = f.parameter_count
+        context["over"] = f.parameter_subset if count is None else f"{count:,} params"
+        context["margin"] = f"{f.forecast_margin:g}"
+        context["forecast"] = "no fit" if f.forecast_steps is None else (
+            f"{f.forecast_steps:.3g} steps"
+        )  # fmt: skip
+    return context
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    names = {name for _, name, _, _ in string.Formatter().parse(text) if name}
+    return text.format(**{n: values.get(n, MISSING) for n in names})
+
+
+def _section(report: AuditReport, metric: Metric) -> object | None:
+    return report.headline if metric.source == "headline" else getattr(report, metric.source)
+
+
+def metric_row(report: AuditReport, metric: Metric) -> MetricRow | None:
+    """`metric` of `report`, formatted; None when the report lacks the metric's section."""
+    section = _section(report, metric)
+    if section is None:
+        return None
+    value = getattr(section, metric.field)
+    found = {c.name: getattr(section, c.field) for c in metric.companions}
+    values = _context(report) | {c.name: format_value(c.fmt, v) for c, v in
+                                 zip(metric.companions, found.values(), strict=True)}  # fmt: skip
+    if value is None:
+        number = (metric.absent(report) if metric.absent else None) or MISSING
+    else:
+        number = format_value(metric.fmt, value)
+    needs = {name for _, name, _, _ in string.Formatter().parse(metric.beside) if name}
+    shown = value is not None and all(found[n] is not None for n in needs & found.keys())
+    return MetricRow(
+        metric=metric,
+        number=number,
+        beside=_fill(metric.beside, values) if shown else "",
+        unit=_fill(metric.unit, values),
+        meaning=_fill(metric.meaning, values),
+        present=value is not None,
+    )
+
+
+def metric_rows(
+    report: AuditReport, *, source: Source | None = "headline", unmeasured: bool = False
+) -> list[MetricRow]:
+    """The formatted rows of `report`, in table order.
+
+    A row appears when its value (or the metric's absent text) is there. With `unmeasured`,
+    a metric the report's kind measures but this report lacks also appears, as "—".
+
+    Args:
+        report: a validated audit report.
+        source: only metrics of this report section; None for every section.
+        unmeasured: also list metrics of the report's kind that were not measured.
+
+    Returns:
+        One `MetricRow` per metric shown.
+    """
+    rows = []
+    for metric in METRICS:
+        if source is not None and metric.source != source:
+            continue
+        row = metric_row(report, metric)
+        if row is None:
+            continue
+        if row.number != MISSING or (unmeasured and report.kind in metric.kinds):
+            rows.append(row)
+    return rows
