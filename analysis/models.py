@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from depthcard.schemas.errors import UserError
+
 log = logging.getLogger(__name__)
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -31,7 +33,7 @@ LAYER_PATHS = (
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError):
     """A model that depthcard refuses to load, with the reason."""
 
 

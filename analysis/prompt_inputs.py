@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from depthcard.analysis.capture import suffix_token_count, tokenize_prompts
-from depthcard.schemas.report import PromptSetRef
+from depthcard.schemas.report import DEFAULT_PROMPT_SETS, PromptSetRef
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,55 @@ def tokenize_inputs(prompts: PromptInputs, tokenizer) -> TokenizedInputs:
     if pad is None:
         pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     return TokenizedInputs(ids, pad, suffix_token_count(tokenizer, tokenizer))
+
+
+def load_prompt_inputs(
+    harmful: Path | None = None,
+    harmless: Path | None = None,
+    capability: Path | None = None,
+    domains: Sequence[Path] = (),
+    *,
+    max_prompts: int | None = None,
+    seed: int = 0,
+) -> PromptInputs:
+    """The prompt sets of an audit: the given files, else the built-in default of each role.
+
+    Args:
+        harmful, harmless, capability: prompt set files (YAML); None reads
+            `schemas.report.DEFAULT_PROMPT_SETS[role]`.
+        domains: domain sets, in order (no default).
+        max_prompts: cap per set; a larger set is subsampled with `seed`, stratified by
+            category (`LoadedPromptSet.subset`). None keeps every prompt.
+
+    Returns:
+        The sets after capping; `source_counts` keeps each file's full size for the report.
+
+    Raises:
+        PromptFileError: a file is missing, malformed, empty or of the wrong kind.
+    """
+    from depthcard import prompts as prompt_sets
+
+    def load(path: Path | None, kind: str):
+        if path is None:
+            return prompt_sets.load_builtin(DEFAULT_PROMPT_SETS[kind])
+        return prompt_sets.load_prompt_set(path, expect_kind=kind)
+
+    def cap(s):
+        if max_prompts is None or s.count <= max_prompts:
+            return s
+        return s.subset(max_prompts, seed)
+
+    full = {
+        "harmful": load(harmful, "harmful"),
+        "harmless": load(harmless, "harmless"),
+        "capability": load(capability, "capability"),
+    }
+    loaded_domains = [prompt_sets.load_prompt_set(p, expect_kind="domain") for p in domains]
+    counts = {s.name: s.count for s in [*full.values(), *loaded_domains]}
+    return PromptInputs(
+        harmful=cap(full["harmful"]),
+        harmless=cap(full["harmless"]),
+        capability=cap(full["capability"]),
+        domains=tuple(cap(d) for d in loaded_domains),
+        source_counts=counts,
+    )

@@ -24,31 +24,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _inputs(n: int):
-    from depthcard import prompts
-    from depthcard.analysis.prompt_inputs import PromptInputs
+    from depthcard.analysis.prompt_inputs import load_prompt_inputs
 
-    sets = {k: prompts.load_builtin(f"{k}-core") for k in ("harmful", "harmless", "capability")}
-    small = {k: s.subset(n, seed=0) for k, s in sets.items()}
-    counts = {s.name: s.count for s in sets.values()}
-    return PromptInputs(**small, source_counts=counts)
+    return load_prompt_inputs(max_prompts=n, seed=0)
 
 
 def audit_stages(base: str, child: str, n: int, max_new_tokens: int) -> dict[str, float]:
     """Seconds per stage of one audit (from the report's own timings)."""
+    import torch
+
     from depthcard.analysis.audit import run_audit
     from depthcard.analysis.models import parse_model_spec
-    from depthcard.cli.audit_command import _config, add_arguments
+    from depthcard.schemas.report import AuditConfig
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(
-        ["--out", "unused", "--max-prompts", str(n), "--max-new-tokens", str(max_new_tokens)]
-    )
+    cfg = AuditConfig(max_prompts=n, max_new_tokens=max_new_tokens)
     run = run_audit(
         base=parse_model_spec(base),
         child=parse_model_spec(child),
         prompts=_inputs(n),
-        cfg=_config(args),
+        cfg=cfg.with_concrete_dtype(torch.cuda.is_available()),
     )
     return {s.name: s.seconds for s in run.report.stages}
 

@@ -22,8 +22,6 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from depthcard.bot.hub import Hub
 from depthcard.bot.pairs import OPT_OUT_KEY, opted_out_in_card
-from depthcard.bot.state import maybe_die
-from depthcard.cli.audit_command import reproduce_command
 from depthcard.report.card import (
     CardParseError,
     parse_card_section,
@@ -31,6 +29,7 @@ from depthcard.report.card import (
     splice_section,
 )
 from depthcard.report.metrics import metric_rows
+from depthcard.report.reproduce import reproduce_command
 from depthcard.schemas.report import AuditReport, ModelRef
 
 log = logging.getLogger(__name__)
@@ -244,7 +243,6 @@ def publish_report(
             return PublishResult("conflict", detail=str(exc).splitlines()[0])
         record("open-pr", "failed", str(exc).splitlines()[0])
         raise
-    maybe_die("pr-written")
     record("open-pr", "done", f"PR #{info.pr_num}")
     return PublishResult("opened", info.pr_num, info.pr_url or "")
 
@@ -274,6 +272,5 @@ def _update(hub, target, report, pr_num, readme, title, record) -> PublishResult
         if getattr(exc.response, "status_code", None) in (409, 412):
             return PublishResult("conflict", pr_num, str(exc).splitlines()[0])
         raise
-    maybe_die("pr-written")
     record("update-pr", "done", f"PR #{pr_num}")
     return PublishResult("updated", pr_num)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,6 @@ State = Literal[
     "discovered", "queued", "running", "succeeded", "published", "skipped", "failed", "opted_out"
 ]
 STATES: tuple[str, ...] = State.__args__  # type: ignore[attr-defined]
-# For tests only: the bot SIGKILLs itself right after reaching this transition (or named point).
-KILL_ENV = "DEPTHCARD_TEST_KILL_AT"
 
 
 @dataclass(frozen=True)
@@ -78,15 +75,17 @@ def audit_key(
     return f"{base_sha or 'none'}/{child_sha}/{third}{analysis_version}"
 
 
-def maybe_die(point: str) -> None:
-    """Test hook: SIGKILL this process when DEPTHCARD_TEST_KILL_AT names `point`."""
-    if os.environ.get(KILL_ENV) == point:
-        log.warning("test hook: killing the bot at %s", point)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 class StateStore:
-    """The SQLite state file. Open one per process; it is safe to share the file."""
+    """The SQLite state file. Open one per process; it is safe to share the file.
+
+    `checkpoint`, when set, is called with the name of each point the bot reaches: a row's
+    new state right after its transition commits, and `<action>:<phase>` (e.g.
+    `open-pr:done`) right before a Hub write's log entry is stored, so `open-pr:done` is the
+    moment a PR exists on the Hub but not yet in the log. The crash tests set it (on the
+    class, from a launcher in tests/) to kill the process there; nothing else does.
+    """
+
+    checkpoint: Callable[[str], None] | None = None
 
     def __init__(self, path: Path, *, clock=time.time, owner: str | None = None):
         self.path = Path(path)
@@ -100,6 +99,10 @@ class StateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         open_schema(self._db)
+
+    def _reached(self, point: str) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(point)
 
     def close(self) -> None:
         """Close the connection."""
@@ -145,7 +148,7 @@ class StateStore:
         if cur.rowcount:
             why = f" ({reason})" if reason else ""
             log.info("audit %s (%s): %s%s", key, third_repo or child_repo, state, why)
-            maybe_die(state)
+            self._reached(state)
         return bool(cur.rowcount)
 
     def get(self, key: str) -> AuditRow | None:
@@ -193,7 +196,7 @@ class StateStore:
             cur = db.execute(sql, (to, now, owner, until, *fields.values(), key, *expect))
         if cur.rowcount:
             log.info("audit %s: %s -> %s", key, "/".join(expect), to)
-            maybe_die(to)
+            self._reached(to)
         return bool(cur.rowcount)
 
     def claim(self, key: str, state: str, lease_seconds: float) -> bool:
@@ -281,6 +284,7 @@ class StateStore:
 
     def log_write(self, repo: str, action: str, phase: str, key: str | None, detail: str) -> None:
         """Append to the log of Hub writes (phase: intent, done, failed, dry-run)."""
+        self._reached(f"{action}:{phase}")
         with self._tx() as db:
             db.execute(
                 "INSERT INTO hub_writes (at, key, repo, action, phase, detail)"

@@ -1,22 +1,31 @@
-"""`depthcard audit`: arguments → prompt sets and config → audit → report folder → summary."""
+"""`depthcard audit`: arguments → prompt sets and config → audit → report folder → summary.
+
+The options that set the audit's numbers are built from `AuditConfig` (its defaults,
+types, choices and descriptions) through `report.reproduce.AUDIT_FLAGS`, the same table the
+card's reproduce command is written from. Only the choice of models, prompt files and
+output are options of the command alone.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shlex
+import types
+import typing
 from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from depthcard.report.reproduce import AUDIT_FLAGS, flag_value
+from depthcard.schemas.errors import UserError
+from depthcard.schemas.report import AuditConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SETS = {
-    "harmful": "harmful-core",
-    "harmless": "harmless-core",
-    "capability": "capability-core",
-}
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `depthcard audit`: models and files, then one per `AUDIT_FLAGS` entry."""
     p.add_argument("base", nargs="?", help="base model: local folder or org/name[@revision]")
     p.add_argument("child", nargs="?", help="instruct (child) model: folder or org/name[@rev]")
     p.add_argument("--out", required=True, type=Path, help="report folder to write")
@@ -31,115 +40,96 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--harmless", type=Path, help="harmless prompt set; default harmless-core")
     p.add_argument("--capability", type=Path, help="capability text set; default capability-core")
     p.add_argument("--domain", type=Path, action="append", default=[], help="domain set (repeat)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument(
-        "--dtype",
-        choices=["float32", "bfloat16", "float16"],
-        default=None,
-        help="default: bfloat16 on GPU, float32 on CPU",
-    )
-    p.add_argument("--batch-size", type=int, default=16, help="initial capture batch size")
-    p.add_argument("--max-prompts", type=int, default=None, help="cap on prompts per set")
-    p.add_argument("--seed", type=int, default=0, help="seed for --max-prompts subsampling")
-    p.add_argument(
-        "--position",
-        choices=["last", "suffix"],
-        default="last",
-        help="read the last prompt token, or the mean over the template suffix",
-    )
-    p.add_argument("--num-directions", type=int, default=8, help="K, singular directions kept")
     p.add_argument(
         "--layers-path",
         default=None,
         help="dotted path of the decoder block list, if not discovered",
     )
-    p.add_argument("--no-ablation", action="store_true", help="skip the abliteration-cost stage")
-    p.add_argument("--judge", default="substring", help="refusal judge (default: substring)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per answer")
-    p.add_argument("--capability-k", type=int, default=16, help="K_c, capability subspace size")
-    p.add_argument("--no-fragility", action="store_true", help="skip the fragility forecast")
-    p.add_argument(
-        "--fragility-steps", type=int, default=10, help="benign SGD steps of the fragility law"
-    )
-    p.add_argument(
-        "--power-iterations", type=int, default=20, help="power-iteration cap for sharpness"
-    )
-    p.add_argument(
-        "--fragility-lr", type=float, default=None, help="SGD learning rate of the fragility law"
-    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-plots", action="store_true", help="skip plots/*.png")
+    add_config_arguments(p)
 
 
-def _positive(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"--{name} must be at least 1, got {value}")
+def _field(path: tuple[str, ...]) -> FieldInfo:
+    """The pydantic field at `path` in AuditConfig (through an optional settings section)."""
+    model: type[BaseModel] = AuditConfig
+    info = model.model_fields[path[0]]
+    for name in path[1:]:
+        model = next(a for a in typing.get_args(info.annotation) if isinstance(a, type))
+        info = model.model_fields[name]
+    return info
 
 
-def _load_sets(args):
-    from depthcard import prompts as prompt_sets
-    from depthcard.analysis.audit import PromptInputs
-
-    def load(path: Path | None, kind: str, default: str | None):
-        if path is None:
-            return prompt_sets.load_builtin(default) if default else None
-        return prompt_sets.load_prompt_set(path, expect_kind=kind)
-
-    def cap(s):
-        if s is None or args.max_prompts is None or s.count <= args.max_prompts:
-            return s
-        return s.subset(args.max_prompts, args.seed)
-
-    full = {
-        "harmful": load(args.harmful, "harmful", DEFAULT_SETS["harmful"]),
-        "harmless": load(args.harmless, "harmless", DEFAULT_SETS["harmless"]),
-        "capability": load(args.capability, "capability", DEFAULT_SETS["capability"]),
-    }
-    domains = [load(p, "domain", None) for p in args.domain]
-    counts = {s.name: s.count for s in [*full.values(), *domains] if s is not None}
-    return PromptInputs(
-        harmful=cap(full["harmful"]),
-        harmless=cap(full["harmless"]),
-        capability=cap(full["capability"]),
-        domains=tuple(cap(d) for d in domains),
-        source_counts=counts,
-    )
+def _value_type(info: FieldInfo) -> tuple[type, tuple | None]:
+    """(argparse type, choices) of a field; `X | None` is read as X."""
+    annotation = info.annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is typing.Literal:
+        choices = typing.get_args(annotation)
+        return type(choices[0]), choices
+    return annotation, None
 
 
-def _config(args):
-    import torch
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """One option per `AUDIT_FLAGS` entry; default, type, choices and help from the field."""
+    defaults = AuditConfig()
+    for flag in AUDIT_FLAGS:
+        info = _field(flag.path)
+        text = (info.description or "").rstrip(".")
+        if flag.switch_off:
+            p.add_argument(flag.flag, dest=flag.dest, action="store_true", help=f"skip: {text}")
+            continue
+        kind, choices = _value_type(info)
+        default = flag_value(defaults, flag)
+        shown = "" if default is None else " (default: %(default)s)"
+        p.add_argument(flag.flag, dest=flag.dest, type=kind, choices=choices, default=default,
+                       help=f"{text}{shown}")  # fmt: skip
 
-    from depthcard.analysis.spectrum import DEFAULT_EPS
-    from depthcard.schemas.report import AuditConfig
-    from depthcard.schemas.sections import FragilitySettings
 
-    dtype = args.dtype or (
-        "bfloat16" if torch.cuda.is_available() and args.device != "cpu" else "float32"
-    )
-    return AuditConfig(
-        eps=list(DEFAULT_EPS),
-        headline_eps=0.05,
-        num_directions=args.num_directions,
-        position=args.position,
-        batch_size=args.batch_size,
-        max_prompts=args.max_prompts,
-        seed=args.seed,
-        device=args.device,
-        dtype=dtype,
-        layer_window=(0.2, 0.8),
-        cross_domain_k=3,
-        zero_tolerance=1e-6,
-        ablation=not args.no_ablation,
-        judge=args.judge,
-        max_new_tokens=args.max_new_tokens,
-        capability_k=args.capability_k,
-        fragility=None
-        if args.no_fragility
-        else FragilitySettings(
-            steps=args.fragility_steps,
-            power_iterations=args.power_iterations,
-            **({} if args.fragility_lr is None else {"learning_rate": args.fragility_lr}),
-        ),
+def config_from_args(args: argparse.Namespace) -> AuditConfig:
+    """The AuditConfig the parsed options describe (dtype still None when left on auto).
+
+    Raises:
+        UserError: a value the config refuses (e.g. --batch-size 0), naming the flag.
+    """
+    top: dict = {}
+    for flag in AUDIT_FLAGS:
+        value = getattr(args, flag.dest)
+        if flag.switch_off:
+            if value:
+                top[flag.path[0]] = None if flag.path[0] == "fragility" else False
+        elif len(flag.path) == 1:
+            top[flag.path[0]] = value
+        elif top.get(flag.path[0], {}) is not None:
+            top.setdefault(flag.path[0], {})[flag.path[1]] = value
+    try:
+        return AuditConfig(**top)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where, problem = _flag_at(tuple(first["loc"])), first["msg"].lower()
+        raise UserError(f"{where}: {problem}, got {first.get('input')!r}") from None
+
+
+def _flag_at(loc: tuple) -> str:
+    """The flag that sets the field at a pydantic error location."""
+    matches = [f for f in AUDIT_FLAGS if f.path == loc[: len(f.path)]]
+    if not matches:
+        return ".".join(str(part) for part in loc)
+    return max(matches, key=lambda f: len(f.path)).flag  # --fragility-steps, not --no-fragility
+
+
+def load_prompts(args: argparse.Namespace, cfg: AuditConfig):
+    """The prompt sets the options name (built-in defaults for the rest), capped per cfg."""
+    from depthcard.analysis.prompt_inputs import load_prompt_inputs
+
+    return load_prompt_inputs(
+        args.harmful,
+        args.harmless,
+        args.capability,
+        args.domain,
+        max_prompts=cfg.max_prompts,
+        seed=cfg.seed,
     )
 
 
@@ -149,16 +139,16 @@ def _specs(args):
 
     if args.demo:
         if args.base or args.child or args.child_only:
-            raise ValueError("--demo takes no models")
+            raise UserError("--demo takes no models")
         return parse_model_spec(str(DEMO_DIR / "base")), parse_model_spec(
             str(DEMO_DIR / "instruct")
         )
     if args.child_only:
         if args.base or args.child:
-            raise ValueError("--child-only CHILD takes no positional models")
+            raise UserError("--child-only CHILD takes no positional models")
         return None, parse_model_spec(args.child_only)
     if not (args.base and args.child):
-        raise ValueError("give BASE and CHILD, or --child-only CHILD, or --demo")
+        raise UserError("give BASE and CHILD, or --child-only CHILD, or --demo")
     return parse_model_spec(args.base), parse_model_spec(args.child)
 
 
@@ -168,91 +158,46 @@ def _third_spec(args, base):
     if not args.third:
         return None
     if base is None:
-        raise ValueError("--third needs a base model: give BASE CHILD --third FINETUNE")
+        raise UserError("--third needs a base model: give BASE CHILD --third FINETUNE")
     return parse_model_spec(args.third)
 
 
-def reproduce_command(report) -> str:
-    """The command that re-runs this audit at the same revisions and settings."""
+def _check_before_loading(cfg: AuditConfig, prompts) -> None:
+    """Refuse settings that cannot work, before any model is loaded."""
+    from depthcard.analysis.judges import JUDGES
 
-    def name(ref) -> str:
-        if ref is None:
-            return ""
-        return f"{ref.repo_id}@{ref.revision}" if ref.source == "hub" else ref.path
-
-    cfg = report.config
-    models = (
-        ["--child-only", name(report.models.child)]
-        if report.models.base is None
-        else [name(report.models.base), name(report.models.child)]
-    )
-    if report.models.third is not None:
-        models += ["--third", name(report.models.third)]
-    parts = ["depthcard", "audit", *models, "--out", "audit"]
-    if cfg.max_prompts:
-        parts += ["--max-prompts", str(cfg.max_prompts), "--seed", str(cfg.seed)]
-    if cfg.position != "last":
-        parts += ["--position", cfg.position]
-    parts += _non_default_flags(report)
-    parts += ["--dtype", cfg.dtype]
-    return shlex.join(parts)
-
-
-def _non_default_flags(report) -> list[str]:
-    """Every setting that differs from `depthcard audit`'s defaults, as flags."""
-    cfg, out = report.config, []
-    plain = {
-        "num_directions": 8,
-        "judge": "substring",
-        "max_new_tokens": 64,
-        "capability_k": 16,
-    }
-    for field, default in plain.items():
-        if getattr(cfg, field) != default:
-            out += [f"--{field.replace('_', '-')}", str(getattr(cfg, field))]
-    if not cfg.ablation:
-        out.append("--no-ablation")
-    frag = cfg.fragility
-    if frag is None:
-        out.append("--no-fragility")
-    else:
-        from depthcard.schemas.sections import FragilitySettings
-
-        default = FragilitySettings()
-        for field, flag in (
-            ("steps", "--fragility-steps"),
-            ("power_iterations", "--power-iterations"),
-            ("learning_rate", "--fragility-lr"),
-        ):
-            if getattr(frag, field) != getattr(default, field):
-                out += [flag, str(getattr(frag, field))]
-    for ref in report.prompt_sets:  # a set that is not the built-in default: name its file
-        if ref.role == "domain" or DEFAULT_SETS.get(ref.role) != ref.name:
-            out += [f"--{ref.role}", f"{ref.name}.yaml"]
-    return out
+    if cfg.judge not in JUDGES:
+        available = ", ".join(sorted(JUDGES))
+        raise UserError(f"unknown judge {cfg.judge!r}; available: {available}")
+    n = len(prompts.harmful.texts)
+    if cfg.num_directions > n:  # the d_model bound is checked once the model is loaded
+        raise UserError(
+            f"--num-directions {cfg.num_directions} exceeds the largest possible rank of M_DiD "
+            f"(at most the {n} harmful prompts)"
+        )
 
 
 def run(args, token: str | None) -> int:
-    """Run the audit command; errors propagate to the CLI, which prints one line."""
+    """Run the audit command; a UserError reaches the CLI, which prints one line."""
+    import torch
+
+    from depthcard.analysis.audit import run_audit
     from depthcard.report.card import render_card_section
     from depthcard.report.report_folder import preflight, write_report_folder
+    from depthcard.report.reproduce import reproduce_command
     from depthcard.report.summary import summary_table
 
-    positive = ("batch_size", "max_prompts", "num_directions", "max_new_tokens", "capability_k")
-    for name in (*positive, "fragility_steps", "power_iterations"):
-        _positive(name.replace("_", "-"), getattr(args, name))
+    cfg = config_from_args(args)
     base, child = _specs(args)
     third = _third_spec(args, base)
     preflight(args.out, args.overwrite)
-    prompts = _load_sets(args)
-    cfg = _config(args)
-    from depthcard.analysis.audit import run_audit
-
+    prompts = load_prompts(args, cfg)
+    _check_before_loading(cfg, prompts)
     result = run_audit(
         base=base,
         child=child,
         prompts=prompts,
-        cfg=cfg,
+        cfg=cfg.with_concrete_dtype(torch.cuda.is_available()),
         layers_path=args.layers_path,
         token=token,
         third=third,

@@ -12,6 +12,9 @@ import logging
 import os
 from pathlib import Path
 
+from depthcard.cli.errors import reading_user_file
+from depthcard.schemas.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +55,8 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 def _config(args):
     from depthcard.schemas.bot_config import load_bot_config
 
-    return load_bot_config(args.config)
+    with reading_user_file():
+        return load_bot_config(args.config)
 
 
 def _hub(cfg, token: str | None):
@@ -79,11 +83,11 @@ def run_watch(args, token: str | None) -> int:
     if args.publish:
         cfg = cfg.model_copy(update={"dry_run": False})
     if not cfg.dry_run and not token:
-        raise ValueError("dry_run is off but HF_TOKEN is not set: the bot cannot open PRs")
+        raise UserError("dry_run is off but HF_TOKEN is not set: the bot cannot open PRs")
     hub = _hub(cfg, token)
     synced = cfg.keep_state_in_results_repo
     if synced and not args.once:
-        raise ValueError("keep_state_in_results_repo needs --once (one round per pull/push)")
+        raise UserError("keep_state_in_results_repo needs --once (one round per pull/push)")
     parent = state_sync.pull(hub, cfg.results_repo, cfg.state_path) if synced else None
     store = StateStore(cfg.state_path)
     for repo in args.repo:
@@ -150,7 +154,7 @@ def run_status(args, token: str | None) -> int:
 
     cfg = _config(args)
     if not Path(cfg.state_path).exists():
-        raise ValueError(f"no state file at {cfg.state_path} (run `depthcard watch` first)")
+        raise UserError(f"no state file at {cfg.state_path} (run `depthcard watch` first)")
     store = StateStore(cfg.state_path)
     print(status_table(store.rows()))
     return 0
@@ -164,21 +168,32 @@ def run_retry(args, token: str | None) -> int:
     store = StateStore(cfg.state_path)
     row = store.get(args.key)
     if row is None:
-        raise ValueError(f"no audit with key {args.key!r} (see `depthcard status`)")
+        raise UserError(f"no audit with key {args.key!r} (see `depthcard status`)")
     if not store.retry(args.key):
-        raise ValueError(f"audit {args.key} is {row.state}; only failed or skipped audits retry")
+        raise UserError(f"audit {args.key} is {row.state}; only failed or skipped audits retry")
     print(f"queued {args.key} again")
     return 0
 
 
 def run_publish(args, token: str | None) -> int:
     """`depthcard publish REPORT_DIR --repo CHILD`: the maintainer's path to the PR."""
-    from depthcard.bot.publish import Target, load_report, publish_report, render_body, render_title
+    from depthcard.bot.publish import (
+        Target,
+        card_model,
+        load_report,
+        publish_report,
+        render_body,
+        render_title,
+    )
 
     cfg = _config(args)
-    report = load_report(args.report_dir)
+    with reading_user_file():
+        report = load_report(args.report_dir)
+    audited = card_model(report).repo_id
+    if audited != args.repo:
+        raise UserError(f"the report audits {audited}, not {args.repo}")
     if not args.dry_run and not token:
-        raise ValueError("set HF_TOKEN to open a pull request (or pass --dry-run)")
+        raise UserError("set HF_TOKEN to open a pull request (or pass --dry-run)")
     hub = _hub(cfg, token)
     target = Target(args.repo, cfg.space_url, None, args.dry_run)
     result = publish_report(

@@ -6,11 +6,12 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from depthcard.cli import audit_command, bot_commands
-
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+from depthcard.cli.errors import describe_error
+from depthcard.schemas.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,25 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _import_gguf(args, token: str | None) -> int:
     from depthcard.analysis.gguf_import import cached_conversion, convert_gguf
 
+    if not args.file.is_file():
+        raise UserError(f"{args.file}: no such GGUF file")
     out = convert_gguf(args.file, args.out) if args.out else cached_conversion(args.file)
     print(out)
     return 0
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for a user-facing error; pydantic errors name the field and the problem."""
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "input"
-        return f"{exc.title}: {where}: {first['msg']} ({exc.error_count()} error(s))"
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one line on stderr and exit 2 for bad input, never a traceback."""
+    """Entry point. Errors by kind: a `UserError` (bad input) is one line on stderr and exit
+    2, never a traceback, also under -v; anything else is a bug: an "internal error" line,
+    the traceback, and exit 1."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -74,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("depthcard: interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as exc:
-        message = describe_error(exc)
-        print(f"depthcard: error: {message}", file=sys.stderr)
+    except UserError as exc:
+        print(f"depthcard: error: {describe_error(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug, not a mistake of the user: keep its traceback
+        print(f"depthcard: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from depthcard.schemas.calibration import (
     OrganismResult,
     Prediction,
 )
+from depthcard.schemas.errors import UserError
+from depthcard.schemas.report import AuditConfig
 
 if TYPE_CHECKING:  # the family module imports torch; the CLI parser must stay light
     from depthcard.lab import organism_family as fam
@@ -67,35 +69,42 @@ def make_plan(quick: bool) -> SuitePlan:
     return SuitePlan(family, (20, 40, 80), 3e-3, 48, 24, quick=False)
 
 
-def _audit_args(plan: SuitePlan, out: Path) -> argparse.Namespace:
-    """The `depthcard audit` arguments, through its own parser so every default matches."""
-    from depthcard.cli import audit_command
+def audit_config(plan: SuitePlan) -> AuditConfig:
+    """The audit settings of every sibling: `AuditConfig`'s defaults, on the CPU in float32,
+    with the plan's prompt cap and answer length."""
+    return AuditConfig(
+        max_prompts=plan.max_prompts,
+        max_new_tokens=plan.max_new_tokens,
+        device="cpu",
+        seed=plan.family.seed,
+    ).with_concrete_dtype(cuda_available=False)
 
-    parser = argparse.ArgumentParser()
-    audit_command.add_arguments(parser)
-    argv = ["--out", str(out), "--max-prompts", str(plan.max_prompts)]
-    argv += ["--max-new-tokens", str(plan.max_new_tokens), "--device", "cpu"]
-    argv += ["--seed", str(plan.family.seed), "--no-plots"]
-    return parser.parse_args(argv)
+
+def audit_prompts(plan: SuitePlan):
+    """The built-in prompt sets, capped and subsampled as the audit of a sibling reads them."""
+    from depthcard.analysis.prompt_inputs import load_prompt_inputs
+
+    cfg = audit_config(plan)
+    return load_prompt_inputs(max_prompts=cfg.max_prompts, seed=cfg.seed)
 
 
 def audit_sibling(plan: SuitePlan, base: Path, sib: fam.Sibling) -> OrganismResult:
     """Audit base → sibling; write its report folder; return the numbers the suite needs."""
     from depthcard.analysis.audit import run_audit
     from depthcard.analysis.models import parse_model_spec
-    from depthcard.cli import audit_command
     from depthcard.report.report_folder import write_report_folder
 
-    args = _audit_args(plan, sib.folder / "audit")
     clock = time.perf_counter()
     run = run_audit(
         base=parse_model_spec(str(base)),
         child=parse_model_spec(str(sib.folder)),
-        prompts=audit_command._load_sets(args),
-        cfg=audit_command._config(args),
+        prompts=audit_prompts(plan),
+        cfg=audit_config(plan),
     )
     seconds = time.perf_counter() - clock
-    write_report_folder(args.out, run.report, run.tensors, "", overwrite=True, plots=False)
+    write_report_folder(
+        sib.folder / "audit", run.report, run.tensors, "", overwrite=True, plots=False
+    )
     r = run.report
     absent = [f"{a.section}: {a.reason}" for a in r.absent if a.section != "erosion"]
     return OrganismResult(
@@ -116,9 +125,7 @@ def audit_sibling(plan: SuitePlan, base: Path, sib: fam.Sibling) -> OrganismResu
 
 def harmful_texts(plan: SuitePlan) -> list[str]:
     """The audit's harmful prompts (same subset, same seed)."""
-    from depthcard.cli import audit_command
-
-    return audit_command._load_sets(_audit_args(plan, Path("unused"))).harmful.texts
+    return audit_prompts(plan).harmful.texts
 
 
 def refusal_rate(folder: Path, texts: list[str], max_new_tokens: int) -> float:
@@ -341,7 +348,7 @@ def run(args, token: str | None) -> int:
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
-            raise ValueError(f"{out} is not empty (pass --overwrite to replace it)")
+            raise UserError(f"{out} is not empty (pass --overwrite to replace it)")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()

@@ -22,6 +22,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import ValidationError
 
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.prompt_set import Kind, PromptItem, PromptSet
 
 __all__ = [
@@ -39,7 +40,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 KINDS: tuple[str, ...] = get_args(Kind)
 
 
-class PromptFileError(ValueError):
+class PromptFileError(UserError):
     """A prompt set file that cannot be read or does not match `schemas.prompt_set.PromptSet`.
 
     Attributes:

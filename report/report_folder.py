@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.report import AuditReport
 
 
-class OutputError(ValueError):
+class OutputError(UserError):
     """The output folder cannot be used."""
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from depthcard.cli.audit_command import reproduce_command
 from depthcard.report.card import render_card_section
 from depthcard.report.metrics import METRICS, metric_row, metric_rows
+from depthcard.report.reproduce import reproduce_command
 from depthcard.schemas.report import AuditReport, ModelRef
 from depthcard.space.store import ReportEntry, ReportStore, size_bucket
 from depthcard.space.upload import UploadCheck

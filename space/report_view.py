@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from depthcard.cli.audit_command import reproduce_command
 from depthcard.report.plots import plot_cross_domain
+from depthcard.report.reproduce import reproduce_command
 from depthcard.schemas.report import AuditReport
 from depthcard.space import series
 from depthcard.space.compare import COMPARE_COLUMNS, compare_frame, missing_from

@@ -175,3 +175,45 @@ def test_a_real_process_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("depthcard: error: ")
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def _raising(exc: BaseException):
+    def handler(args, token):
+        raise exc
+
+    return handler
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_a_bug_keeps_its_traceback_and_is_not_a_user_error(tmp_path, monkeypatch, capsys, verbose):
+    from depthcard.cli import audit_command
+
+    def deep_inside(args, token):
+        return int("not a number")  # a ValueError no user caused
+
+    monkeypatch.setattr(audit_command, "run", deep_inside)
+    code, err = run_cli([*verbose, "audit", "a", "b", "--out", str(tmp_path / "out")], capsys)
+    assert code == 1, err
+    assert "Traceback" in err and "deep_inside" in err
+    assert "depthcard: internal error: ValueError" in err
+    assert "depthcard: error:" not in err
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_a_user_error_is_one_line_exit_2_also_verbose(tmp_path, monkeypatch, capsys, verbose):
+    from depthcard.cli import audit_command
+    from depthcard.schemas.errors import UserError
+
+    monkeypatch.setattr(audit_command, "run", _raising(UserError("--out x: not a folder\nmore")))
+    code, err = run_cli([*verbose, "audit", "a", "b", "--out", str(tmp_path / "out")], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == ["depthcard: error: --out x: not a folder"]
+
+
+def test_a_bad_config_value_is_a_user_error(tmp_path, pair, capsys):
+    base, child = pair
+    out = tmp_path / "out"
+    code, err = run_cli(
+        ["audit", str(base), str(child), "--out", str(out), "--batch-size", "0"], capsys
+    )
+    assert_clean_error(code, err, "--batch-size", out)

@@ -1,0 +1,110 @@
+"""The reproduce command on the card: `depthcard audit` at the same revisions and settings.
+
+`AUDIT_FLAGS` is the one table of which `AuditConfig` fields have a `depthcard audit` flag.
+The CLI builds its options from it (type, choices, default and help come from the field),
+and `reproduce_command` writes a flag for every field whose value differs from the default
+of `AuditConfig()`, so a setting cannot be added to one side and forgotten on the other.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from depthcard.schemas.report import DEFAULT_PROMPT_SETS, AuditConfig, AuditReport, ModelRef
+
+
+@dataclass(frozen=True)
+class ConfigFlag:
+    """One `depthcard audit` flag and the config field it sets.
+
+    `path` is the field's name, or (section, name) for a field of a nested settings model.
+    A `switch_off` flag takes no value: it turns a bool field off, or an optional settings
+    section (e.g. `fragility`) into None.
+    """
+
+    flag: str
+    path: tuple[str, ...]
+    switch_off: bool = False
+
+    @property
+    def dest(self) -> str:
+        """The argparse attribute the flag's value is stored in."""
+        return "_".join(self.path) if not self.switch_off else f"no_{self.path[-1]}"
+
+
+AUDIT_FLAGS: tuple[ConfigFlag, ...] = (
+    ConfigFlag("--device", ("device",)),
+    ConfigFlag("--dtype", ("dtype",)),
+    ConfigFlag("--batch-size", ("batch_size",)),
+    ConfigFlag("--max-prompts", ("max_prompts",)),
+    ConfigFlag("--seed", ("seed",)),
+    ConfigFlag("--position", ("position",)),
+    ConfigFlag("--num-directions", ("num_directions",)),
+    ConfigFlag("--no-ablation", ("ablation",), switch_off=True),
+    ConfigFlag("--judge", ("judge",)),
+    ConfigFlag("--max-new-tokens", ("max_new_tokens",)),
+    ConfigFlag("--capability-k", ("capability_k",)),
+    ConfigFlag("--no-fragility", ("fragility",), switch_off=True),
+    ConfigFlag("--fragility-steps", ("fragility", "steps")),
+    ConfigFlag("--power-iterations", ("fragility", "power_iterations")),
+    ConfigFlag("--fragility-lr", ("fragility", "learning_rate")),
+)
+
+
+def flag_value(cfg: AuditConfig, flag: ConfigFlag) -> Any:
+    """The value `cfg` holds for `flag` (None under a section that is switched off)."""
+    value: Any = cfg
+    for name in flag.path:
+        if value is None:
+            return None
+        value = getattr(value, name)
+    return value
+
+
+def config_flags(cfg: AuditConfig) -> list[str]:
+    """Every setting of `cfg` that differs from `AuditConfig()`'s default, as flags.
+
+    Fields without a flag (eps, layer_window, thresholds) cannot be changed from the command
+    line, so they only differ in reports written by code; they are left out.
+    """
+    default, words = AuditConfig(), []
+    for flag in AUDIT_FLAGS:
+        value = flag_value(cfg, flag)
+        if flag.switch_off:
+            if value is None or value is False:
+                words.append(flag.flag)
+        elif value is not None and value != flag_value(default, flag):
+            words += [flag.flag, str(value)]
+    return words
+
+
+def _model_name(ref: ModelRef) -> str:
+    return f"{ref.repo_id}@{ref.revision}" if ref.source == "hub" else str(ref.path)
+
+
+def reproduce_command(report: AuditReport) -> str:
+    """The command that re-runs this audit at the same revisions and settings.
+
+    Models are pinned to their revisions; every config value that differs from the default
+    becomes a flag (the dtype always does: the report records the one used); a prompt set
+    that is not the built-in default is named by its file.
+
+    Example:
+        `depthcard audit org/base@<sha> org/chat@<sha> --out audit --max-prompts 64
+        --dtype bfloat16`
+    """
+    models = report.models
+    words = (
+        ["--child-only", _model_name(models.child)]
+        if models.base is None
+        else [_model_name(models.base), _model_name(models.child)]
+    )
+    if models.third is not None:
+        words += ["--third", _model_name(models.third)]
+    parts = ["depthcard", "audit", *words, "--out", "audit", *config_flags(report.config)]
+    for ref in report.prompt_sets:  # a set that is not the built-in default: name its file
+        if ref.role == "domain" or DEFAULT_PROMPT_SETS.get(ref.role) != ref.name:
+            parts += [f"--{ref.role}", f"{ref.name}.yaml"]
+    return shlex.join(parts)
