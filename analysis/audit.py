@@ -65,12 +65,13 @@ from depthcard.schemas.report import (
     StageTiming,
     TokenizerCheck,
 )
-from depthcard.schemas.sections import Ablation
+from depthcard.schemas.sections import Ablation, Erosion, Fragility
 
 log = logging.getLogger(__name__)
 
 DEMO_DIR = Path(__file__).with_name("calibration")
 NO_THIRD = "no third model (a fine-tune of the child) given"
+FRAGILITY_OFF = "disabled in the audit settings (fragility = none)"
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,20 @@ class AblationOutcome:
     refused: int | None = None
     refusals: dict[int, str] = field(default_factory=dict)  # prompt index → refusal text
     absent: list[AbsentSection] = field(default_factory=list)
+
+
+@dataclass
+class StageOutputs:
+    """What the measuring stages produced, for `_assemble` to turn into a report."""
+
+    captures: Captures
+    analysis: LayerAnalysis
+    ablation: AblationOutcome
+    fragility: Fragility | AbsentSection
+    erosion: Erosion | AbsentSection
+    models: dict[str, ModelRef]  # role ("base", "child", "third") → reference
+    tokenizer_check: TokenizerCheck
+    timings: list[StageTiming]  # the modes-depth stage is appended while assembling
 
 
 def ablation_stage(
@@ -221,9 +236,17 @@ def audit_models(
     check = (tokenizer_check or TokenizerCheck(suffix_tokens=1)).model_copy(
         update={"suffix_tokens": tok.n_suffix}
     )
-    eroded = _erosion(third_run, logprobs, probe, analysis, cfg, outcome.baseline_rate)
-    parts_ = (captures, analysis, outcome, fragile, eroded, prompts, cfg, refs, check)
-    return _assemble(*parts_, timings, warnings)
+    outputs = StageOutputs(
+        captures=captures,
+        analysis=analysis,
+        ablation=outcome,
+        fragility=fragile,
+        erosion=_erosion(third_run, logprobs, probe, analysis, cfg, outcome.baseline_rate),
+        models=refs,
+        tokenizer_check=check,
+        timings=timings,
+    )
+    return _assemble(outputs, prompts, cfg, warnings)
 
 
 def _capture_base(base, tok, cfg, layers_path, timings, refs, probe, logprobs):
@@ -253,7 +276,7 @@ def _erosion(third_run, logprobs, probe, analysis: LayerAnalysis, cfg: AuditConf
 def _fragility(model, tokenizer, tok, outcome: AblationOutcome, cfg, layers_path, timings):
     """The Fragility section, or the AbsentSection saying why there is none."""
     if cfg.fragility is None:
-        return AbsentSection(section="fragility", reason="disabled (--no-fragility)")
+        return AbsentSection(section="fragility", reason=FRAGILITY_OFF)
     if not cfg.ablation:
         why = "needs the child's own refusals, which the ablation stage generates (disabled)"
         return AbsentSection(section="fragility", reason=why)
@@ -268,44 +291,34 @@ def _fragility(model, tokenizer, tok, outcome: AblationOutcome, cfg, layers_path
 
 
 def _assemble(
-    captures, analysis, outcome, fragile, eroded, prompts, cfg, refs, check, timings, warnings
-):
-    with stage("modes-depth", timings):
+    out: StageOutputs, prompts: PromptInputs, cfg: AuditConfig, warnings: list[str]
+) -> AuditRun:
+    """The validated report from the stage outputs, after the modes and depth stage."""
+    captures, analysis, outcome = out.captures, out.analysis, out.ablation
+    with stage("modes-depth", out.timings):
         selected = outcome.selected or parts.select_by_norm(analysis.layers, cfg)
         domains = cross_domain(captures, prompts.harmful, selected.layer, cfg.cross_domain_k)
-        absent = list(outcome.absent) + [AbsentSection(**a) for a in domains.absent]
-        no_refusal = outcome.section is None and outcome.baseline_rate is not None
         catalogue = mode_catalogue(captures, cfg.mode_k, cfg.tau_species, cfg.tau_match)
-        depth = None
-        if no_refusal:
-            absent.append(AbsentSection(section="depth", reason=outcome.absent[0].reason))
-        elif captures.child_c is None:
-            absent.append(AbsentSection(section="depth", reason="no capability prompt set"))
-        else:
-            depth = alignment_depth(
-                captures, parts.analysis_window(analysis.layers, cfg), cfg.capability_k
-            )
-    absent += [fragile] if isinstance(fragile, AbsentSection) else []
-    absent += [eroded] if isinstance(eroded, AbsentSection) else []
-    erosion = None if isinstance(eroded, AbsentSection) else eroded
+        depth, no_depth = _depth(out, cfg)
+    erosion = None if isinstance(out.erosion, AbsentSection) else out.erosion
+    fragility = None if isinstance(out.fragility, AbsentSection) else out.fragility
+    absent = list(outcome.absent) + [AbsentSection(**a) for a in domains.absent]
+    absent += [a for a in (no_depth, out.fragility, out.erosion) if isinstance(a, AbsentSection)]
     if not captures.paired:
-        absent.insert(
-            0,
-            AbsentSection(
-                section="alignment-shift ranks", reason="no base model given (child-only audit)"
-            ),
-        )
+        reason = "no base model given (child-only audit)"
+        absent.insert(0, AbsentSection(section="alignment-shift ranks", reason=reason))
+    refs = out.models
     report = AuditReport(
         tool=parts.tool_info(),
         created_at=datetime.now(UTC),
         audit_key=parts.audit_key(refs.get("base"), refs["child"], refs.get("third")),
         kind="three-model" if erosion else "pair" if captures.paired else "child-only",
         models=Models(base=refs.get("base"), child=refs["child"], third=refs.get("third")),
-        tokenizer=check,
+        tokenizer=out.tokenizer_check,
         prompt_sets=prompts.refs(),
         config=cfg,
         environment=parts.environment(parts.device_name(cfg.device)),
-        stages=list(timings),
+        stages=list(out.timings),
         layers=analysis.layers,
         selected_layer=selected,
         headline=parts.headline(
@@ -315,7 +328,7 @@ def _assemble(
         modes=catalogue,
         depth=depth,
         ablation=outcome.section,
-        fragility=None if isinstance(fragile, AbsentSection) else fragile,
+        fragility=fragility,
         erosion=erosion,
         verdict=parts.verdict(
             analysis.layers,
@@ -328,6 +341,17 @@ def _assemble(
         warnings=warnings + analysis.warnings + domains.warnings,
     )
     return AuditRun(report=report, tensors=analysis.tensors)
+
+
+def _depth(out: StageOutputs, cfg: AuditConfig):
+    """The depth score, or None and the AbsentSection saying why there is none."""
+    outcome = out.ablation
+    if outcome.section is None and outcome.baseline_rate is not None:
+        return None, AbsentSection(section="depth", reason=outcome.absent[0].reason)
+    if out.captures.child_c is None:
+        return None, AbsentSection(section="depth", reason="no capability prompt set")
+    window = parts.analysis_window(out.analysis.layers, cfg)
+    return alignment_depth(out.captures, window, cfg.capability_k), None
 
 
 def _handle(role: str, resolved: ResolvedModel, cfg: AuditConfig) -> ModelHandle:
@@ -386,7 +410,8 @@ def _check_directions(cfg: AuditConfig, prompts: PromptInputs, d: int) -> None:
     cap = min(len(prompts.harmful.texts), d)
     if cfg.num_directions > cap:
         raise ValueError(
-            f"--num-directions {cfg.num_directions} exceeds the largest possible rank of M_DiD, "
+            f"K = {cfg.num_directions} directions (num_directions) exceeds the largest possible "
+            "rank of M_DiD, "
             f"min(harmful prompts {len(prompts.harmful.texts)}, d_model {d}) = {cap}"
         )
 

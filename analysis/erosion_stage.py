@@ -124,7 +124,7 @@ def framing_cosine(
 def third_refusal_rate(model, tokenizer, texts: list[str], cfg: AuditConfig) -> float | None:
     """F's greedy refusal rate on `texts` in the chat template, judged like the child's."""
     if not cfg.ablation:
-        return None  # the audit generates nothing (--no-ablation): no child rate to compare
+        return None  # the ablation stage was off: no generations, no child rate to compare
     answers = generate_responses(
         model, tokenizer, texts, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
     )
