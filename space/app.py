@@ -19,6 +19,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -160,6 +161,48 @@ class ReportPanel:
         ]
 
 
+@dataclass
+class Shared:
+    """What the tabs share: the reports, the visitor's own reports, and the report view.
+
+    `picker` and `panel` belong to the Report tab; they are set once it is built, before any
+    event is wired, because the other tabs open their reports there.
+    """
+
+    store: ReportStore
+    space_url: str | None
+    extra: gr.State  # this visitor's uploads and live runs: {report id: ReportEntry}
+    tabs: gr.Tabs
+    picker: gr.Dropdown | None = None
+    panel: ReportPanel | None = None
+
+    def view_for(self, report_id: str | None, extra: dict[str, ReportEntry]) -> list:
+        """Updates of the report panel for one report (or for none)."""
+        url = rv.report_link(self.space_url, report_id) if report_id else None
+        view = rv.open_report(report_id, self.store, extra, report_url=url)
+        return ReportPanel.updates(view)
+
+    def picker_update(self, extra: dict[str, ReportEntry], value: str | None = None):
+        """The report picker's choices; without `value` the current choice stays."""
+        choices = rv.report_choices(self.store, extra)
+        if value is None:
+            return gr.Dropdown(choices=choices)
+        return gr.Dropdown(choices=choices, value=value)
+
+    def opened(self, report_id: str | None, extra: dict[str, ReportEntry]) -> list:
+        """Switch to the Report tab showing `report_id`; the values of `open_outputs`."""
+        return [
+            gr.Tabs(selected="report"),
+            self.picker_update(extra, report_id),
+            *self.view_for(report_id, extra),
+        ]
+
+    @property
+    def open_outputs(self) -> list[gr.components.Component]:
+        """The components `opened` fills: the tabs, the picker and the report panel."""
+        return [self.tabs, self.picker, *self.panel.outputs]
+
+
 def build_app(
     store: ReportStore,
     *,
@@ -174,172 +217,121 @@ def build_app(
             sections shown link back to their report's page.
         live_args: extra `depthcard audit` options for the Run tab (tests pass quick ones).
     """
-    choices = handlers.filter_choices(store)
-
-    def view_for(report_id: str | None, extra: dict[str, ReportEntry]) -> list:
-        url = rv.report_link(space_url, report_id) if report_id else None
-        return ReportPanel.updates(rv.open_report(report_id, store, extra, report_url=url))
-
-    def picker_update(extra: dict[str, ReportEntry], value: str | None = None) -> gr.Dropdown:
-        # Only the arguments given are updated: without `value` the current choice stays.
-        choices = rv.report_choices(store, extra)
-        if value is None:
-            return gr.Dropdown(choices=choices)
-        return gr.Dropdown(choices=choices, value=value)
-
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         extra = gr.State({})
         last_upload = gr.State(None)
         gr.Markdown(INTRO)
+        # Every tab's components are built first, in page order; the events are wired after,
+        # because the Leaderboard opens its rows in the Report tab built after it.
         with gr.Tabs(selected="leaderboard") as tabs:
+            ui = Shared(store, space_url, extra, tabs)
             with gr.Tab("Leaderboard", id="leaderboard"):
-                with gr.Row():
-                    org = gr.Dropdown(choices["org"], value=handlers.ALL, label="organisation")
-                    size = gr.Dropdown(choices["size"], value=handlers.ALL, label="size")
-                    verdict = gr.Dropdown(choices["verdict"], value=handlers.ALL, label="verdict")
-                    sort_by = gr.Dropdown(handlers.SORTABLE, value="ρ_ε aligned", label="sort by")
-                    descending = gr.Checkbox(False, label="descending")
-                board = gr.Dataframe(
-                    handlers.leaderboard(store),
-                    interactive=False,
-                    elem_id="leaderboard",
-                    label="Audited pairs: select a row to open its report",
-                )
-                if store.skipped:
-                    gr.Markdown(f"{len(store.skipped)} file(s) were skipped: not valid reports.")
+                wire_board = _leaderboard_tab(ui)
             with gr.Tab("Report", id="report"):
-                picker = gr.Dropdown(
-                    rv.report_choices(store),
-                    value=None,
-                    label="report",
-                    allow_custom_value=True,
-                    elem_id="report-picker",
-                )
-                panel = ReportPanel()
+                wire_report = _report_tab(ui)
             with gr.Tab("Compare", id="compare"):
-                with gr.Row():
-                    compare_ids = gr.Dropdown(
-                        rv.report_choices(store), multiselect=True, label="reports (two or more)"
-                    )
-                    metric = gr.Dropdown(list(METRICS), value=DEFAULT_METRIC, label="metric")
-                    relative = gr.Checkbox(True, label="relative depth l / L")
-                compare_plot = gr.LinePlot(
-                    x="x", y="value", color="report", tooltip="all", height=360,
-                    x_title=x_title(DEFAULT_METRIC, True), elem_id="compare-plot",
-                )  # fmt: skip
-                compare_note = gr.Markdown("Choose two or more reports to overlay.")
+                wire_compare, compare_ids = _compare_tab(ui)
             with gr.Tab("Validate", id="validate"):
-                gr.Markdown("Upload a `report.json` to check it against the report schema.")
-                upload = gr.File(label="report.json", file_types=[".json"], elem_id="upload")
-                check_md = gr.Markdown(elem_id="check-message")
-                errors = gr.Dataframe(
-                    label="Errors, located by field path",
-                    interactive=False,
-                    wrap=True,
-                    visible=False,
-                    elem_id="check-errors",
-                )
-                open_upload = gr.Button("Open this report", visible=False)
-                upload_card = gr.Markdown(elem_id="upload-card")
+                wire_validate = _validate_tab(ui, last_upload, compare_ids)
             with gr.Tab("Run", id="run"):
-                gr.Markdown(RUN_INTRO)
-                run_button = gr.Button("Audit the calibration pair", variant="primary")
-                run_status = gr.Markdown(elem_id="run-status")
+                wire_run = _run_tab(ui, live_args)
+        wire_board()
+        wire_report(demo)
+        wire_compare()
+        wire_validate()
+        wire_run()
+    return demo
 
-        view_outputs = panel.outputs
 
-        @_safe
-        def show_board(o, s, v, by, desc):
-            return handlers.leaderboard(store, o, s, v, by, desc)
+def _leaderboard_tab(ui: Shared) -> Callable[[], None]:
+    """The filterable table of audited pairs; a selected row opens in the Report tab."""
+    store = ui.store
+    choices = handlers.filter_choices(store)
+    with gr.Row():
+        org = gr.Dropdown(choices["org"], value=handlers.ALL, label="organisation")
+        size = gr.Dropdown(choices["size"], value=handlers.ALL, label="size")
+        verdict = gr.Dropdown(choices["verdict"], value=handlers.ALL, label="verdict")
+        sort_by = gr.Dropdown(handlers.SORTABLE, value="ρ_ε aligned", label="sort by")
+        descending = gr.Checkbox(False, label="descending")
+    board = gr.Dataframe(
+        handlers.leaderboard(store),
+        interactive=False,
+        elem_id="leaderboard",
+        label="Audited pairs: select a row to open its report",
+    )
+    if store.skipped:
+        gr.Markdown(f"{len(store.skipped)} file(s) were skipped: not valid reports.")
 
-        @_safe
-        def open_report(report_id, extra_reports):
-            return view_for(report_id, extra_reports)
+    @_safe
+    def show_board(o, s, v, by, desc):
+        return handlers.leaderboard(store, o, s, v, by, desc)
 
-        @_safe
-        def open_from_board(extra_reports, evt: gr.SelectData):
-            report_id = evt.row_value[0] if evt.row_value else None
-            return [
-                gr.Tabs(selected="report"),
-                picker_update(extra_reports, report_id),
-                *view_for(report_id, extra_reports),
-            ]
+    @_safe
+    def open_from_board(extra_reports, evt: gr.SelectData):
+        report_id = evt.row_value[0] if evt.row_value else None
+        return ui.opened(report_id, extra_reports)
 
-        @_safe
-        def open_from_link(extra_reports, request: gr.Request):
-            report_id = dict(request.query_params).get("report") if request else None
-            if not report_id:
-                return [gr.Tabs(), gr.Dropdown(), *view_for(None, extra_reports)]
-            return [
-                gr.Tabs(selected="report"),
-                picker_update(extra_reports, report_id),
-                *view_for(report_id, extra_reports),
-            ]
-
-        @_safe
-        def compare(ids, chosen_metric, rel, extra_reports):
-            frame, note = rv.compare_view(ids, chosen_metric, rel, store, extra_reports)
-            return gr.LinePlot(value=frame, x_title=x_title(chosen_metric, rel)), note
-
-        @_safe
-        def validate(path, extra_reports):
-            check = check_upload(path)
-            table = handlers.error_table(check)
-            message = handlers.check_markdown(check)
-            if not check.ok:
-                return (
-                    message, gr.Dataframe(value=table, visible=not table.empty),
-                    gr.Button(visible=False), "", extra_reports, None,
-                    picker_update(extra_reports), gr.Dropdown(),
-                )  # fmt: skip
-            entry = rv.session_entry(check.report, "upload", path)
-            extra_reports = {**extra_reports, entry.id: entry}
-            choices_now = rv.report_choices(store, extra_reports)
-            return (
-                message, gr.Dataframe(value=table, visible=False), gr.Button(visible=True),
-                rv.report_view(entry).card, extra_reports, entry.id,
-                picker_update(extra_reports), gr.Dropdown(choices=choices_now),
-            )  # fmt: skip
-
-        @_safe
-        def open_uploaded(report_id, extra_reports):
-            return [
-                gr.Tabs(selected="report"),
-                picker_update(extra_reports, report_id),
-                *view_for(report_id, extra_reports),
-            ]
-
-        # gradio injects a progress tracker where a parameter defaults to gr.Progress().
-        def live_run(extra_reports, progress=gr.Progress()):  # noqa: B008
-            pair = demo_pair()
-            if pair is None:
-                raise gr.Error(rv.md_text("Cannot run: calibration pair missing"))
-            out = Path(tempfile.mkdtemp(prefix="depthcard-live-")) / "audit"
-            try:
-                report = run_live_audit(
-                    *pair,
-                    out,
-                    extra_args=live_args,
-                    progress=lambda fraction, text: progress(fraction, desc=text),
-                )
-            except LiveRunError as exc:
-                raise gr.Error(f"The live audit failed: {exc}", print_exception=False) from None
-            entry = rv.session_entry(report, "live", out / "report.json")
-            extra_reports = {**extra_reports, entry.id: entry}
-            done = f"Done: opened `{entry.id}`."
-            return [
-                done, extra_reports, gr.Tabs(selected="report"),
-                picker_update(extra_reports, entry.id), *view_for(entry.id, extra_reports),
-            ]  # fmt: skip
-
+    def wire() -> None:
         # One event per control; only the first is named so the API has one `/board` endpoint.
         filters = [org, size, verdict, sort_by, descending]
         for i, control in enumerate(filters):
             control.change(show_board, filters, board, api_name="board" if i == 0 else False)
-        board.select(open_from_board, extra, [tabs, picker, *view_outputs], api_name=False)
-        picker.input(open_report, [picker, extra], view_outputs, api_name="open_report")
-        demo.load(open_from_link, extra, [tabs, picker, *view_outputs], api_name=False)
-        compare_inputs = [compare_ids, metric, relative, extra]
+        board.select(open_from_board, ui.extra, ui.open_outputs, api_name=False)
+
+    return wire
+
+
+def _report_tab(ui: Shared) -> Callable[[gr.Blocks], None]:
+    """The report picker and panel; a card's `?report=` link opens its report on load."""
+    ui.picker = gr.Dropdown(
+        rv.report_choices(ui.store),
+        value=None,
+        label="report",
+        allow_custom_value=True,
+        elem_id="report-picker",
+    )
+    ui.panel = ReportPanel()
+
+    @_safe
+    def open_report(report_id, extra_reports):
+        return ui.view_for(report_id, extra_reports)
+
+    @_safe
+    def open_from_link(extra_reports, request: gr.Request):
+        report_id = dict(request.query_params).get("report") if request else None
+        if not report_id:
+            return [gr.Tabs(), gr.Dropdown(), *ui.view_for(None, extra_reports)]
+        return ui.opened(report_id, extra_reports)
+
+    def wire(demo: gr.Blocks) -> None:
+        outputs = ui.panel.outputs
+        ui.picker.input(open_report, [ui.picker, ui.extra], outputs, api_name="open_report")
+        demo.load(open_from_link, ui.extra, ui.open_outputs, api_name=False)
+
+    return wire
+
+
+def _compare_tab(ui: Shared) -> tuple[Callable[[], None], gr.Dropdown]:
+    """One metric of several reports overlaid; also returns the report chooser."""
+    with gr.Row():
+        compare_ids = gr.Dropdown(
+            rv.report_choices(ui.store), multiselect=True, label="reports (two or more)"
+        )
+        metric = gr.Dropdown(list(METRICS), value=DEFAULT_METRIC, label="metric")
+        relative = gr.Checkbox(True, label="relative depth l / L")
+    compare_plot = gr.LinePlot(
+        x="x", y="value", color="report", tooltip="all", height=360,
+        x_title=x_title(DEFAULT_METRIC, True), elem_id="compare-plot",
+    )  # fmt: skip
+    compare_note = gr.Markdown("Choose two or more reports to overlay.")
+
+    @_safe
+    def compare(ids, chosen_metric, rel, extra_reports):
+        frame, note = rv.compare_view(ids, chosen_metric, rel, ui.store, extra_reports)
+        return gr.LinePlot(value=frame, x_title=x_title(chosen_metric, rel)), note
+
+    def wire() -> None:
+        compare_inputs = [compare_ids, metric, relative, ui.extra]
         for i, control in enumerate(compare_inputs[:3]):
             control.change(
                 compare,
@@ -347,23 +339,100 @@ def build_app(
                 [compare_plot, compare_note],
                 api_name="compare" if i == 0 else False,
             )
+
+    return wire, compare_ids
+
+
+def _validate_tab(
+    ui: Shared, last_upload: gr.State, compare_ids: gr.Dropdown
+) -> Callable[[], None]:
+    """Check an uploaded report.json; a valid one joins this visitor's reports."""
+    gr.Markdown("Upload a `report.json` to check it against the report schema.")
+    upload = gr.File(label="report.json", file_types=[".json"], elem_id="upload")
+    check_md = gr.Markdown(elem_id="check-message")
+    errors = gr.Dataframe(
+        label="Errors, located by field path",
+        interactive=False,
+        wrap=True,
+        visible=False,
+        elem_id="check-errors",
+    )
+    open_upload = gr.Button("Open this report", visible=False)
+    upload_card = gr.Markdown(elem_id="upload-card")
+
+    @_safe
+    def validate(path, extra_reports):
+        check = check_upload(path)
+        table = handlers.error_table(check)
+        message = handlers.check_markdown(check)
+        if not check.ok:
+            return (
+                message, gr.Dataframe(value=table, visible=not table.empty),
+                gr.Button(visible=False), "", extra_reports, None,
+                ui.picker_update(extra_reports), gr.Dropdown(),
+            )  # fmt: skip
+        entry = rv.session_entry(check.report, "upload", path)
+        extra_reports = {**extra_reports, entry.id: entry}
+        choices_now = rv.report_choices(ui.store, extra_reports)
+        return (
+            message, gr.Dataframe(value=table, visible=False), gr.Button(visible=True),
+            rv.report_view(entry).card, extra_reports, entry.id,
+            ui.picker_update(extra_reports), gr.Dropdown(choices=choices_now),
+        )  # fmt: skip
+
+    @_safe
+    def open_uploaded(report_id, extra_reports):
+        return ui.opened(report_id, extra_reports)
+
+    def wire() -> None:
+        outputs = [check_md, errors, open_upload, upload_card, ui.extra, last_upload]
         upload.upload(
             validate,
-            [upload, extra],
-            [check_md, errors, open_upload, upload_card, extra, last_upload, picker, compare_ids],
+            [upload, ui.extra],
+            [*outputs, ui.picker, compare_ids],
             api_name="validate",
         )
-        open_upload.click(
-            open_uploaded, [last_upload, extra], [tabs, picker, *view_outputs], api_name=False
-        )
+        open_upload.click(open_uploaded, [last_upload, ui.extra], ui.open_outputs, api_name=False)
+
+    return wire
+
+
+def _run_tab(ui: Shared, live_args: tuple[str, ...]) -> Callable[[], None]:
+    """A live audit of the bundled calibration pair, opened in the Report tab when done."""
+    gr.Markdown(RUN_INTRO)
+    run_button = gr.Button("Audit the calibration pair", variant="primary")
+    run_status = gr.Markdown(elem_id="run-status")
+
+    # gradio injects a progress tracker where a parameter defaults to gr.Progress().
+    def live_run(extra_reports, progress=gr.Progress()):  # noqa: B008
+        pair = demo_pair()
+        if pair is None:
+            raise gr.Error(rv.md_text("Cannot run: calibration pair missing"))
+        out = Path(tempfile.mkdtemp(prefix="depthcard-live-")) / "audit"
+        try:
+            report = run_live_audit(
+                *pair,
+                out,
+                extra_args=live_args,
+                progress=lambda fraction, text: progress(fraction, desc=text),
+            )
+        except LiveRunError as exc:
+            raise gr.Error(f"The live audit failed: {exc}", print_exception=False) from None
+        entry = rv.session_entry(report, "live", out / "report.json")
+        extra_reports = {**extra_reports, entry.id: entry}
+        done = f"Done: opened `{entry.id}`."
+        return [done, extra_reports, *ui.opened(entry.id, extra_reports)]
+
+    def wire() -> None:
         run_button.click(
             _safe(live_run),
-            extra,
-            [run_status, extra, tabs, picker, *view_outputs],
+            ui.extra,
+            [run_status, ui.extra, *ui.open_outputs],
             api_name="live_run",
             concurrency_limit=1,
         )
-    return demo
+
+    return wire
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
