@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -231,8 +230,3 @@ def resume_discovered(hub: Hub, store: StateStore, cfg: BotConfig) -> None:
             store.transition(row.key, ("discovered",), "skipped", reason="repo no longer found")
             continue
         check(hub, store, cfg, row.key, Models(base, child, third))
-
-
-def parse_created(value: str) -> datetime:
-    """An ISO timestamp as the Hub writes it (for tests and the cursor)."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -1,13 +1,12 @@
 """Which base model a new release is the child of, whether the pair is comparable, and why not.
 
 Pure functions over what the Hub says about a repo (`RepoFacts`), so every rule is testable
-without a network. The order of evidence follows DESIGN.md: the card's `base_model` (with
+without a network. The order of evidence (docs/bot.md): the card's `base_model` (with
 `base_model_relation`), then the `base_model:finetune:` tags, then name rules.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 OPT_OUT_KEY = "depthcard"
@@ -181,8 +180,3 @@ def _text_config(config: dict) -> dict:
     """Multimodal wrappers keep the language model's shape in `text_config`."""
     text = config.get("text_config")
     return {**config, **text} if isinstance(text, dict) else config
-
-
-def is_name_like(repo_id: str) -> bool:
-    """A syntactically valid org/name."""
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", repo_id))

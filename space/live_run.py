@@ -26,10 +26,6 @@ Progress = Callable[[float, str], None]
 EXPECTED_SECONDS = 90.0
 TIMEOUT_SECONDS = 900.0
 POLL_SECONDS = 0.5
-NO_PAIR = (
-    "The bundled calibration pair is not installed in this copy of depthcard "
-    "(analysis/calibration/instruct/config.json is missing), so there is nothing to run."
-)
 
 
 class LiveRunError(RuntimeError):
