@@ -2,7 +2,8 @@
 
 Sweeps k = 0..K over the attack basis (r̂ at l*, then the top singular vectors of M_DiD,
 each orthogonalised against those before it) and over the pure SVD basis, ablates each SVD
-direction alone for the causal-order check, and picks l* by the ablation rule of DESIGN.md.
+direction alone for the causal-order check, and picks l* by the ablation rule
+(docs/metrics.md, "Selected layer l*").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The four matrices of DESIGN.md, for every residual point at once.
+"""The four matrices of docs/metrics.md, for every residual point at once.
 
 Inputs are activation rows (prompt, point, d_model) read at the same position of the same
 token ids; outputs keep that shape. Differences are taken in float64.

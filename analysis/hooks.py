@@ -1,6 +1,6 @@
 """The one way depthcard touches a model's forward pass: hooks that are always removed.
 
-Residual-stream points are numbered as in DESIGN.md: point 0 is the input of the first
+Residual-stream points are numbered as in docs/metrics.md: point 0 is the input of the first
 decoder block (the embedding output, after any model-specific scaling), point l ≥ 1 is the
 output of decoder block l.
 """

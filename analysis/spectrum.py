@@ -1,7 +1,7 @@
 """Singular spectra: effective rank ρ_ε, energy residuals, top directions, subspace angles.
 
 All functions are pure and work in float64 (the matrices are small: prompts × d_model).
-Definitions are DESIGN.md's "Effective rank" and "Cross-domain shared directions".
+Definitions: docs/metrics.md, "Effective rank" and "Cross-domain shared directions".
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ class Backend(Protocol):
 
 
 def report_path(child_repo: str, child_sha: str) -> str:
-    """`reports/{org}/{model}/{child revision}` — the results layout of DESIGN.md."""
+    """`reports/{org}/{model}/{child revision}` — the results layout (docs/design.md)."""
     return f"reports/{child_repo}/{child_sha}"
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from depthcard.schemas.report import AuditReport
 
-# matrix name -> legend label (the four matrices of DESIGN.md, plus the child-only contrast)
+# matrix name -> legend label (the four matrices of docs/metrics.md, plus the child-only contrast)
 MATRIX_LABELS = {
     "naive": "M_naive (uncontrolled)",
     "template": "M_template (format only)",

@@ -1,6 +1,6 @@
 """Where the Space finds its reports: local folders or the results dataset repo on the Hub.
 
-The results dataset holds `reports/{org}/{model}/{child revision}/report.json` (DESIGN.md,
+The results dataset holds `reports/{org}/{model}/{child revision}/report.json` (docs/design.md,
 Where results live). Every report is identified by the same three parts, derived from the
 report itself (`report_id`), so a card's link `?report={org}/{model}/{revision}` opens the
 same report whether it was read from the Hub or from a local folder. A file that does not
