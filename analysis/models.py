@@ -1,6 +1,6 @@
 """Safe model loading and layer discovery.
 
-Security rules (DESIGN.md): never `trust_remote_code`, safetensors only, Hub revisions
+Security rules (docs/design.md): never `trust_remote_code`, safetensors only, Hub revisions
 pinned by sha. Every refusal is a `ModelLoadError` whose message says why and what to do.
 """
 

@@ -1,6 +1,6 @@
 """Write an audit's report folder atomically: all of it, validated, or nothing.
 
-Layout (DESIGN.md, Report artefacts): report.json, directions.safetensors, card.md, plots/.
+Layout (docs/design.md, Where results live): report.json, directions.safetensors, card.md, plots/.
 Everything is written into a hidden sibling folder first and renamed into place at the end,
 so an interrupted or failed write never leaves a half-written report behind.
 """

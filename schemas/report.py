@@ -1,7 +1,7 @@
 """The audit report: everything `depthcard audit` measures, as one validated document.
 
 The report is the only thing the bot, the card renderer and the Space read. Definitions of
-every quantity are in DESIGN.md and docs/metrics.md. Sections that later stages fill
+every quantity are in docs/metrics.md. Sections that later stages fill
 (modes, depth, ablation, fragility, erosion) are optional; when one is missing the report
 names it in `absent` with the reason.
 """
@@ -198,7 +198,7 @@ class RankAtEps(Strict):
 
 
 class RankStats(Strict):
-    """Effective rank of one matrix at one layer (DESIGN.md, Effective rank)."""
+    """Effective rank of one matrix at one layer (docs/metrics.md, Effective rank)."""
 
     rows: int = Field(ge=0, description="N, rows of the matrix (rank ≤ min(N, d)).")
     max_rank: int = Field(ge=0, description="min(N, d): the largest possible rank.")
@@ -243,7 +243,7 @@ class LayerMetrics(Strict):
 
 class SelectedLayer(Strict):
     layer: int = Field(ge=0, description="l*, the layer the headline and the attack use.")
-    rule: Literal["ablation", "norm-ratio"] = Field(description="Which DESIGN.md rule chose l*.")
+    rule: Literal["ablation", "norm-ratio"] = Field(description="Which rule chose l* (docs/metrics.md).")
     window: tuple[int, int] = Field(description="Inclusive layer range searched.")
     reason: str = Field(description="One sentence on why this layer.")
 
