@@ -243,7 +243,7 @@ class LayerMetrics(Strict):
 
 class SelectedLayer(Strict):
     layer: int = Field(ge=0, description="l*, the layer the headline and the attack use.")
-    rule: Literal["ablation", "norm-ratio"] = Field(description="Which rule chose l* (docs/metrics.md).")
+    rule: Literal["ablation", "norm-ratio"] = Field(description="Which rule chose l* (metrics.md).")
     window: tuple[int, int] = Field(description="Inclusive layer range searched.")
     reason: str = Field(description="One sentence on why this layer.")
 
