@@ -28,6 +28,10 @@ class HubUnavailable(OSError):
     """The Hub kept failing after every retry; the caller keeps its state and tries later."""
 
 
+class UnreadableFile(ValueError):
+    """A repo file the bot cannot read as text (not UTF-8): the repo is skipped, not retried."""
+
+
 def _status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None)
@@ -143,9 +147,27 @@ class Hub:
             except EntryNotFoundError:
                 return None
             # Bytes, then decode: read_text() would turn CRLF into LF and change the card.
-            return Path(path).read_bytes().decode("utf-8")
+            data = Path(path).read_bytes()
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UnreadableFile(
+                    f"{repo_id}/{filename} is not UTF-8 text (byte {exc.start})"
+                ) from None
 
         return self.call(f"download {repo_id}/{filename}", fetch)
+
+    def head(self, repo_id: str, branch: str = "main") -> str:
+        """The commit sha `branch` points at now."""
+        return self.model_info(repo_id, revision=branch).sha
+
+    def file_ids(self, repo_id: str, revision: str) -> dict[str, str]:
+        """{path: blob id} of every file of a repo at a revision (folders left out)."""
+        entries = self.call(
+            f"tree {repo_id}@{revision}",
+            lambda: list(self.api.list_repo_tree(repo_id, revision=revision, recursive=True)),
+        )
+        return {e.path: e.blob_id for e in entries if getattr(e, "blob_id", None)}
 
     def bot_prs(self, repo_id: str, author: str | None) -> list:
         """The pull requests on a repo opened by `author` (every PR when None), newest first."""

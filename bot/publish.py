@@ -6,8 +6,14 @@ three-model audit (`card_model`).
 Text (PR title and body) lives in module constants rendered by pure functions. The Hub side
 is `publish_report`: it refuses repos that opted out or closed the bot's PR, updates the
 bot's own open PR when there is one (a no-op when it already carries this audit), and
-otherwise opens a PR based on the audited revision with `parent_commit`, so a card that
-moved on in the meantime makes the commit fail instead of overwriting the owner's edit.
+otherwise opens a PR based on the branch head.
+
+Freshness is the bot's job, not the Hub's: with `create_pr=True` a stale `parent_commit`
+does not fail, the PR is simply created from that old commit (huggingface_hub's
+`create_commit` docstring), which would undo every card edit made since. So the card is read
+at the branch head, the section spliced into that text, and the head re-read right before
+the commit; the PR is based on that head. When anything but README.md changed since the
+audited revision (new weights), the audit is superseded instead.
 """
 
 from __future__ import annotations
@@ -81,7 +87,10 @@ FINETUNE_NOTE = """
 """
 NUMBER_LINE = "- {label}: {value} — {unit}"
 
-Action = Literal["opened", "updated", "unchanged", "dry-run", "blocked", "capped", "conflict"]
+Action = Literal[
+    "opened", "updated", "unchanged", "dry-run", "blocked", "capped", "conflict", "busy"
+]
+HEAD_TRIES = 3  # reads of the branch head before giving up on a card that keeps changing
 
 
 @dataclass(frozen=True)
@@ -174,9 +183,12 @@ def _readme(hub: Hub, repo: str, revision: str) -> str:
     return hub.read_text(repo, "README.md", revision) or ""
 
 
-def _card_meta(text: str) -> dict:
+def card_metadata(text: str) -> dict:
+    """The YAML metadata of a card, however it was saved (BOM, CRLF); {} when unreadable."""
     from huggingface_hub import ModelCard
 
+    # ModelCard finds no metadata after a byte-order mark; the owner's editor chose that.
+    text = text.removeprefix("\ufeff")
     try:
         return ModelCard(text, ignore_metadata_errors=True).data.to_dict()
     except Exception:  # a broken YAML header is the owner's business; assume no opt-out
@@ -215,15 +227,23 @@ def publish_report(
     child = card_model(report)  # the fine-tune of a three-model audit
     if child.repo_id != target.repo:
         raise ValueError(f"the report audits {child.repo_id}, not {target.repo}")
-    head = _readme(hub, target.repo, child.revision)
-    if opted_out_in_card(_card_meta(head)):
-        return PublishResult("blocked", detail=f"card metadata has {OPT_OUT_KEY}: opt-out")
+    for _ in range(HEAD_TRIES):
+        head = hub.head(target.repo)
+        if head != child.revision and _content_moved(hub, target.repo, child.revision, head):
+            record("open-pr", "failed", "conflict: the weights changed since the audited revision")
+            return PublishResult("conflict", detail=f"{target.repo} moved on to {head[:7]}")
+        card = _readme(hub, target.repo, head)
+        if opted_out_in_card(card_metadata(card)):
+            return PublishResult("blocked", detail=f"card metadata has {OPT_OUT_KEY}: opt-out")
+        readme = splice_section(card, render_section(report, target.space_url))
+        if hub.head(target.repo) == head:  # nobody committed while we read and spliced
+            break
+    else:
+        return PublishResult("busy", detail="the card kept changing; tried again next round")
     prs = [p for p in hub.bot_prs(target.repo, target.hub_user) if _is_bot_pr(p, target.hub_user)]
     closed = [p for p in prs if p.status == "closed"]
     if closed:
         return PublishResult("blocked", closed[0].num, f"PR #{closed[0].num} closed unmerged")
-    section = render_section(report, target.space_url)
-    readme = splice_section(head, section)
     title = render_title(report)
     open_prs = [p for p in prs if p.status in ("open", "draft")]
     if open_prs:
@@ -235,16 +255,21 @@ def publish_report(
         return PublishResult("capped", detail="daily cap of new PRs for this organisation")
     record("open-pr", "intent", title)
     try:
-        info = hub.open_pr(target.repo, readme=readme, parent_commit=child.revision,
+        info = hub.open_pr(target.repo, readme=readme, parent_commit=head,
                            title=title, body=render_body(report, _url(target, report)))  # fmt: skip
     except HfHubHTTPError as exc:
-        if getattr(exc.response, "status_code", None) in (409, 412):
-            record("open-pr", "failed", "conflict: the card changed since the audited revision")
-            return PublishResult("conflict", detail=str(exc).splitlines()[0])
         record("open-pr", "failed", str(exc).splitlines()[0])
         raise
     record("open-pr", "done", f"PR #{info.pr_num}")
     return PublishResult("opened", info.pr_num, info.pr_url or "")
+
+
+def _content_moved(hub: Hub, repo: str, audited: str, head: str) -> bool:
+    """True when a file other than README.md differs between the two revisions."""
+    before, after = hub.file_ids(repo, audited), hub.file_ids(repo, head)
+    before.pop("README.md", None)
+    after.pop("README.md", None)
+    return before != after
 
 
 def _url(target: Target, report: AuditReport) -> str:

@@ -207,14 +207,14 @@ def run_publish(args, token: str | None) -> int:
 
 
 def _show_dry_run(hub, report, cfg, title: str, render_body) -> None:
-    from depthcard.bot.publish import render_section, report_url
+    from depthcard.bot.publish import card_model, render_section, report_url
     from depthcard.report.card import splice_section
 
-    child = report.models.child
-    before = hub.read_text(child.repo_id, "README.md", child.revision) or ""
+    model = card_model(report)  # the card the PR goes to: the fine-tune's in a three-model audit
+    before = hub.read_text(model.repo_id, "README.md", hub.head(model.repo_id)) or ""
     after = splice_section(before, render_section(report, cfg.space_url))
     print(f"title: {title}\n")
-    print(render_body(report, report_url(cfg.space_url, child.repo_id, child.revision)))
+    print(render_body(report, report_url(cfg.space_url, model.repo_id, model.revision)))
     diff = difflib.unified_diff(before.splitlines(True), after.splitlines(True),
                                 "README.md", "README.md (PR)")  # fmt: skip
     print("".join(diff))

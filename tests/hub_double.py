@@ -4,7 +4,8 @@ real `huggingface_hub` client calls, so the bot is tested through the real clien
 Routes (checked against huggingface_hub 2.x: hf_api.py, file_download.py, _commit_api.py):
 list models, model/dataset info (head or revision, `refs/pr/N` included), tree listing, file
 resolve (HEAD + GET with X-Repo-Commit / ETag), validate-yaml, preupload, commit (NDJSON,
-`create_pr`, `parentCommit` conflicts → 412), discussions list and details, repo creation.
+`create_pr` based on `parentCommit` when given; a stale `parentCommit` on a direct commit →
+412), discussions list and details, repo creation.
 Faults are injected per route: a status (429 with Retry-After, 500), a delay (timeouts).
 """
 
@@ -405,10 +406,23 @@ class _Handler(BaseHTTPRequestHandler):
         if rev not in repo.refs:
             return self._json(404, {"error": "Revision not found"},
                               {"X-Error-Code": "RevisionNotFound"})  # fmt: skip
+        # As the real Hub does (huggingface_hub's `create_commit` docstring, `parent_commit`):
+        # "If specified and `create_pr` is `False`, the commit will fail if `revision` does not
+        # point to `parent_commit`. If specified and `create_pr` is `True`, the pull request
+        # will be created from `parent_commit`." So a stale parent only fails a direct commit;
+        # a PR is silently based on the old commit.
         parent = header.get("parentCommit")
-        if parent is not None and parent != repo.refs[rev]:
+        create_pr = self._q("create_pr") == "1"
+        if parent is not None and create_pr:
+            base = next((c for c in repo.commits if c.startswith(parent)), None)
+            if base is None:
+                return self._json(404, {"error": "Revision not found"},
+                                  {"X-Error-Code": "RevisionNotFound"})  # fmt: skip
+        else:
+            base = repo.refs[rev]
+        if parent is not None and not create_pr and not repo.refs[rev].startswith(parent):
             return self._json(412, {"error": "A commit has happened since. Please refresh."})
-        files = dict(repo.files(rev))
+        files = dict(repo.commits[base])
         for item in lines:
             if item["key"] == "file":
                 files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
@@ -417,7 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
         sha = d._sha()
         repo.commits[sha] = files
         out = {"commitOid": sha, "commitUrl": f"{d.url}/{repo.repo_id}/commit/{sha}"}
-        if self._q("create_pr") == "1":
+        if create_pr:
             num = 1 + max((p.num for p in repo.prs), default=0)
             repo.prs.append(PR(num, header["summary"], d.user, "open", datetime.now(UTC),
                                header.get("description", "")))  # fmt: skip

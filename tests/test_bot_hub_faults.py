@@ -1,4 +1,4 @@
-"""Hub faults from the double (429 with Retry-After, 500, timeouts, a commit conflict): the
+"""Hub faults from the double (429 with Retry-After, 500, timeouts, a card that moved): the
 wrapper backs off as asked, and a round that meets them loses no state and opens no extra PR."""
 
 from __future__ import annotations
@@ -80,21 +80,58 @@ def test_round_survives_faults_without_losing_state_or_duplicating(hub_double, t
     assert all(h == f"Bearer {TOKEN}" for h in hub_double.auth_headers)
 
 
-def test_commit_conflict_supersedes_the_old_revision(hub_double, tmp_path):
-    base_sha, child_sha = add_pair(hub_double)
-    r = make_round(hub_double, tmp_path, [])
-    r.cfg = r.cfg.model_copy(update={"recheck_limit": 0})
-    run_round_until = run_round
-    # The owner pushes between the audit and the PR: the commit's parent_commit is stale.
+def _push_after_audit(r, hub_double, files):
+    """The owner pushes `files` between the audit and the PR."""
     original = r.backend.poll
 
     def poll_then_push(job, handle):
         outcome = original(job, handle)
-        hub_double.push(CHILD, {"README.md": "edited by the owner\n"})
+        hub_double.push(CHILD, files)
         return outcome
 
     r.backend.poll = poll_then_push
-    assert run_round_until(r) == {"skipped": 1}
+
+
+def test_double_bases_a_stale_pr_on_the_old_commit_and_rejects_a_stale_direct_commit(
+    hub_double, tmp_path
+):
+    """huggingface_hub's create_commit docstring: with create_pr a stale parent_commit is
+    where the PR starts; without create_pr the commit fails."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    _, old = add_pair(hub_double)
+    hub_double.push(CHILD, {"README.md": "newer card\n", "notes.txt": "new"})
+    api = HfApi(endpoint=hub_double.url, token=TOKEN)
+    info = api.create_commit(CHILD, [CommitOperationAdd("x.txt", b"x")], commit_message="m",
+                             create_pr=True, parent_commit=old)  # fmt: skip
+    pr_files = hub_double.repo(CHILD).files(f"refs/pr/{info.pr_num}")
+    assert "notes.txt" not in pr_files and pr_files["README.md"] != b"newer card\n"
+    with pytest.raises(HfHubHTTPError) as err:
+        api.create_commit(CHILD, [CommitOperationAdd("x.txt", b"x")], commit_message="m",
+                          parent_commit=old)  # fmt: skip
+    assert err.value.response.status_code == 412
+    assert "x.txt" not in hub_double.repo(CHILD).files("main")
+
+
+def test_card_edited_after_the_audit_keeps_the_owners_edit(hub_double, tmp_path):
+    add_pair(hub_double)
+    r = make_round(hub_double, tmp_path, [])
+    r.cfg = r.cfg.model_copy(update={"recheck_limit": 0})
+    edited = "---\nbase_model: acme/tiny\n---\n# Edited by the owner after the audit\n"
+    _push_after_audit(r, hub_double, {"README.md": edited})
+    assert run_round(r) == {"published": 1}
+    pr_card = hub_double.readme(CHILD, "refs/pr/1")
+    assert pr_card.startswith(edited) and "<!-- depthcard:start" in pr_card
+
+
+def test_new_weights_after_the_audit_supersede_it(hub_double, tmp_path):
+    add_pair(hub_double)
+    r = make_round(hub_double, tmp_path, [])
+    r.cfg = r.cfg.model_copy(update={"recheck_limit": 0})
+    _push_after_audit(r, hub_double, {"model.safetensors": b"new weights"})
+    assert run_round(r) == {"skipped": 1}
     row = r.store.rows()[0]
     assert "superseded" in row.reason and hub_double.prs(CHILD) == []
-    assert any(w["phase"] == "failed" and "conflict" in w["detail"] for w in r.store.writes())
+    assert any(w["phase"] == "failed" and "weights changed" in w["detail"]
+               for w in r.store.writes())  # fmt: skip

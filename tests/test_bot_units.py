@@ -144,9 +144,13 @@ class FakeHub:
 
     def __init__(self, readme: str, prs=()):
         self.readme, self.prs, self.opened = readme, list(prs), []
+        self.head_sha = make_report().models.child.revision  # the card did not move
 
     def read_text(self, repo, filename, revision, repo_type="model"):
         return self.readme
+
+    def head(self, repo, branch="main"):
+        return self.head_sha
 
     def bot_prs(self, repo, author):
         return self.prs
