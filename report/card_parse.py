@@ -13,12 +13,9 @@ import re
 from pydantic import ValidationError
 
 from depthcard.report.card_format import (
-    _END_PREFIX,
     _HEADLINE_PREFIX,
-    _START_PREFIX,
     _START_RE,
     CARD_SCHEMA_VERSION,
-    END_MARKER,
     START_MARKER,
     CardModel,
     CardParseError,
@@ -26,38 +23,77 @@ from depthcard.report.card_format import (
 )
 from depthcard.schemas.report import Headline
 
+# A marker counts only where it begins a line (after indentation), outside fenced code and
+# outside the YAML front matter; anything may follow it on its line.
+_START_LINE = re.compile(r"[ \t]*(<!--\s*depthcard:start\b.*?-->)")
+_END_LINE = re.compile(r"[ \t]*(<!--\s*depthcard:end\s*-->)")
+_FENCE = re.compile(r"[ ]{0,3}(`{3,}|~{3,})")
+
+
+def _lines(text: str):
+    """(offset, line without its line break) of every line of `text`."""
+    offset = 0
+    for line in text.split("\n"):
+        yield offset, line.removesuffix("\r")
+        offset += len(line) + 1
+
+
+def _front_matter_end(text: str) -> int:
+    """Offset just past the YAML front matter (0 when the card has none)."""
+    lines = _lines(text)
+    first = next(lines, (0, ""))[1].removeprefix("\ufeff")
+    if first.rstrip() != "---":
+        return 0
+    for offset, line in lines:
+        if line.rstrip() in ("---", "..."):
+            return offset + len(line)
+    return 0
+
 
 def _find_span(text: str) -> tuple[int, int] | None:
-    """(start, end) of the marker-delimited section in `text`, None when there is none."""
-    starts = [m.start() for m in re.finditer(re.escape(_START_PREFIX), text)]
-    ends = [m.start() for m in re.finditer(re.escape(_END_PREFIX), text)]
-    if not starts and not ends:
-        return None
-    if len(starts) != 1 or len(ends) != 1:
-        raise CardParseError(
-            f"expected one depthcard start and one end marker, found {len(starts)} start and "
-            f"{len(ends)} end marker(s)"
-        )
-    if ends[0] < starts[0]:
-        raise CardParseError("the depthcard end marker comes before the start marker")
-    if not _START_RE.match(text, starts[0]):
-        raise CardParseError(
-            "malformed depthcard start marker: expected "
-            f"{START_MARKER.format(schema='MAJOR.MINOR', key='AUDIT_KEY')!r}"
-        )
-    if not text.startswith(END_MARKER, ends[0]):
-        raise CardParseError(f"malformed depthcard end marker: expected {END_MARKER!r}")
-    return starts[0], ends[0] + len(END_MARKER)
+    """(start, end) of the depthcard section of `text`, None when there is none."""
+    return _scan(text)[0]
+
+
+def _scan(text: str) -> tuple[tuple[int, int] | None, str | None]:
+    """(the section's span or None, the fence still open at the end of `text` or None).
+
+    The section is a start-marker line and the next end-marker line, both outside fenced
+    code blocks (``` and ~~~) and the front matter; of several start lines before that end,
+    the last. A stray or unpaired marker is not a section and is left alone; a start marker
+    of another schema version still starts one.
+    """
+    skip = _front_matter_end(text)
+    fence: str | None = None
+    start: int | None = None
+    for offset, line in _lines(text):
+        if offset < skip:
+            continue
+        opening = _FENCE.match(line)
+        if fence is not None:
+            if opening and opening[1][0] == fence[0] and len(opening[1]) >= len(fence):
+                if not line[opening.end() :].strip():
+                    fence = None
+            continue
+        if opening and not (opening[1][0] == "`" and "`" in line[opening.end() :]):
+            fence = opening[1]
+            continue
+        if m := _START_LINE.match(line):
+            start = offset + m.start(1)
+        elif start is not None and (m := _END_LINE.match(line)):
+            return (start, offset + m.end(1)), None
+    return None, fence
 
 
 def parse_card_section(readme_text: str) -> ParsedCard | None:
     """Read the depthcard section of a README (LF or CRLF) back into its headline.
 
     Returns:
-        The parsed card, or None when the README has no depthcard section.
+        The parsed card, or None when the README has no depthcard section (stray or unpaired
+        markers are not a section).
 
     Raises:
-        CardParseError: unbalanced or duplicated markers, an unsupported major version, or an
+        CardParseError: a malformed start marker, an unsupported major version, or an
             embedded JSON that is missing, malformed, disagrees with the marker or fails
             validation.
     """
@@ -66,6 +102,11 @@ def parse_card_section(readme_text: str) -> ParsedCard | None:
         return None
     section = readme_text[span[0] : span[1]]
     marker = _START_RE.match(section)
+    if marker is None:
+        raise CardParseError(
+            "malformed depthcard start marker: expected "
+            f"{START_MARKER.format(schema='MAJOR.MINOR', key='AUDIT_KEY')!r}"
+        )
     schema, key = marker["schema"], marker["key"]
     major, minor = (int(x) for x in schema.split("."))
     ours = tuple(int(x) for x in CARD_SCHEMA_VERSION.split("."))
@@ -119,22 +160,25 @@ def _newline(text: str) -> str:
 def splice_section(readme_text: str, section: str) -> str:
     """Put `section` into a README, replacing its depthcard section or appending one.
 
-    Every character outside the markers stays as it was; the inserted section takes the
-    README's line endings. Appending leaves one blank line before the section and ends the
-    file with a newline. Splicing the same section twice gives the same text as once.
+    Every character outside the section stays as it was (BOM, front matter, tabs, a missing
+    final newline); the inserted section takes the README's line endings. An older or broken
+    section is replaced; stray markers are left where they are. Appending leaves one blank
+    line before the section and ends the file with a newline. Splicing the same section twice
+    gives the same text as once. Never fails on the README's content.
 
     Raises:
-        CardParseError: when the README or `section` has unbalanced or duplicated markers,
-            or `section` has no markers at all.
+        CardParseError: `section` (the bot's own text) has no depthcard markers.
     """
     own = _find_span(section)
     if own is None:
         raise CardParseError("the section to splice has no depthcard markers")
     nl = _newline(readme_text)
     body = section[own[0] : own[1]].replace("\r\n", "\n").replace("\n", nl)
-    span = _find_span(readme_text)
+    span, fence = _scan(readme_text)
     if span is not None:
         return readme_text[: span[0]] + body + readme_text[span[1] :]
+    if fence is not None:  # the card ends inside a code block: close it, or it hides the section
+        readme_text += ("" if readme_text.endswith("\n") else nl) + fence + nl
     if not readme_text or readme_text.endswith(nl + nl):
         separator = ""
     else:
