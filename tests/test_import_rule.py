@@ -40,21 +40,9 @@ OLD_TOP_LEVEL = frozenset(
     {"analysis", "schemas", "prompts", "bot", "space", "report", "lab", "cli"}
 )
 
-# Known violations another change is removing (file, imported module): `reproduce_command`
-# moves from cli/audit_command.py to report/reproduce.py, and the calibration suite and the
-# benchmark stop reaching into CLI privates. Each entry must still be present, so the list
-# cannot outlive the fix.
-_FROM_CLI = "depthcard.cli.audit_command"
-EXPECTED_TO_BE_FIXED: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("lab/calibration_suite.py", _FROM_CLI),
-        ("bot/publish.py", f"{_FROM_CLI}.reproduce_command"),
-        ("space/handlers.py", f"{_FROM_CLI}.reproduce_command"),
-        ("space/report_view.py", f"{_FROM_CLI}.reproduce_command"),
-        ("bench/stages.py", f"{_FROM_CLI}._config"),
-        ("bench/stages.py", f"{_FROM_CLI}.add_arguments"),
-    }
-)
+# Known violations another change is removing, as (file, imported module); each must still
+# be present, so the list cannot outlive the fix. Empty: keep it that way.
+EXPECTED_TO_BE_FIXED: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)
