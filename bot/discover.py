@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from depthcard.bot.hub import Hub
+from depthcard.bot.hub import Hub, UnreadableFile
 from depthcard.bot.pairs import (
     RepoFacts,
     candidate_bases,
@@ -65,11 +65,11 @@ def read_config(hub: Hub, facts: RepoFacts) -> dict | None:
     """The parsed config.json of a repo at its pinned sha, or None."""
     if "config.json" not in facts.files:
         return None
-    text = hub.read_text(facts.repo_id, "config.json", facts.sha)
     try:
+        text = hub.read_text(facts.repo_id, "config.json", facts.sha)
         data = json.loads(text) if text is not None else None
-    except json.JSONDecodeError:
-        return None
+    except (UnreadableFile, json.JSONDecodeError, RecursionError):
+        return None  # unreadable counts as missing: the repo is skipped, with that reason
     return data if isinstance(data, dict) else None
 
 
@@ -204,8 +204,11 @@ def check(hub: Hub, store: StateStore, cfg: BotConfig, key: str, models: Models)
     """discovered → queued, or → skipped with the first reason found."""
     target = models.target
     reason = _reason(cfg, models)
-    if reason is None and _card_has_key(hub, target, key):
-        reason = "already audited: the card carries a depthcard section for this key"
+    try:
+        if reason is None and _card_has_key(hub, target, key):
+            reason = "already audited: the card carries a depthcard section for this key"
+    except UnreadableFile as exc:
+        reason = f"card unreadable: {exc}"
     blocked = store.blocked(target.repo_id)
     if reason is None and blocked is None:
         num = closed_bot_pr(hub, target.repo_id, cfg.hub_user)

@@ -20,13 +20,17 @@ from pydantic import ValidationError
 
 from depthcard.bot import discover
 from depthcard.bot.dispatch import AuditJob, Backend, Outcome
-from depthcard.bot.hub import Hub, HubUnavailable
+from depthcard.bot.hub import Hub, HubUnavailable, UnreadableFile
 from depthcard.bot.publish import Target, load_report, publish_report
 from depthcard.bot.state import AuditRow, StateStore
+from depthcard.report.card import CardParseError
 from depthcard.schemas.bot_config import BotConfig
 
 log = logging.getLogger(__name__)
 HUB_ERRORS = (HfHubHTTPError, HubUnavailable, OSError)
+# A repo whose files the bot cannot read or splice: skipped with the reason, never retried,
+# so one bad card cannot stall the queue for every other repo.
+REPO_ERRORS = (UnreadableFile, CardParseError, UnicodeError, RecursionError)
 
 
 @dataclass
@@ -63,11 +67,32 @@ def _discover(r: Round) -> None:
         except HUB_ERRORS as exc:
             log.warning("%s: could not examine it, kept for the next round: %s", repo, exc)
             continue
+        except REPO_ERRORS as exc:
+            if not _skip_repo(r, repo, f"cannot read the repo: {exc}"):
+                continue
         r.store.pop_inbox(repo)
     try:
         discover.resume_discovered(r.hub, r.store, r.cfg)
     except HUB_ERRORS as exc:
         log.warning("re-check of discovered audits failed: %s", exc)
+
+
+def _skip_repo(r: Round, repo: str, reason: str) -> bool:
+    """Record `repo` as skipped at its head with `reason`; False when the Hub failed."""
+    log.warning("%s: skipped: %s", repo, reason)
+    discovered = [row for row in r.store.for_child(repo) if row.state == "discovered"]
+    for row in discovered:
+        r.store.transition(row.key, ("discovered",), "skipped", reason=reason)
+    if discovered:
+        return True
+    try:
+        head = r.hub.head(repo)
+    except HUB_ERRORS as exc:
+        log.warning("%s: could not record the skip, kept for the next round: %s", repo, exc)
+        return False
+    r.store.add(base_repo=None, base_sha=None, child_repo=repo, child_sha=head,
+                analysis_version=r.analysis_version, state="skipped", reason=reason)  # fmt: skip
+    return True
 
 
 def _requeue_failed(r: Round) -> None:
@@ -131,6 +156,10 @@ def _publish(r: Round) -> None:
         except HUB_ERRORS as exc:
             log.warning("publishing %s failed, kept for the next round: %s", row.key, exc)
             r.store.release(row.key)
+        except REPO_ERRORS as exc:
+            log.warning("publishing %s: skipped, the card cannot be read: %s", row.key, exc)
+            r.store.transition(row.key, ("succeeded",), "skipped",
+                               reason=f"card unreadable: {str(exc)[:500]}")  # fmt: skip
 
 
 def publish_row(r: Round, row: AuditRow) -> None:

@@ -1,0 +1,60 @@
+"""One bad repo never stops the bot: a round over healthy and poisoned repos (a README that
+is not UTF-8, stray and malformed markers, an opt-out after a byte-order mark, a config.json
+that is not UTF-8) publishes every healthy repo in that same round and records a reason for
+the others."""
+
+from __future__ import annotations
+
+from depthcard.bot.dispatch import LocalBackend
+from depthcard.bot.hub import Hub
+from depthcard.bot.state import StateStore
+from depthcard.bot.watch import Round, run_round
+from depthcard.schemas.bot_config import load_bot_config
+from tests.bot_helpers import BASE, CALIBRATION, TOKEN, write_config
+from tests.hub_double import HubDouble
+
+CARD = "---\nbase_model: acme/tiny\n---\n# {name}\n"
+POISONED = {
+    "acme/latin-Instruct": "---\nbase_model: acme/tiny\n---\n# Caf\xe9\n".encode("latin-1"),
+    "acme/markers-Instruct": (
+        b"---\nbase_model: acme/tiny\n---\n<!-- depthcard:end -->\n"
+        b"<!-- depthcard:start schema=one key=x -->\n```\n<!-- depthcard:end -->\n"
+    ),
+    "acme/bom-Instruct": (
+        "\ufeff---\r\nbase_model: acme/tiny\r\ndepthcard: opt-out\r\n---\r\n".encode()
+    ),
+}
+HEALTHY = ["acme/ok1-Instruct", "acme/ok2-Instruct"]
+
+
+def test_a_round_publishes_every_healthy_repo_past_poisoned_ones(tmp_path):
+    with HubDouble(token=TOKEN) as double:
+        double.add_folder(BASE, CALIBRATION / "base", readme="# tiny base\n", parameters=400_000)
+        for repo, readme in POISONED.items():
+            double.add_folder(repo, CALIBRATION / "instruct", parameters=400_000,
+                              tags=["base_model:finetune:acme/tiny"])  # fmt: skip
+            double.push(repo, {"README.md": readme})
+        double.add_folder("acme/cfg-Instruct", CALIBRATION / "instruct", parameters=400_000,
+                          readme=CARD.format(name="cfg"))  # fmt: skip
+        double.push("acme/cfg-Instruct", {"config.json": b'{"hidden_size": "\xff"}'})
+        for repo in HEALTHY:
+            double.add_folder(repo, CALIBRATION / "instruct", readme=CARD.format(name=repo),
+                              parameters=400_000)  # fmt: skip
+        cfg = load_bot_config(
+            write_config(tmp_path, max_parallel=10, cap_per_org_per_day=10, recheck_limit=0)
+        )
+        hub = Hub(TOKEN, endpoint=double.url, cache_dir=tmp_path / "cache", retries=1,
+                  sleep=lambda s: None)  # fmt: skip
+        r = Round(hub, StateStore(cfg.state_path), cfg, LocalBackend(cfg), "a1")
+        run_round(r)
+        for repo in HEALTHY + ["acme/markers-Instruct"]:
+            assert [p.num for p in double.prs(repo)] == [1], repo
+        marked = double.readme("acme/markers-Instruct", "refs/pr/1")
+        assert marked.startswith(POISONED["acme/markers-Instruct"].decode())
+        assert double.prs("acme/latin-Instruct") == [] and double.prs("acme/bom-Instruct") == []
+        rows = {row.target_repo: row for row in r.store.rows()}
+        assert rows["acme/latin-Instruct"].state == "skipped"
+        assert "not UTF-8" in rows["acme/latin-Instruct"].reason
+        assert rows["acme/bom-Instruct"].state == "opted_out"
+        assert rows["acme/cfg-Instruct"].state == "skipped"
+        assert run_round(r) == r.store.counts()  # the next round runs too
