@@ -38,6 +38,7 @@ def _assert_only_section_added(pr_readme: str, original: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_watch_audits_a_new_pair_opens_one_pr_and_keeps_it_current(tmp_path):
     with HubDouble(token=TOKEN) as hub:
         base_sha, child_sha = add_pair(hub)

@@ -42,6 +42,7 @@ def _watch(cfg, env):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_watch_audits_an_instruct_finetune_as_three_models_on_its_card(tmp_path):
     eroded = tmp_path / "eroded"
     erode_organism(CALIBRATION / "instruct", eroded, steps=3, lr=1e-3)

@@ -60,6 +60,7 @@ def test_timeouts_are_retried(hub_double, tmp_path):
     assert info.id == CHILD and fault.hits == 1 and sleeps == [1.0]
 
 
+@pytest.mark.slow
 def test_round_survives_faults_without_losing_state_or_duplicating(hub_double, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     add_pair(hub_double)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.bot_helpers import (
     CHILD,
     CHILD_README,
@@ -27,6 +29,7 @@ def _report_dir(tmp_path, base_sha, child_sha):
     return folder
 
 
+@pytest.mark.slow
 def test_publish_dry_run_then_real_then_update_is_a_no_op(tmp_path):
     with HubDouble(token=TOKEN) as hub:
         base_sha, child_sha = add_pair(hub)
@@ -46,6 +49,7 @@ def test_publish_dry_run_then_real_then_update_is_a_no_op(tmp_path):
             assert TOKEN not in out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_publish_rejects_a_report_for_another_repo_and_bad_folders(tmp_path):
     with HubDouble() as hub:
         base_sha, child_sha = add_pair(hub)

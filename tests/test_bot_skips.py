@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from depthcard.bot.dispatch import LocalBackend
 from depthcard.bot.hub import Hub
 from depthcard.bot.state import StateStore
@@ -44,6 +46,7 @@ def _populate(hub: HubDouble) -> None:
                  "README.md": card.format(b="wide", extra="")})  # fmt: skip
 
 
+@pytest.mark.slow
 def test_skips_have_reasons_in_status(tmp_path):
     with HubDouble() as hub:
         _populate(hub)
@@ -72,6 +75,7 @@ def test_skips_have_reasons_in_status(tmp_path):
         assert shown.returncode == 0 and "over budget" in shown.stdout
 
 
+@pytest.mark.slow
 def test_retry_requeues_a_skipped_audit_and_rejects_unknown_keys(tmp_path):
     with HubDouble() as hub:
         cfg_path = write_config(tmp_path)

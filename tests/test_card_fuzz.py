@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
+
 from depthcard.bot.publish import card_metadata
 from depthcard.report.card import parse_card_section, render_card_section, splice_section
 from depthcard.report.card_parse import _find_span
@@ -76,6 +78,7 @@ def check_card(card: str, opt_out: bool) -> None:
         assert card_metadata(spliced).get("depthcard") == "opt-out"
 
 
+@pytest.mark.slow
 def test_splice_over_ten_thousand_generated_cards():
     rng = random.Random(SEED)
     began = time.perf_counter()

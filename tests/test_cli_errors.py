@@ -155,6 +155,7 @@ def test_child_only_needs_a_chat_template(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_a_real_process_exits_2_without_traceback(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(

@@ -5,7 +5,6 @@ harmful requests it was tuned on, the base never refuses, and both share one tok
 audit must find those facts from activations and generations alone.
 """
 
-import json
 import shutil
 
 import pytest
@@ -20,11 +19,6 @@ PAIR = org.DEFAULT_DIR
 
 
 @pytest.fixture(scope="module")
-def truth() -> dict:
-    return json.loads((PAIR / "ground_truth.json").read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """`depthcard audit --demo`, small enough for CI: 48 prompts a set, 24 new tokens."""
     out = tmp_path_factory.mktemp("demo") / "audit"
@@ -34,6 +28,7 @@ def demo(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_demo_writes_a_valid_complete_folder(demo) -> None:
     report = AuditReport.model_validate_json((demo / "report.json").read_text(encoding="utf-8"))
     assert report.kind == "pair" and report.verdict.code == "measured"
@@ -57,6 +52,7 @@ def test_demo_writes_a_valid_complete_folder(demo) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_demo_recovers_the_organisms_ground_truth(demo, truth) -> None:
     report = AuditReport.model_validate_json((demo / "report.json").read_text(encoding="utf-8"))
     h = report.headline
@@ -79,6 +75,7 @@ def test_demo_recovers_the_organisms_ground_truth(demo, truth) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_base_organism_is_reported_as_not_refusing(tmp_path) -> None:
     """The base audited alone (in the instruct's template, which it never saw) refuses
     nothing: the verdict says so and no depth or cost numbers are invented."""

@@ -66,6 +66,7 @@ def round_trip(report: AuditReport) -> AuditReport:
     return AuditReport.model_validate_json(text)
 
 
+@pytest.mark.slow
 def test_third_equal_to_child_keeps_all_of_the_alignment(planted):
     _, base, child, _ = planted
     report = round_trip(three_model(planted, base, child, child))
@@ -85,6 +86,7 @@ def test_third_equal_to_child_keeps_all_of_the_alignment(planted):
     assert report.audit_key.count("/") == 3
 
 
+@pytest.mark.slow
 def test_third_equal_to_base_keeps_none_of_it(planted):
     _, base, child, _ = planted
     report = round_trip(three_model(planted, base, child, base))
@@ -94,6 +96,7 @@ def test_third_equal_to_base_keeps_none_of_it(planted):
     assert report.erosion.logprob_third == pytest.approx(report.erosion.logprob_base, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_identical_base_and_child_leave_erosion_undefined_not_nan(planted):
     _, base, _, _ = planted
     report = round_trip(three_model(planted, base, base, base))
@@ -111,6 +114,7 @@ def test_erosion_is_none_at_the_noise_floor_and_never_inf():
     assert out[2] is None or math.isfinite(out[2])
 
 
+@pytest.mark.slow
 def test_card_of_a_three_model_audit_says_what_was_kept(planted):
     _, base, child, _ = planted
     report = three_model(planted, base, child, child)
@@ -188,6 +192,7 @@ def test_third_without_a_base_is_a_clean_error(tmp_path, capsys):
     assert_clean_error(*run_cli(args, capsys), "--third needs a base model", out)
 
 
+@pytest.mark.slow
 def test_erode_is_deterministic_and_keeps_the_instruct_folder(tmp_path):
     a = erode_organism(org.DEFAULT_DIR / "instruct", tmp_path / "a", steps=3, lr=1e-3, seed=5)
     b = erode_organism(org.DEFAULT_DIR / "instruct", tmp_path / "b", steps=3, lr=1e-3, seed=5)

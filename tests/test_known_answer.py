@@ -186,6 +186,7 @@ def refusing():
     JUDGES.pop(OpensWithRefusalWord.name)
 
 
+@pytest.mark.slow
 def test_ablating_one_direction_strips_the_planted_refusal(refusing):
     run, *_ = refusing
     report = run.report
@@ -203,6 +204,7 @@ def test_ablating_one_direction_strips_the_planted_refusal(refusing):
     assert singles[0].refusal_score < min(s.refusal_score for s in singles[1:])
 
 
+@pytest.mark.slow
 def test_a_model_that_never_refuses_gets_the_no_refusal_verdict(refusing):
     _, base, inputs, cfg, _ = refusing
     run = audit_models(

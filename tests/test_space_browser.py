@@ -21,7 +21,7 @@ import pytest
 
 from tests import space_support as support
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = os.environ.get("DEPTHCARD_CHROMIUM", "/usr/bin/chromium")
 # Loopback only: no background fetches, no updates, no QUIC probes.

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import gradio
+import pytest
 import yaml
 
 from depthcard.space import deploy
@@ -38,6 +39,7 @@ def test_stage_lays_out_a_space_repo(tmp_path):
     assert not any(r.startswith("gradio") for r in reqs)
 
 
+@pytest.mark.slow
 def test_root_app_imports_the_space_app(tmp_path):
     out = deploy.stage(tmp_path / "repo")
     # Import only (main() would serve forever): the staged tree is self-contained.

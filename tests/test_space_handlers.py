@@ -25,6 +25,7 @@ def entry(report) -> ReportEntry:
     return ReportEntry(id=report_id(report), report=report, source="mem")
 
 
+@pytest.mark.slow
 def test_store_reads_every_valid_report_and_records_the_broken_one(store):
     assert len(store.entries) == 5
     assert "local/instruct" in " ".join(store.ids())
@@ -32,6 +33,7 @@ def test_store_reads_every_valid_report_and_records_the_broken_one(store):
     assert "broken" in str(path) and reason
 
 
+@pytest.mark.slow
 def test_leaderboard_filters_by_org_size_and_verdict(store):
     choices = handlers.filter_choices(store)
     assert choices["org"][:1] == [handlers.ALL] and "alpha-lab" in choices["org"]
@@ -44,6 +46,7 @@ def test_leaderboard_filters_by_org_size_and_verdict(store):
     assert handlers.leaderboard(store, org="nobody").empty
 
 
+@pytest.mark.slow
 def test_leaderboard_sorts_with_missing_values_last(store):
     up = handlers.leaderboard(store, sort_by="params (B)")
     assert list(up["params (B)"]) == sorted(up["params (B)"])
@@ -71,6 +74,7 @@ def test_report_view_of_a_full_factory_report_has_every_plot():
     assert "erosion" in view.plots_note
 
 
+@pytest.mark.slow
 def test_report_view_of_the_real_demo_audit():
     view = rv.report_view(entry(support.demo_report()))
     assert view.found
@@ -91,6 +95,7 @@ def test_three_model_view_draws_erosion_and_child_only_has_no_projection():
     assert "child contrast" in " ".join(child_only.frames["rank"]["series"])
 
 
+@pytest.mark.slow
 def test_free_text_is_escaped_in_markdown(store):
     report = make_report(
         models={"child": {"repo_id": "evil/<script>x</script>"}},
@@ -103,6 +108,7 @@ def test_free_text_is_escaped_in_markdown(store):
     assert "<b>" not in view.summary
 
 
+@pytest.mark.slow
 def test_open_report_by_deep_link_id_and_unknown_ids(store):
     demo_id = next(i for i in store.ids() if i.startswith("local/"))
     assert rv.open_report(demo_id, store).found
@@ -113,6 +119,7 @@ def test_open_report_by_deep_link_id_and_unknown_ids(store):
     assert rv.report_link("https://s.hf.space/", "a/b/c") == "https://s.hf.space/?report=a/b/c"
 
 
+@pytest.mark.slow
 def test_session_reports_come_first_and_never_shadow_the_store(store):
     upload = rv.session_entry(make_report(), "upload", "/tmp/r.json")
     extra = {upload.id: upload}
@@ -121,6 +128,7 @@ def test_session_reports_come_first_and_never_shadow_the_store(store):
     assert rv.find_entry(upload.id, store, extra) is upload
 
 
+@pytest.mark.slow
 def test_compare_overlays_two_reports_on_relative_depth(store):
     ids = [i for i in store.ids() if i.startswith("alpha-lab/")]
     frame, note = rv.compare_view(ids, "refusal-direction recovery |cos|", True, store)
