@@ -212,13 +212,15 @@ def publish_report(
     target: Target,
     *,
     record: Callable[[str, str, str], None],
-    may_open: Callable[[], bool] = lambda: True,
+    reserve_open: Callable[[str], bool] | None = None,
 ) -> PublishResult:
     """Open or update the bot's PR on `target.repo` with the report's card section.
 
     Args:
         record: called as record(action, phase, detail) around every Hub write.
-        may_open: False when the organisation's daily cap of new PRs is reached.
+        reserve_open: called as reserve_open(title) right before opening a PR; it records the
+            intent (and takes a slot of the organisation's daily cap) and returns False, having
+            recorded nothing, when the cap is reached. None: record the intent, no cap.
 
     Raises:
         ValueError: the report is not for `target.repo`.
@@ -251,9 +253,10 @@ def publish_report(
     if target.dry_run:
         record("open-pr", "dry-run", title)
         return PublishResult("dry-run", detail=title)
-    if not may_open():
+    if reserve_open is None:
+        record("open-pr", "intent", title)
+    elif not reserve_open(title):
         return PublishResult("capped", detail="daily cap of new PRs for this organisation")
-    record("open-pr", "intent", title)
     try:
         info = hub.open_pr(target.repo, readme=readme, parent_commit=head,
                            title=title, body=render_body(report, _url(target, report)))  # fmt: skip

@@ -297,12 +297,37 @@ class StateStore:
         """The Hub write log, oldest first."""
         return [dict(r) for r in self._db.execute("SELECT * FROM hub_writes ORDER BY id")]
 
+    def reserve_pr(
+        self, org: str, since: float, cap: int, *, repo: str, key: str | None, detail: str
+    ) -> bool:
+        """Log the intent to open a PR on `repo`, unless `org` already has `cap` PRs opened
+        or in flight (intent logged, not failed) since `since`: False, nothing logged.
+
+        Count and log are one transaction, so two watchers cannot both take the last slot.
+        """
+        self._reached("open-pr:intent")
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT COALESCE(SUM(phase = 'intent') - SUM(phase = 'failed'), 0) FROM hub_writes"
+                " WHERE action = 'open-pr' AND at >= ? AND repo LIKE ? ESCAPE '\\'",
+                (since, _like_prefix(org)),
+            ).fetchone()
+            if int(row[0]) >= cap:
+                return False
+            db.execute(
+                "INSERT INTO hub_writes (at, key, repo, action, phase, detail)"
+                " VALUES (?,?,?,?,?,?)",
+                (self._clock(), key, repo, "open-pr", "intent", detail),
+            )
+        log.info("hub write intent open-pr on %s: %s", repo, detail)
+        return True
+
     def prs_opened_since(self, org: str, since: float) -> int:
         """How many PRs (not updates, not dry runs) the bot opened in `org` since `since`."""
         row = self._db.execute(
             "SELECT COUNT(*) FROM hub_writes WHERE action = 'open-pr' AND phase = 'done'"
             " AND at >= ? AND repo LIKE ? ESCAPE '\\'",
-            (since, org.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"),
+            (since, _like_prefix(org)),
         ).fetchone()
         return int(row[0])
 
@@ -375,3 +400,8 @@ class StateStore:
         """Number of audits per state."""
         cur = self._db.execute("SELECT state, COUNT(*) FROM audits GROUP BY state")
         return dict(cur.fetchall())
+
+
+def _like_prefix(org: str) -> str:
+    """A LIKE pattern (escape character backslash) for every repo of `org`."""
+    return org.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"

@@ -182,8 +182,13 @@ def publish_row(r: Round, row: AuditRow) -> None:
         report,
         target,
         record=lambda action, phase, detail: store.log_write(repo, action, phase, row.key, detail),
-        may_open=lambda: (
-            store.prs_opened_since(org, _day_start(r.clock())) < r.cfg.cap_per_org_per_day
+        reserve_open=lambda title: store.reserve_pr(
+            org,
+            _day_start(r.clock()),
+            r.cfg.cap_per_org_per_day,
+            repo=repo,
+            key=row.key,
+            detail=title,
         ),
     )
     log.info("publish %s: %s %s", row.key, result.action, result.detail)

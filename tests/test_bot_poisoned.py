@@ -58,3 +58,41 @@ def test_a_round_publishes_every_healthy_repo_past_poisoned_ones(tmp_path):
         assert rows["acme/bom-Instruct"].state == "opted_out"
         assert rows["acme/cfg-Instruct"].state == "skipped"
         assert run_round(r) == r.store.counts()  # the next round runs too
+
+
+def test_two_watchers_never_open_more_prs_than_the_daily_cap(tmp_path):
+    """Both watchers see no finished PR while each one's commit is in flight; the cap still
+    holds because a slot is reserved in the state file before the Hub write."""
+    import threading
+
+    repos = [f"acme/m{i}-Instruct" for i in range(4)]
+    with HubDouble(token=TOKEN) as double:
+        double.add_folder(BASE, CALIBRATION / "base", readme="# tiny base\n", parameters=400_000)
+        for repo in repos:
+            double.add_folder(repo, CALIBRATION / "instruct", readme=CARD.format(name=repo),
+                              parameters=400_000)  # fmt: skip
+        cfg = load_bot_config(
+            write_config(tmp_path, max_parallel=10, cap_per_org_per_day=3, recheck_limit=0)
+        )
+        hub = Hub(TOKEN, endpoint=double.url, cache_dir=tmp_path / "c0", retries=1)
+        first = Round(hub, StateStore(cfg.state_path, owner="w0"), cfg, LocalBackend(cfg), "a1")
+        run_round(first)  # audits done; then both watchers publish with slow commits
+        for repo in repos:
+            for pr in list(double.prs(repo)):
+                double.repo(repo).prs.remove(pr)
+        with first.store._tx() as db:  # forget the first round's writes and publications
+            db.execute("DELETE FROM hub_writes")
+            db.execute("UPDATE audits SET state = 'succeeded', pr_num = NULL")
+        double.fault("POST", r"/commit/", status=None, delay=1.0, times=8)
+
+        def watcher(n: int) -> None:
+            store = StateStore(cfg.state_path, owner=f"w{n}")
+            hub = Hub(TOKEN, endpoint=double.url, cache_dir=tmp_path / f"c{n}", retries=1)
+            run_round(Round(hub, store, cfg, LocalBackend(cfg), "a1"))
+
+        threads = [threading.Thread(target=watcher, args=(n,)) for n in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert sum(len(double.prs(repo)) for repo in repos) == 3

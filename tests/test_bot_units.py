@@ -178,7 +178,7 @@ def test_publish_text_dry_run_cap_and_opt_out():
     assert publish_report(hub, report, target, record=rec).action == "dry-run"
     assert hub.opened == [] and log[0][1] == "dry-run"
     live = Target(child.repo_id, "https://hf.co/spaces/d/d", "bot", dry_run=False)
-    capped = publish_report(hub, report, live, record=rec, may_open=lambda: False)
+    capped = publish_report(hub, report, live, record=rec, reserve_open=lambda title: False)
     assert capped.action == "capped" and hub.opened == []
     assert publish_report(hub, report, live, record=rec).action == "opened"
     assert hub.opened[0]["parent_commit"] == child.revision
