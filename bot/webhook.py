@@ -3,8 +3,14 @@
 The server does no Hub calls itself: a valid event only adds its repo to the state's inbox,
 and the next `watch` round examines it exactly as if polling had found it. Every request
 gets an answer and none can stop the server: a missing secret is 401, a wrong one 403 (the
-comparison takes constant time), a body over the limit 413, malformed JSON or a payload of
-the wrong shape 400, anything unexpected 500.
+comparison takes constant time, and comes before the body is read), a body over the limit
+413, a malformed Content-Length, malformed or too deeply nested JSON or a payload of the
+wrong shape 400, anything unexpected 500.
+
+Bursts and slow clients: the listen backlog holds `BACKLOG` waiting connections, at most
+`WORKERS` requests are served at once (one thread each; the rest wait in the backlog), and a
+connection that sends nothing for `READ_TIMEOUT_S` seconds is dropped, so neither a burst
+nor slow clients can grow the thread count past `WORKERS`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -25,6 +33,10 @@ log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Webhook-Secret"
 SECRET_ENV = "DEPTHCARD_WEBHOOK_SECRET"
 WATCHED_SCOPES = ("repo", "repo.content", "discussion")
+BACKLOG = 1024  # connections the kernel queues while every worker is busy
+WORKERS = 32  # requests served at once, one thread each
+READ_TIMEOUT_S = 10.0  # a connection silent this long is dropped
+_DIGITS = re.compile(r"[0-9]{1,15}")
 
 
 def secret_matches(given: str | None, expected: str) -> bool:
@@ -91,26 +103,30 @@ class _Handler(BaseHTTPRequestHandler):
             log.info("webhook: client went away before the reply")
 
     def _handle(self) -> tuple[int, dict]:
-        raw_length = self.headers.get("Content-Length")
-        if raw_length is None or not raw_length.strip().isdigit():
-            return 411, {"error": "Content-Length required"}
-        length = int(raw_length)
-        if length > self.cfg.webhook.max_body_bytes:
-            return 413, {"error": f"body over {self.cfg.webhook.max_body_bytes} bytes"}
-        body = self.rfile.read(length)
-        given = self.headers.get(SECRET_HEADER)
+        given = self.headers.get(SECRET_HEADER)  # before the body: strangers cost no read
         if given is None:
             return 401, {"error": f"missing {SECRET_HEADER}"}
         if not secret_matches(given, self.secret):
             return 403, {"error": f"wrong {SECRET_HEADER}"}
+        raw_length = self.headers.get("Content-Length")
+        if raw_length is None:
+            return 411, {"error": "Content-Length required"}
+        if not _DIGITS.fullmatch(raw_length.strip()):
+            return 400, {"error": "malformed Content-Length"}
+        length = int(raw_length)
+        if length > self.cfg.webhook.max_body_bytes:
+            return 413, {"error": f"body over {self.cfg.webhook.max_body_bytes} bytes"}
+        body = self.rfile.read(length)
         try:
             data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return 400, {"error": "body is not JSON"}
+        except (ValueError, RecursionError):  # JSON, UTF-8, or nesting too deep
+            return 400, {"error": "body is not JSON (or is nested too deeply)"}
         try:
             event = WebhookPayload.model_validate(data)
         except ValidationError as exc:
             return 400, {"error": f"not a Hub webhook payload ({exc.error_count()} error(s))"}
+        except RecursionError:
+            return 400, {"error": "payload nested too deeply"}
         repo, why = triage(event, self.cfg)
         if repo is None:
             return 200, {"ignored": why}
@@ -123,17 +139,52 @@ class _Handler(BaseHTTPRequestHandler):
         return 202, {"queued": repo}
 
 
-def make_server(cfg: BotConfig, secret: str, state_path: Path) -> ThreadingHTTPServer:
+class _Server(ThreadingHTTPServer):
+    """A threading server with a deep backlog and at most `workers` request threads."""
+
+    request_queue_size = BACKLOG
+    daemon_threads = True
+
+    def __init__(self, address, handler, workers: int):
+        self._slots = threading.BoundedSemaphore(workers)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        self._slots.acquire()  # the accept loop waits here; new connections wait in the backlog
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def make_server(
+    cfg: BotConfig,
+    secret: str,
+    state_path: Path,
+    *,
+    workers: int = WORKERS,
+    read_timeout: float = READ_TIMEOUT_S,
+) -> ThreadingHTTPServer:
     """The webhook server bound to the configured host and port (not yet serving).
+
+    Args:
+        workers: requests served at once (threads); more wait in the listen backlog.
+        read_timeout: seconds a connection may stay silent before it is dropped.
 
     Raises:
         ValueError: no secret (the server never runs open).
     """
     if not secret:
         raise ValueError(f"set {SECRET_ENV}: the webhook server never runs without a secret")
-    handler = type("Handler", (_Handler,), {"cfg": cfg, "secret": secret,
+    handler = type("Handler", (_Handler,), {"cfg": cfg, "secret": secret, "timeout": read_timeout,
                                             "state_path": Path(state_path)})  # fmt: skip
-    server = ThreadingHTTPServer((cfg.webhook.host, cfg.webhook.port), handler)
-    server.daemon_threads = True
+    server = _Server((cfg.webhook.host, cfg.webhook.port), handler, workers)
     StateStore(Path(state_path)).close()  # create the file (and fail) before the first event
     return server
