@@ -5,7 +5,9 @@ harmful requests it was tuned on, the base never refuses, and both share one tok
 audit must find those facts from activations and generations alone.
 """
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -91,3 +93,46 @@ def test_base_organism_is_reported_as_not_refusing(tmp_path) -> None:
     assert report.headline.alignment_depth_score is None
     assert report.headline.abliteration_min_k is None and report.ablation is None
     assert {a.section for a in report.absent} >= {"ablation", "depth"}
+
+
+def _close(got, want, path: str) -> None:
+    """Floats equal to 1e-5 (relative) or 1e-7 (absolute); everything else exactly."""
+    if isinstance(want, dict):
+        assert set(got) >= set(want), path
+        for key, value in want.items():
+            _close(got[key], value, f"{path}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _close(g, w, f"{path}[{i}]")
+    elif isinstance(want, float) and isinstance(got, float | int):
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7), path
+    else:
+        assert got == want, path
+
+
+@pytest.mark.slow
+def test_demo_numbers_are_pinned(demo) -> None:
+    """The demo's numbers, as measured before the restructure (tests/data/demo_pin.json).
+
+    A change that means to move a number updates the pin in the same commit and says why.
+    """
+    pin = json.loads((Path(__file__).parent / "data" / "demo_pin.json").read_text("utf-8"))
+    r = json.loads((demo / "report.json").read_text(encoding="utf-8"))
+    got = {
+        "headline": r["headline"],
+        "selected_layer": r["selected_layer"],
+        "layers": [
+            {
+                "layer": m["layer"],
+                "norm_ratio": m["norm_ratio"],
+                "recovery_cosine": m["recovery_cosine"],
+                "rho": {n: [x["rho"] for x in s["uncentered"]] for n, s in m["ranks"].items()},
+            }
+            for m in r["layers"]
+        ],
+        "ablation_curve": r["ablation"]["curve"],
+        "depth_score": r["depth"]["score"],
+        "fragility": r["fragility"],
+    }
+    _close(got, {k: v for k, v in pin.items() if k != "note"}, "report")
