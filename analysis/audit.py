@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,14 +17,7 @@ import torch
 from torch import nn
 
 from depthcard.analysis import report_parts as parts
-from depthcard.analysis.ablation import refusal_token_ids
-from depthcard.analysis.ablation_cost import (
-    AblationInputs,
-    AblationSettings,
-    Evaluator,
-    ablation_curve,
-    select_layer_by_ablation,
-)
+from depthcard.analysis.ablation_stage import AblationOutcome, ablation_stage
 from depthcard.analysis.capture import capture_sets, free_model
 from depthcard.analysis.crossdomain import cross_domain
 from depthcard.analysis.depth_stage import alignment_depth, mode_catalogue
@@ -41,7 +34,6 @@ from depthcard.analysis.models import (
     ModelLoadError,
     ModelSpec,
     ResolvedModel,
-    decoder_layers,
     load_model,
     resolve_model,
 )
@@ -53,7 +45,7 @@ from depthcard.analysis.pairing import (
     require_chat_template,
     tokenizer_facts,
 )
-from depthcard.analysis.prompt_inputs import PromptInputs, TokenizedInputs, tokenize_inputs
+from depthcard.analysis.prompt_inputs import PromptInputs, tokenize_inputs
 from depthcard.analysis.stages import stage
 from depthcard.schemas.report import (
     AbsentSection,
@@ -61,11 +53,10 @@ from depthcard.schemas.report import (
     AuditReport,
     ModelRef,
     Models,
-    SelectedLayer,
     StageTiming,
     TokenizerCheck,
 )
-from depthcard.schemas.sections import Ablation, Erosion, Fragility
+from depthcard.schemas.sections import Erosion, Fragility
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +82,6 @@ class AuditRun:
 
 
 @dataclass
-class AblationOutcome:
-    selected: SelectedLayer | None = None
-    section: Ablation | None = None
-    baseline_rate: float | None = None
-    refused: int | None = None
-    refusals: dict[int, str] = field(default_factory=dict)  # prompt index → refusal text
-    absent: list[AbsentSection] = field(default_factory=list)
-
-
-@dataclass
 class StageOutputs:
     """What the measuring stages produced, for `_assemble` to turn into a report."""
 
@@ -112,63 +93,6 @@ class StageOutputs:
     models: dict[str, ModelRef]  # role ("base", "child", "third") → reference
     tokenizer_check: TokenizerCheck
     timings: list[StageTiming]  # the modes-depth stage is appended while assembling
-
-
-def ablation_stage(
-    model,
-    tokenizer,
-    tok: TokenizedInputs,
-    prompts: PromptInputs,
-    analysis: LayerAnalysis,
-    cfg: AuditConfig,
-    layers_path,
-) -> AblationOutcome:
-    """Baseline refusal, l* by the ablation rule, then the cost curve at l*."""
-    layers = decoder_layers(model, layers_path)
-    judge = get_judge(cfg.judge)
-    data = AblationInputs(
-        harmful_ids=tok.ids["harmful_chat"],
-        harmless_ids=tok.ids["harmless_chat"],
-        capability_ids=tok.ids.get("capability_raw", []),
-        harmful_texts=prompts.harmful.texts,
-        pad_id=tok.pad_id,
-        refusal_ids=refusal_token_ids(tokenizer),
-    )
-    settings = AblationSettings(
-        judge=judge,
-        max_new_tokens=cfg.max_new_tokens,
-        threshold=cfg.refusal_threshold,
-        batch_size=cfg.batch_size,
-        kl_budget=cfg.kl_budget,
-    )
-    ev = Evaluator(model, layers, tokenizer, data, settings)
-    base = ev.measure_baseline()
-    total = len(data.harmful_texts)
-    out = AblationOutcome(
-        baseline_rate=base.refusal_rate, refused=len(base.refusals), refusals=base.refusals
-    )
-    if base.refusal_rate < cfg.refusal_threshold:
-        reason = (
-            f"no refusal behaviour to measure: {out.refused} of {total} harmful prompts refused"
-        )
-        out.absent.append(AbsentSection(section="ablation", reason=reason))
-        return out
-    n_points = len(layers) + 1
-    r_dirs = torch.stack([analysis.tensors[f"refusal_direction.{p}"] for p in range(n_points)])
-    window = parts.analysis_window(analysis.layers, cfg)
-    chosen, tried = select_layer_by_ablation(ev, r_dirs.double(), window)
-    if chosen is not None:
-        drop, kl = next((d, k) for layer, d, k in tried if layer == chosen)
-        out.selected = parts.select_by_ablation(chosen, drop, kl, window, cfg.kl_budget)
-    layer = out.selected.layer if out.selected else parts.select_by_norm(analysis.layers, cfg).layer
-    out.section = ablation_curve(
-        ev,
-        layer,
-        r_dirs[layer].double(),
-        analysis.tensors[f"did_singular_vectors.{layer}"].double(),
-        judge.name,
-    )
-    return out
 
 
 def audit_models(
