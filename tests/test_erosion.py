@@ -152,7 +152,10 @@ def test_eroded_organism_shows_erosion_on_the_card_and_in_the_space(tmp_path, er
     assert record["final_loss"] < record["first_loss"]
     assert json.loads((folder / "erosion.json").read_text())["steps"] == 150
     report, card = cli_audit(tmp_path, folder, "--no-fragility")
-    assert "alignment_kept" in capsys.readouterr().out
+    # the summary row uses the metric table's label and the card's percent format
+    summary = capsys.readouterr().out
+    kept_row = next(line for line in summary.splitlines() if "alignment kept" in line)
+    assert f"{100 * report.erosion.kept_fraction:.1f} %" in kept_row
     assert report.kind == "three-model" and report.models.third is not None
     values = [m.erosion for m in report.layers if m.erosion is not None]
     assert len(values) == len(report.layers) and all(math.isfinite(v) for v in values)
