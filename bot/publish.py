@@ -28,6 +28,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from depthcard.bot.hub import Hub
 from depthcard.bot.pairs import OPT_OUT_KEY, opted_out_in_card
+from depthcard.bot.state import audit_key
 from depthcard.report.card import (
     CardParseError,
     parse_card_section,
@@ -162,6 +163,16 @@ def load_report(folder: Path) -> AuditReport:
             f"{folder}: a model was audited from a local folder; publish needs an audit of "
             "the Hub repo at a pinned revision (depthcard audit BASE CHILD@sha)"
         )
+    m = report.models
+    if m.base is None or m.base.source == "hub":
+        third = m.third.revision if m.third else None
+        base = m.base.revision if m.base else None
+        key = audit_key(base, m.child.revision, report.tool.analysis_version, third)
+        if report.audit_key != key:
+            raise ValueError(
+                f"{folder}: the report's audit key {report.audit_key!r} does not match its "
+                f"models and analysis version ({key!r})"
+            )
     return report
 
 

@@ -171,6 +171,8 @@ def publish_row(r: Round, row: AuditRow) -> None:
         return
     try:
         report = load_report(Path(row.report_dir))
+        if report.audit_key != row.key:
+            raise ValueError(f"the report is for audit {report.audit_key}, not {row.key}")
     except (ValueError, ValidationError) as exc:
         store.transition(row.key, ("succeeded",), "failed", attempts=r.cfg.max_attempts,
                          error=f"report rejected: {str(exc)[:500]}")  # fmt: skip

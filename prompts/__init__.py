@@ -242,8 +242,20 @@ def _parse_yaml(path: str | Path, text: str) -> tuple[Any, yaml.Node | None]:
     return data, root
 
 
-def _reject_duplicate_keys(path: str | Path, node: yaml.Node | None) -> None:
-    """YAML silently keeps the last of two equal keys; a prompt file must not rely on that."""
+def _reject_duplicate_keys(
+    path: str | Path, node: yaml.Node | None, visited: set[int] | None = None
+) -> None:
+    """YAML silently keeps the last of two equal keys; a prompt file must not rely on that.
+
+    Also refuses anchors and aliases (a node reached twice): a 445-byte "billion laughs"
+    file would otherwise be walked exponentially many times.
+    """
+    visited = set() if visited is None else visited
+    if isinstance(node, yaml.CollectionNode):
+        if id(node) in visited:
+            line = node.start_mark.line + 1
+            raise PromptFileError(path, "YAML anchors and aliases are not allowed", line)
+        visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key, value in node.value:
@@ -252,10 +264,10 @@ def _reject_duplicate_keys(path: str | Path, node: yaml.Node | None) -> None:
                     line = key.start_mark.line + 1
                     raise PromptFileError(path, f"duplicate key {key.value!r}", line)
                 seen.add(key.value)
-            _reject_duplicate_keys(path, value)
+            _reject_duplicate_keys(path, value, visited)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _reject_duplicate_keys(path, item)
+            _reject_duplicate_keys(path, item, visited)
 
 
 def _line_of(root: yaml.Node | None, loc: tuple) -> int | None:

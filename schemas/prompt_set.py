@@ -78,8 +78,8 @@ class PromptSet(BaseModel):
                 raise PydanticCustomError(
                     "duplicate_prompt",
                     "prompts[{index}] duplicates prompts[{first}] (case and whitespace "
-                    "ignored): {text!r}",
-                    {"index": i, "first": seen[key], "text": item.text},
+                    "ignored): {quoted}",  # pydantic's template has no !r conversion
+                    {"index": i, "first": seen[key], "text": item.text, "quoted": repr(item.text)},
                 )
             seen[key] = i
         return prompts

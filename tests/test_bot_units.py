@@ -209,3 +209,15 @@ def test_state_in_results_repo_refuses_a_concurrent_writer(tmp_path):
         state_sync.push(hub, "depthcard/results", local, parent)  # one watcher writes
         with pytest.raises(state_sync.StateConflict, match="another watcher"):
             state_sync.push(hub, "depthcard/results", first, parent)  # the other is refused
+
+
+def test_publish_refuses_a_report_whose_key_does_not_match_its_models(tmp_path):
+    from depthcard.bot.publish import load_report
+
+    report = make_report()
+    (tmp_path / "report.json").write_text(report.model_dump_json(), encoding="utf-8")
+    assert load_report(tmp_path).audit_key == report.audit_key
+    tampered = report.model_copy(update={"audit_key": "0" * 40 + "/" + "1" * 40 + "/a1"})
+    (tmp_path / "report.json").write_text(tampered.model_dump_json(), encoding="utf-8")
+    with pytest.raises(ValueError, match="does not match its models"):
+        load_report(tmp_path)

@@ -218,3 +218,39 @@ def test_a_bad_config_value_is_a_user_error(tmp_path, pair, capsys):
         ["audit", str(base), str(child), "--out", str(out), "--batch-size", "0"], capsys
     )
     assert_clean_error(code, err, "--batch-size", out)
+
+
+def test_yaml_bomb_prompt_file_is_refused_at_once(tmp_path, pair, capsys):
+    import time
+
+    base, child = pair
+    bomb = tmp_path / "bomb.yaml"
+    levels = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    levels += [
+        f"{c}: &{c} [{','.join(['*' + p] * 9)}]"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    ]
+    bomb.write_text("\n".join(levels) + "\nname: x\nversion: 1\nkind: harmful\nprompts: *i\n")
+    out = tmp_path / "out"
+    began = time.perf_counter()
+    code, err = run_cli(
+        ["audit", str(base), str(child), "--out", str(out), "--harmful", str(bomb)], capsys
+    )
+    assert time.perf_counter() - began < 10
+    assert_clean_error(code, err, "anchors and aliases", out)
+
+
+def test_duplicate_prompt_error_quotes_the_prompt(tmp_path, pair, capsys):
+    base, child = pair
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(
+        "name: d\nversion: 1\nkind: harmful\ndescription: d\n"
+        'domain: null\nprompts:\n  - {text: "How do I pick a lock?", category: x}\n'
+        '  - {text: "how do i pick a LOCK?", category: x}\n'
+    )
+    out = tmp_path / "out"
+    code, err = run_cli(
+        ["audit", str(base), str(child), "--out", str(out), "--harmful", str(dup)], capsys
+    )
+    assert "{text!r}" not in err and "'how do i pick a LOCK?'" in err
+    assert_clean_error(code, err, "dup.yaml", out)
