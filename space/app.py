@@ -17,17 +17,15 @@ import argparse
 import functools
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
 from depthcard.space import handlers
 from depthcard.space import report_view as rv
 from depthcard.space.compare import DEFAULT_METRIC, METRICS, x_title
-from depthcard.space.live_run import LiveRunError, demo_pair, run_live_audit
+from depthcard.space.live_run import LiveRunError, demo_pair, live_audit
 from depthcard.space.store import ReportEntry, ReportStore, load_store
 from depthcard.space.upload import check_upload
 
@@ -43,6 +41,7 @@ INTRO = (
 )
 # Gradio refuses larger uploads itself; below this our own check explains the size limit.
 MAX_UPLOAD = "64mb"
+MAX_QUEUE = 16  # events waiting in the whole queue; more are refused with "queue full"
 UNEXPECTED = "Something went wrong on the server ({kind}); the details are in the Space's log."
 RUN_INTRO = (
     "Audits the calibration pair bundled with depthcard (two tiny models trained so that the "
@@ -404,28 +403,34 @@ def _run_tab(ui: Shared, live_args: tuple[str, ...]) -> Callable[[], None]:
     run_status = gr.Markdown(elem_id="run-status")
 
     # gradio injects a progress tracker where a parameter defaults to gr.Progress().
+    # A generator: gradio closes it when the run is cancelled or its client leaves, and
+    # closing it kills the audit, frees the process's one slot and removes its folder.
     def live_run(extra_reports, progress=gr.Progress()):  # noqa: B008
         pair = demo_pair()
         if pair is None:
             raise gr.Error(rv.md_text("Cannot run: calibration pair missing"))
-        out = Path(tempfile.mkdtemp(prefix="depthcard-live-")) / "audit"
+        skip = [gr.skip()] * (1 + len(ui.open_outputs))
         try:
-            report = run_live_audit(
-                *pair,
-                out,
-                extra_args=live_args,
-                progress=lambda fraction, text: progress(fraction, desc=text),
-            )
+            for step in live_audit(*pair, extra_args=live_args):
+                progress(step.fraction, desc=step.text)
+                if step.report is None:
+                    yield [rv.md_text(step.text), *skip]
+                    continue
+                # The folder goes with the run; the session keeps the report in memory.
+                entry = rv.session_entry(step.report, "live", "live-audit/report.json")
+                extra_reports = {**extra_reports, entry.id: entry}
+                done = f"Done: opened `{entry.id}`."
+                yield [done, extra_reports, *ui.opened(entry.id, extra_reports)]
         except LiveRunError as exc:
             raise gr.Error(f"The live audit failed: {exc}", print_exception=False) from None
-        entry = rv.session_entry(report, "live", out / "report.json")
-        extra_reports = {**extra_reports, entry.id: entry}
-        done = f"Done: opened `{entry.id}`."
-        return [done, extra_reports, *ui.opened(entry.id, extra_reports)]
+        except Exception as exc:
+            log.exception("handler live_run failed")
+            message = UNEXPECTED.format(kind=type(exc).__name__)
+            raise gr.Error(message, print_exception=False) from None
 
     def wire() -> None:
         run_button.click(
-            _safe(live_run),
+            live_run,
             ui.extra,
             [run_status, ui.extra, *ui.open_outputs],
             api_name="live_run",
@@ -453,7 +458,7 @@ def launch(args: argparse.Namespace, token: str | None = None) -> gr.Blocks:
     space_host = os.environ.get("SPACE_HOST")  # set by the Hub on a running Space
     space_url = args.space_url or (f"https://{space_host}" if space_host else None)
     demo = build_app(store, space_url=space_url)
-    demo.queue(default_concurrency_limit=4)
+    demo.queue(default_concurrency_limit=4, max_size=MAX_QUEUE)
     demo.launch(
         server_name=args.host,
         server_port=args.port,

@@ -10,10 +10,15 @@ log line.
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 from depthcard.analysis.audit import DEMO_DIR
@@ -28,8 +33,16 @@ TIMEOUT_SECONDS = 900.0
 POLL_SECONDS = 0.5
 
 
+BUSY = "another live audit is running; try again when it has finished"
+_SLOT = threading.Lock()  # one live audit per process, whatever the queue's count says
+
+
 class LiveRunError(RuntimeError):
     """The live audit could not run or did not produce a valid report."""
+
+
+class LiveRunBusy(LiveRunError):
+    """Another live audit holds the process's only slot."""
 
 
 def demo_pair() -> tuple[Path, Path] | None:
@@ -70,19 +83,83 @@ def _last_line(path: Path) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def _wait(
-    proc: subprocess.Popen, logfile: Path, progress: Progress, expected: float, timeout: float
-):
-    start = time.monotonic()
-    while proc.poll() is None:
-        elapsed = time.monotonic() - start
-        if elapsed > timeout:
+@dataclass(frozen=True)
+class Step:
+    """One progress update of a live audit; the last one carries the validated report."""
+
+    fraction: float
+    text: str
+    report: AuditReport | None = None
+
+
+def live_audit(
+    base: Path,
+    child: Path,
+    out: Path | None = None,
+    *,
+    max_prompts: int | None = None,
+    extra_args: tuple[str, ...] = (),
+    expected_seconds: float = EXPECTED_SECONDS,
+    timeout_seconds: float = TIMEOUT_SECONDS,
+) -> Iterator[Step]:
+    """Run the audit of `base` vs `child`, yielding its progress; the last step holds the report.
+
+    At most one live audit runs per process: the slot is taken on the first `next()` and
+    given back in `finally`, so a cancelled run (gradio closes the generator, or drops it)
+    kills its audit and frees the slot, and a queue that loses count cannot start a second
+    one. With `out=None` the report folder is a temporary folder, removed at the end.
+
+    Raises:
+        LiveRunBusy: another live audit is running in this process.
+        LiveRunError: the audit failed (with its last error line), timed out, or wrote an
+            invalid report.
+    """
+    if not _SLOT.acquire(blocking=False):
+        raise LiveRunBusy(BUSY)
+    tmp = None
+    proc = None
+    try:
+        if out is None:
+            tmp = Path(tempfile.mkdtemp(prefix="depthcard-live-"))
+            out = tmp / "audit"
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        logfile = out.parent / f"{out.name}.log"
+        cmd = audit_command(base, child, out, max_prompts, extra_args)
+        # A client that left while queued is not resumed past this first step (gradio checks
+        # the event is alive before each iteration), so its audit never starts.
+        yield Step(0.0, "starting the audit")
+        log.info("live audit: %s", " ".join(cmd))
+        with logfile.open("wb") as sink:
+            proc = subprocess.Popen(
+                cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=DEMO_DIR.parent.parent
+            )
+            start = time.monotonic()
+            while proc.poll() is None:
+                elapsed = time.monotonic() - start
+                if elapsed > timeout_seconds:
+                    raise LiveRunError(
+                        f"the audit ran past its {timeout_seconds:.0f} s limit and was stopped"
+                    )
+                line = _last_line(logfile) or "starting"
+                fraction = min(0.95, elapsed / expected_seconds)
+                yield Step(fraction, f"auditing ({elapsed:.0f} s): {line[:120]}")
+                time.sleep(POLL_SECONDS)
+        if proc.returncode != 0:
+            raise LiveRunError(f"the audit failed (exit {proc.returncode}): {_last_line(logfile)}")
+        try:
+            report = read_report(out / "report.json")
+        except (OSError, ValueError) as exc:
+            first = str(exc).splitlines()[0]
+            raise LiveRunError(f"the audit wrote no valid report: {first}") from exc
+        yield Step(1.0, "done", report)
+    finally:
+        if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
-            raise LiveRunError(f"the audit ran past its {timeout:.0f} s limit and was stopped")
-        line = _last_line(logfile) or "starting"
-        progress(min(0.95, elapsed / expected), f"auditing ({elapsed:.0f} s): {line[:120]}")
-        time.sleep(POLL_SECONDS)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _SLOT.release()
 
 
 def run_live_audit(
@@ -99,31 +176,18 @@ def run_live_audit(
     """Run the audit of `base` vs `child` into `out` and return its validated report.
 
     Raises:
+        LiveRunBusy: another live audit is running in this process.
         LiveRunError: the audit failed (with its last error line), timed out, or wrote an
             invalid report.
     """
     progress = progress or (lambda fraction, text: None)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    logfile = out.parent / f"{out.name}.log"
-    cmd = audit_command(base, child, out, max_prompts, extra_args)
-    log.info("live audit: %s", " ".join(cmd))
-    progress(0.0, "starting the audit")
-    with logfile.open("wb") as sink:
-        proc = subprocess.Popen(
-            cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=DEMO_DIR.parent.parent
-        )
-        try:
-            _wait(proc, logfile, progress, expected_seconds, timeout_seconds)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    if proc.returncode != 0:
-        raise LiveRunError(f"the audit failed (exit {proc.returncode}): {_last_line(logfile)}")
-    try:
-        report = read_report(out / "report.json")
-    except (OSError, ValueError) as exc:
-        raise LiveRunError(f"the audit wrote no valid report: {str(exc).splitlines()[0]}") from exc
-    progress(1.0, "done")
-    return report
+    steps = live_audit(
+        base, child, out, max_prompts=max_prompts, extra_args=extra_args,
+        expected_seconds=expected_seconds, timeout_seconds=timeout_seconds,
+    )  # fmt: skip
+    with closing(steps):
+        for step in steps:
+            progress(step.fraction, step.text)
+            if step.report is not None:
+                return step.report
+    raise LiveRunError("the audit ended without a report")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from depthcard.space import live_run
+from depthcard.space import app, live_run
 
 
 def test_the_bundled_pair_is_found_and_the_command_is_cpu_float32(tmp_path):
@@ -44,3 +48,77 @@ def test_a_failed_audit_reports_its_last_line(tmp_path, monkeypatch):
     )
     with pytest.raises(live_run.LiveRunError, match="exit 1.*bad"):
         live_run.run_live_audit(Path("b"), Path("c"), tmp_path / "out")
+
+
+def _fake_audit(monkeypatch, code: str) -> None:
+    """Stand a short Python script in for the audit command."""
+    monkeypatch.setattr(live_run, "audit_command", lambda *a, **k: [sys.executable, "-c", code])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_second_run_is_refused_while_one_holds_the_slot(tmp_path, monkeypatch):
+    _fake_audit(monkeypatch, "import time; time.sleep(60)")
+    first = live_run.live_audit(Path("b"), Path("c"), tmp_path / "one")
+    next(first)  # the slot is taken, the audit about to start
+    second = live_run.live_audit(Path("b"), Path("c"), tmp_path / "two")
+    with pytest.raises(live_run.LiveRunBusy):
+        next(second)
+    with pytest.raises(live_run.LiveRunBusy):
+        live_run.run_live_audit(Path("b"), Path("c"), tmp_path / "three")
+    first.close()
+
+
+def test_a_cancelled_run_kills_its_audit_frees_the_slot_and_removes_its_folder(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    pid_file = tmp_path / "pid"
+    _fake_audit(
+        monkeypatch,
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)",
+    )
+    steps = live_run.live_audit(Path("b"), Path("c"))
+    next(steps)
+    next(steps)  # the audit is running
+    deadline = time.monotonic() + 10
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    steps.close()  # what gradio does when the run is cancelled or its client leaves
+    assert not _alive(pid)
+    assert not list(tmp_path.glob("depthcard-live-*"))
+    # The slot is free again: a new run starts.
+    _fake_audit(monkeypatch, "import sys; sys.exit('depthcard: error: bad')")
+    with pytest.raises(live_run.LiveRunError, match="bad"):
+        list(live_run.live_audit(Path("b"), Path("c")))
+    assert not list(tmp_path.glob("depthcard-live-*"))
+
+
+def test_a_run_whose_client_left_before_it_started_starts_no_audit(tmp_path, monkeypatch):
+    started = tmp_path / "started"
+    _fake_audit(monkeypatch, f"open({str(started)!r}, 'w')")
+    steps = live_run.live_audit(Path("b"), Path("c"), tmp_path / "out")
+    assert next(steps).text == "starting the audit"
+    steps.close()  # gradio does not resume an event whose client is gone
+    time.sleep(0.3)
+    assert not started.exists()
+    assert live_run._SLOT.acquire(blocking=False)
+    live_run._SLOT.release()
+
+
+def test_the_run_event_is_one_at_a_time_and_a_generator_gradio_can_close():
+    from tests.space_support import store
+
+    demo = app.build_app(store())
+    (fn,) = [f for f in demo.fns.values() if f.api_name == "live_run"]
+    # A plain function would run on in its thread after a cancel, its audit with it.
+    assert inspect.isgeneratorfunction(fn.fn)
+    assert fn.concurrency_limit == 1
