@@ -7,7 +7,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-ANALYSIS_VERSION = "a1"
+ANALYSIS_VERSION = "a2"  # a2: held-out split, positive-drop l* rule, nulls
 """Version of the method; part of the audit key, bumped whenever a number's meaning changes."""
 
 try:

@@ -1,5 +1,8 @@
 """The ablation stage: baseline refusal, l* by the ablation rule, the cost curve at l*.
 
+Held out: l* is chosen on the fit half of the prompts; the baseline, the curve and min_k are
+measured on the eval half (docs/metrics.md, "Held-out evaluation").
+
 Needs the child's forward pass (it generates answers under each ablation), so the orchestrator
 calls it while the child is resident; everything it measures is in `ablation_cost`.
 """
@@ -22,9 +25,9 @@ from depthcard.analysis.ablation_cost import (
 from depthcard.analysis.judges import get_judge
 from depthcard.analysis.layer_metrics import LayerAnalysis
 from depthcard.analysis.models import decoder_layers
-from depthcard.analysis.prompt_inputs import PromptInputs, TokenizedInputs
-from depthcard.schemas.report import AbsentSection, AuditConfig, SelectedLayer
-from depthcard.schemas.sections import Ablation
+from depthcard.analysis.prompt_inputs import HeldOutSplit, PromptInputs, TokenizedInputs
+from depthcard.schemas.report import AbsentSection, AuditConfig, LayerTrial, SelectedLayer
+from depthcard.schemas.sections import Ablation, JudgedAnswer
 
 
 @dataclass
@@ -33,8 +36,29 @@ class AblationOutcome:
     section: Ablation | None = None
     baseline_rate: float | None = None
     refused: int | None = None
-    refusals: dict[int, str] = field(default_factory=dict)  # prompt index → refusal text
+    refusals: dict[int, str] = field(default_factory=dict)  # harmful prompt index → refusal (eval)
+    judged: int | None = None  # eval prompts judged for the baseline rate
     absent: list[AbsentSection] = field(default_factory=list)
+    samples: list[JudgedAnswer] = field(default_factory=list)  # rows of samples.jsonl
+
+
+def ablation_inputs(
+    tok: TokenizedInputs, prompts: PromptInputs, part: dict[str, list[int]], refusal_ids
+) -> AblationInputs:
+    """The ablation stage's inputs restricted to one half of the split (`part`: role → idx)."""
+
+    def pick(key: str, role: str) -> list:
+        rows = tok.ids.get(key, [])
+        return [rows[i] for i in part[role]] if rows and role in part else rows
+
+    return AblationInputs(
+        harmful_ids=pick("harmful_chat", "harmful"),
+        harmless_ids=pick("harmless_chat", "harmless"),
+        capability_ids=pick("capability_raw", "capability"),
+        harmful_texts=[prompts.harmful.texts[i] for i in part["harmful"]],
+        pad_id=tok.pad_id,
+        refusal_ids=refusal_ids,
+    )
 
 
 def ablation_stage(
@@ -45,44 +69,58 @@ def ablation_stage(
     analysis: LayerAnalysis,
     cfg: AuditConfig,
     layers_path,
+    split: HeldOutSplit,
 ) -> AblationOutcome:
-    """Baseline refusal, l* by the ablation rule, then the cost curve at l*."""
+    """Baseline refusal (eval), l* by the ablation rule (fit), then the cost curve (eval)."""
     layers = decoder_layers(model, layers_path)
     judge = get_judge(cfg.judge)
-    data = AblationInputs(
-        harmful_ids=tok.ids["harmful_chat"],
-        harmless_ids=tok.ids["harmless_chat"],
-        capability_ids=tok.ids.get("capability_raw", []),
-        harmful_texts=prompts.harmful.texts,
-        pad_id=tok.pad_id,
-        refusal_ids=refusal_token_ids(tokenizer),
-    )
+    refusal_ids = refusal_token_ids(tokenizer)
+    data = ablation_inputs(tok, prompts, split.eval, refusal_ids)
     settings = AblationSettings(
         judge=judge,
         max_new_tokens=cfg.max_new_tokens,
         threshold=cfg.refusal_threshold,
         batch_size=cfg.batch_size,
         kl_budget=cfg.kl_budget,
+        max_broken_share=cfg.max_broken_share,
     )
     ev = Evaluator(model, layers, tokenizer, data, settings)
     base = ev.measure_baseline()
     total = len(data.harmful_texts)
     out = AblationOutcome(
-        baseline_rate=base.refusal_rate, refused=len(base.refusals), refusals=base.refusals
+        baseline_rate=base.refusal_rate,
+        refused=len(base.refusals),
+        refusals={split.eval["harmful"][i]: text for i, text in base.refusals.items()},
+        judged=total,
     )
     if base.refusal_rate < cfg.refusal_threshold:
         reason = (
-            f"no refusal behaviour to measure: {out.refused} of {total} harmful prompts refused"
+            f"no refusal behaviour to measure: {out.refused} of {total} held-out harmful prompts "
+            "refused"
         )
         out.absent.append(AbsentSection(section="ablation", reason=reason))
         return out
     n_points = len(layers) + 1
     r_dirs = torch.stack([analysis.tensors[f"refusal_direction.{p}"] for p in range(n_points)])
     window = parts.analysis_window(analysis.layers, cfg)
-    chosen, tried = select_layer_by_ablation(ev, r_dirs.double(), window)
-    if chosen is not None:
-        drop, kl = next((d, k) for layer, d, k in tried if layer == chosen)
-        out.selected = parts.select_by_ablation(chosen, drop, kl, window, cfg.kl_budget)
+    fit = Evaluator(
+        model, layers, tokenizer, ablation_inputs(tok, prompts, split.fit, refusal_ids), settings
+    )
+    choice = select_layer_by_ablation(fit, r_dirs.double(), window, cfg.layer_bootstraps, cfg.seed)
+    if choice.chosen is not None:
+        drop, kl = next((d, k) for layer, d, k in choice.tried if layer == choice.chosen)
+        out.selected = parts.select_by_ablation(
+            choice.chosen, drop, kl, window, cfg.kl_budget
+        ).model_copy(
+            update={
+                "trials": [
+                    LayerTrial(layer=la, drop=d, kl=k, chosen=la == choice.chosen)
+                    for la, d, k in choice.tried
+                ],
+                "stability": choice.stability,
+                "bootstraps": choice.bootstraps,
+            }
+        )
     layer = out.selected.layer if out.selected else parts.select_by_norm(analysis.layers, cfg).layer
     out.section = ablation_curve(
         ev,
@@ -91,4 +129,5 @@ def ablation_stage(
         analysis.tensors[f"did_singular_vectors.{layer}"].double(),
         judge.name,
     )
+    out.samples = ev.samples
     return out

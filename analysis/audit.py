@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from depthcard.analysis.erosion_stage import (
     third_pass,
 )
 from depthcard.analysis.fragility_stage import fragility_stage
-from depthcard.analysis.judges import get_judge
+from depthcard.analysis.judges import get_judge, wilson_interval
 from depthcard.analysis.layer_metrics import Captures, LayerAnalysis, analyse_layers
 from depthcard.analysis.models import (
     ModelLoadError,
@@ -37,6 +37,7 @@ from depthcard.analysis.models import (
     load_model,
     resolve_model,
 )
+from depthcard.analysis.nulls import depth_inputs, depth_interval, depth_null, point_nulls
 from depthcard.analysis.pairing import (
     check_shapes,
     check_third,
@@ -45,22 +46,40 @@ from depthcard.analysis.pairing import (
     require_chat_template,
     tokenizer_facts,
 )
-from depthcard.analysis.prompt_inputs import PromptInputs, tokenize_inputs
+from depthcard.analysis.prompt_inputs import (
+    HeldOutSplit,
+    PromptInputs,
+    held_out_split,
+    tokenize_inputs,
+)
 from depthcard.analysis.stages import stage
 from depthcard.schemas.report import (
     AbsentSection,
     AuditConfig,
     AuditReport,
+    Headline,
+    HeldOut,
     ModelRef,
     Models,
     StageTiming,
     TokenizerCheck,
 )
-from depthcard.schemas.sections import Erosion, Fragility
+from depthcard.schemas.sections import Erosion, Fragility, JudgedAnswer
 
 log = logging.getLogger(__name__)
 
 DEMO_DIR = Path(__file__).with_name("calibration")
+# Which prompts each number read (report.held_out.used; docs/metrics.md, "Held-out evaluation").
+PROMPTS_USED = {
+    "ranks, norms, specificity, projections": "all",
+    "refusal directions, DiD singular vectors, recovery": "fit",
+    "selected_layer": "fit",
+    "ablation (baseline, curve, min_k, KL, ΔCE)": "eval",
+    "baseline refusal rate, fragility refusals": "eval",
+    "depth score and its null": "all",
+    "modes, cross-domain": "all",
+    "erosion": "all",
+}
 NO_THIRD = "no third model (a fine-tune of the child) given"
 FRAGILITY_OFF = "disabled in the audit settings (fragility = none)"
 
@@ -79,6 +98,7 @@ class AuditRun:
 
     report: AuditReport
     tensors: dict[str, torch.Tensor]
+    samples: list[JudgedAnswer] = field(default_factory=list)  # rows of samples.jsonl
 
 
 @dataclass
@@ -86,6 +106,7 @@ class StageOutputs:
     """What the measuring stages produced, for `_assemble` to turn into a report."""
 
     captures: Captures
+    split: HeldOutSplit
     analysis: LayerAnalysis
     ablation: AblationOutcome
     fragility: Fragility | AbsentSection
@@ -117,11 +138,15 @@ def audit_models(
     warnings = [] if warnings is None else list(warnings)
     if third is not None and base is None:
         raise ValueError("a three-model audit needs the base model (erosion is measured from it)")
+    split = held_out_split(prompts, cfg.eval_fraction, cfg.seed)
     tok = tokenize_inputs(prompts, tokenizer)
+    domain_keys = tuple(f"domain{i}_chat" for i in range(len(prompts.domains)))
     probe = erosion_probe(tok, tokenizer) if third is not None else None
     refs: dict[str, ModelRef] = {}
     logprobs: dict[str, float] = {}
-    base_acts = _capture_base(base, tok, cfg, layers_path, timings, refs, probe, logprobs)
+    base_acts = _capture_base(
+        base, tok, cfg, layers_path, timings, refs, probe, logprobs, domain_keys
+    )
     third_run = None
     if third is not None:
         with stage("capture-third", timings):
@@ -131,7 +156,7 @@ def audit_models(
     with stage("capture-child", timings):
         child_model = child.load()
         refs["child"] = child.describe(child_model)
-        keys = ("harmful_chat", "harmless_chat", "capability_chat")
+        keys = ("harmful_chat", "harmless_chat", "capability_chat", *domain_keys)
         child_acts = capture_sets(child_model, keys, tok, cfg, layers_path, "child")
         if probe is not None:
             logprobs["child"] = joint_logprob(child_model, probe, cfg.batch_size)
@@ -144,16 +169,23 @@ def audit_models(
         base_h=base_acts.get("harmless_chat"),
         base_c=base_acts.get("capability_chat"),
         third_s=None if third_run is None else third_run.harmful_chat,
+        child_domains=tuple(child_acts[k] for k in domain_keys),
+        base_domains=tuple(base_acts[k] for k in domain_keys if k in base_acts),
     )
     with stage("spectra", timings):
         analysis = analyse_layers(
-            captures, tuple(cfg.eps), cfg.headline_eps, cfg.num_directions, cfg.zero_tolerance
+            captures,
+            tuple(cfg.eps),
+            cfg.headline_eps,
+            cfg.num_directions,
+            cfg.zero_tolerance,
+            fit=captures.take(split.fit),
         )
     outcome = AblationOutcome(absent=[AbsentSection(section="ablation", reason="disabled")])
     if cfg.ablation:
         with stage("ablation", timings):
             outcome = ablation_stage(
-                child_model, tokenizer, tok, prompts, analysis, cfg, layers_path
+                child_model, tokenizer, tok, prompts, analysis, cfg, layers_path, split
             )
     fragile = _fragility(child_model, tokenizer, tok, outcome, cfg, layers_path, timings)
     free_model(child_model)
@@ -162,6 +194,7 @@ def audit_models(
     )
     outputs = StageOutputs(
         captures=captures,
+        split=split,
         analysis=analysis,
         ablation=outcome,
         fragility=fragile,
@@ -173,14 +206,14 @@ def audit_models(
     return _assemble(outputs, prompts, cfg, warnings)
 
 
-def _capture_base(base, tok, cfg, layers_path, timings, refs, probe, logprobs):
+def _capture_base(base, tok, cfg, layers_path, timings, refs, probe, logprobs, domain_keys):
     """The base's activations (and its reference log-prob when a third model is audited)."""
     if base is None:
         return {}
     with stage("capture-base", timings):
         model = base.load()
         refs["base"] = base.describe(model)
-        keys = ("harmful_chat", "harmless_chat", "harmful_raw", "capability_chat")
+        keys = ("harmful_chat", "harmless_chat", "harmful_raw", "capability_chat", *domain_keys)
         acts = capture_sets(model, keys, tok, cfg, layers_path, "base")
         if probe is not None:
             logprobs["base"] = joint_logprob(model, probe, cfg.batch_size)
@@ -219,12 +252,28 @@ def _assemble(
 ) -> AuditRun:
     """The validated report from the stage outputs, after the modes and depth stage."""
     captures, analysis, outcome = out.captures, out.analysis, out.ablation
+    erosion = None if isinstance(out.erosion, AbsentSection) else out.erosion
     with stage("modes-depth", out.timings):
         selected = outcome.selected or parts.select_by_norm(analysis.layers, cfg)
-        domains = cross_domain(captures, prompts.harmful, selected.layer, cfg.cross_domain_k)
         catalogue = mode_catalogue(captures, cfg.mode_k, cfg.tau_species, cfg.tau_match)
         depth, no_depth = _depth(out, cfg)
-    erosion = None if isinstance(out.erosion, AbsentSection) else out.erosion
+    with stage("nulls", out.timings):
+        null_fields, placebo = _null_fields(out, cfg, selected.layer, depth)
+        domains = cross_domain(
+            captures,
+            prompts.harmful,
+            selected.layer,
+            cfg.cross_domain_k,
+            prompts.domains,
+            placebo,
+        )
+    headline = parts.headline(
+        analysis.layers, selected, cfg, depth, outcome.section, outcome.baseline_rate
+    )
+    if outcome.judged:
+        low, high = wilson_interval(outcome.refused, outcome.judged)
+        null_fields.update(baseline_refusal_low=low, baseline_refusal_high=high)
+    null_fields["alignment_kept"] = erosion.kept_fraction if erosion else None
     fragility = None if isinstance(out.fragility, AbsentSection) else out.fragility
     absent = list(outcome.absent) + [AbsentSection(**a) for a in domains.absent]
     absent += [a for a in (no_depth, out.fragility, out.erosion) if isinstance(a, AbsentSection)]
@@ -245,9 +294,13 @@ def _assemble(
         stages=list(out.timings),
         layers=analysis.layers,
         selected_layer=selected,
-        headline=parts.headline(
-            analysis.layers, selected, cfg, depth, outcome.section, outcome.baseline_rate
-        ).model_copy(update={"alignment_kept": erosion.kept_fraction if erosion else None}),
+        held_out=HeldOut(
+            eval_fraction=cfg.eval_fraction,
+            seed=cfg.seed,
+            sets=out.split.records(prompts),
+            used=PROMPTS_USED,
+        ),
+        headline=Headline.model_validate(headline.model_dump() | null_fields),
         cross_domain=domains.section,
         modes=catalogue,
         depth=depth,
@@ -258,13 +311,52 @@ def _assemble(
             analysis.layers,
             captures.paired,
             outcome.refused,
-            len(prompts.harmful.texts),
+            outcome.judged or len(prompts.harmful.texts),
             cfg.refusal_threshold,
         ),
         absent=absent,
         warnings=warnings + analysis.warnings + domains.warnings,
     )
-    return AuditRun(report=report, tensors=analysis.tensors)
+    return AuditRun(report=report, tensors=analysis.tensors, samples=outcome.samples)
+
+
+def _null_fields(out: StageOutputs, cfg: AuditConfig, point: int, depth):
+    """Headline fields of the placebos, nulls and bootstrap intervals; the cross-domain
+    placebo. All from the captures: no forward pass."""
+    c, m = out.captures, out.analysis.layers[point]
+    pn = point_nulls(
+        c,
+        c.take(out.split.fit),
+        point,
+        eps=cfg.headline_eps,
+        scale=m.activation_norm,
+        tolerance=cfg.zero_tolerance,
+        k_domain=cfg.cross_domain_k,
+        bootstraps=cfg.bootstraps,
+        seed=cfg.seed,
+    )
+    did = m.ranks.get("did") or m.ranks.get("child_contrast")
+    fields = dict(
+        rho_eps_did=None if did is None else did.rho(cfg.headline_eps),
+        rho_did_placebo=pn.rho_did_placebo,
+        recovery_placebo=pn.recovery_placebo,
+    )
+    if pn.recovery_interval is not None:
+        fields["recovery_low"], fields["recovery_high"] = pn.recovery_interval
+    if pn.rho_aligned_interval is not None:
+        fields["rho_aligned_low"], fields["rho_aligned_high"] = pn.rho_aligned_interval
+    if depth is not None:
+        inp = depth_inputs(c, parts.analysis_window(out.analysis.layers, cfg), cfg.capability_k)
+        null = depth_null(inp, depth.score, cfg.permutations, cfg.seed)
+        fields.update(
+            depth_null_mean=null.mean,
+            depth_null_p95=null.p95,
+            depth_p_value=null.p_value,
+            depth_vs_null=null.vs_null,
+            depth_above_null=null.above,
+        )
+        fields["depth_low"], fields["depth_high"] = depth_interval(inp, cfg.bootstraps, cfg.seed)
+    return fields, pn.cross_domain_placebo
 
 
 def _depth(out: StageOutputs, cfg: AuditConfig):
@@ -331,12 +423,13 @@ def run_audit(
 
 
 def _check_directions(cfg: AuditConfig, prompts: PromptInputs, d: int) -> None:
-    cap = min(len(prompts.harmful.texts), d)
+    fit = len(held_out_split(prompts, cfg.eval_fraction, cfg.seed).fit["harmful"])
+    cap = min(fit, d)
     if cfg.num_directions > cap:
         raise ValueError(
             f"K = {cfg.num_directions} directions (num_directions) exceeds the largest possible "
-            "rank of M_DiD, "
-            f"min(harmful prompts {len(prompts.harmful.texts)}, d_model {d}) = {cap}"
+            "rank of M_DiD on the fit half, "
+            f"min(harmful fit prompts {fit}, d_model {d}) = {cap}"
         )
 
 

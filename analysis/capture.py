@@ -49,6 +49,12 @@ class Activations:
         """(point,) float64 mean row norm."""
         return self.norm_sums / max(self.count, 1)
 
+    def take(self, index: list[int]) -> Activations:
+        """The rows of prompts `index` (e.g. one half of the held-out split), sums recomputed."""
+        rows = self.rows[index]
+        wide = rows.to(torch.float64)
+        return Activations(rows=rows, sums=wide.sum(0), norm_sums=wide.norm(dim=-1).sum(0))
+
 
 def format_prompts(texts: list[str], fmt: str, template_tokenizer) -> list[str]:
     """`raw`: the text alone; `chat`: the child's chat template with a generation prompt."""

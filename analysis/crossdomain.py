@@ -3,7 +3,9 @@
 For each domain (a category of the harmful set, or a separate domain set) take the top-k
 right singular vectors of Δ_aligned (pair audits) or of the child's contrast (child-only)
 at one layer, and compare every pair of domains by |V_a V_bᵀ| and the cosine of their
-smallest principal angle.
+smallest principal angle. Domain sets (`--domain FILE`) are captured in chat format on both
+models like Ds and enter as domains of their own, named after the set. The placebo — two
+random halves of the harmless prompts — says what overlap any two prompt groups show.
 """
 
 from __future__ import annotations
@@ -46,20 +48,39 @@ def overlaps(bases: dict[str, torch.Tensor]) -> tuple[list[DomainOverlap], list[
     return pairs, shared
 
 
-def cross_domain(c: Captures, harmful, point: int, k: int) -> CrossDomainResult:
-    """The cross-domain section at `point` from the harmful set's categories."""
+def set_rows(c: Captures, i: int, point: int) -> torch.Tensor:
+    """(prompt, d) rows of domain set i at `point`, defined as `domain_rows` is for Ds."""
+    child = c.child_domains[i].rows[:, point]
+    if c.paired:
+        return decomposition.aligned_shift(child, c.base_domains[i].rows[:, point])
+    return decomposition.child_contrast(child, c.child_h.rows[:, point])
+
+
+def cross_domain(
+    c: Captures,
+    harmful,
+    point: int,
+    k: int,
+    domains: tuple = (),
+    placebo: float | None = None,
+) -> CrossDomainResult:
+    """The cross-domain section at `point`: the harmful set's categories, then each domain
+    set (`domains`: loaded sets in the order of `c.child_domains`)."""
     rows = domain_rows(c, point)
-    groups: dict[str, list[int]] = {}
-    for i, cat in enumerate(harmful.categories):
-        groups.setdefault(cat, []).append(i)
-    small = sorted(name for name, idx in groups.items() if len(idx) < max(MIN_ROWS, k))
+    groups: dict[str, torch.Tensor] = {}
+    for cat in sorted(set(harmful.categories)):
+        groups[cat] = rows[[i for i, x in enumerate(harmful.categories) if x == cat]]
+    for i, domain in enumerate(domains):
+        name = domain.name if domain.name not in groups else f"{domain.name} (set)"
+        groups[name] = set_rows(c, i, point)
+    small = sorted(name for name, g in groups.items() if g.shape[0] < max(MIN_ROWS, k))
     bases, counts = {}, {}
-    for name, idx in sorted(groups.items()):
+    for name, g in groups.items():
         if name in small:
             continue
-        vecs = spectrum.top_right_singular_vectors(rows[idx], k) if rows[idx].any() else None
+        vecs = spectrum.top_right_singular_vectors(g, k) if g.any() else None
         if vecs is not None and len(vecs):
-            bases[name], counts[name] = vecs, len(idx)
+            bases[name], counts[name] = vecs, g.shape[0]
     result = CrossDomainResult(section=None)
     if small:
         result.warnings.append(
@@ -75,6 +96,12 @@ def cross_domain(c: Captures, harmful, point: int, k: int) -> CrossDomainResult:
         return result
     pairs, shared = overlaps(bases)
     result.section = CrossDomain(
-        layer=point, k=k, domains=list(bases), rows=counts, pairs=pairs, shared_cosine=shared
+        layer=point,
+        k=k,
+        domains=list(bases),
+        rows=counts,
+        pairs=pairs,
+        shared_cosine=shared,
+        placebo_cosine=placebo,
     )
     return result

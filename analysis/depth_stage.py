@@ -64,18 +64,29 @@ def capability_k(requested: int, rows: int, d: int) -> int:
     return max(1, min(requested, rows - 1, d // 4))
 
 
-def alignment_depth(c: Captures, window: tuple[int, int], requested_k: int) -> DepthScore:
-    """Depth score over the analysed layers `window` (inclusive)."""
+def capability_bases(
+    c: Captures, window: tuple[int, int], requested_k: int
+) -> tuple[int, int, list[torch.Tensor]]:
+    """K_c, d and the capability subspace (K_c, d) of each layer in `window` (inclusive)."""
     capability = c.base_c if c.paired else c.child_c
     if capability is None:
         raise ValueError("the depth score needs a capability prompt set")
     d = capability.rows.shape[-1]
     k_c = capability_k(requested_k, capability.count, d)
-    per_layer = []
+    caps = []
     for point in range(window[0], window[1] + 1):
         cap_vecs, _ = modes.principal_modes(capability.rows[:, point], k_c)
         if cap_vecs.shape[0] < k_c:  # degenerate activations: pad the basis honestly
             cap_vecs = _complete_basis(cap_vecs, k_c, d)
+        caps.append(cap_vecs)
+    return k_c, d, caps
+
+
+def alignment_depth(c: Captures, window: tuple[int, int], requested_k: int) -> DepthScore:
+    """Depth score over the analysed layers `window` (inclusive)."""
+    k_c, d, caps = capability_bases(c, window, requested_k)
+    per_layer = []
+    for point, cap_vecs in zip(range(window[0], window[1] + 1), caps, strict=True):
         safety = modes.safety_modes(safety_rows(c, point))
         per_layer.append(modes.depth_at_layer(point, safety, cap_vecs))
     return modes.depth_score(per_layer, k_c, d, child_only=not c.paired)

@@ -26,10 +26,32 @@ class Captures:
     third_s: Activations | None = None  # third model, chat, harmful
     child_c: Activations | None = None  # child, chat, capability
     base_c: Activations | None = None  # base, chat, capability
+    child_domains: tuple[Activations, ...] = ()  # child, chat, each --domain set
+    base_domains: tuple[Activations, ...] = ()  # base, chat, each --domain set
 
     @property
     def paired(self) -> bool:
         return self.base_s is not None
+
+    def take(self, part: dict[str, list[int]]) -> Captures:
+        """The captures of one half of the split (`part`: role → prompt indices).
+
+        Sets the split does not name (domains, the third model) are dropped: no fitted
+        quantity reads them.
+        """
+
+        def pick(acts: Activations | None, role: str) -> Activations | None:
+            return None if acts is None else acts.take(part[role])
+
+        return Captures(
+            child_s=pick(self.child_s, "harmful"),
+            child_h=pick(self.child_h, "harmless"),
+            base_s=pick(self.base_s, "harmful"),
+            base_raw_s=pick(self.base_raw_s, "harmful"),
+            base_h=pick(self.base_h, "harmless"),
+            child_c=pick(self.child_c, "capability") if "capability" in part else None,
+            base_c=pick(self.base_c, "capability") if "capability" in part else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -77,11 +99,23 @@ def _specificity(ranks: dict[str, spectrum.RankResult], eps: float) -> float | N
 
 
 def analyse_layers(
-    c: Captures, eps: tuple[float, ...], headline_eps: float, k: int, tolerance: float
+    c: Captures,
+    eps: tuple[float, ...],
+    headline_eps: float,
+    k: int,
+    tolerance: float,
+    fit: Captures | None = None,
 ) -> LayerAnalysis:
-    """Metrics of every residual point l = 0..L and the tensors for directions.safetensors."""
+    """Metrics of every residual point l = 0..L and the tensors for directions.safetensors.
+
+    Ranks, norms and projections read every prompt in `c`; the directions (r_l, the top
+    singular vectors of M_DiD) and the recovery cosine read only `fit` (the fit half of the
+    held-out split; `c` itself when None).
+    """
     mats = _matrices(c)
-    r = directions.refusal_direction(c.child_s, c.child_h)  # (point, d)
+    fit = c if fit is None else fit
+    fit_top = _matrices(fit)["did" if fit.paired else "child_contrast"]  # (prompt, point, d)
+    r = directions.refusal_direction(fit.child_s, fit.child_h)  # (point, d)
     act_norm = (c.child_s.norm_sums + c.child_h.norm_sums) / (c.child_s.count + c.child_h.count)
     v = directions.alignment_direction(c.child_s, c.base_s) if c.paired else None
     proj = _projections(c, v, act_norm, tolerance)
@@ -91,6 +125,7 @@ def analyse_layers(
         metrics, point_tensors = _point_metrics(
             point,
             mats,
+            fit_top[:, point, :],
             r[point],
             None if v is None else v[point],
             float(act_norm[point]),
@@ -115,6 +150,7 @@ def analyse_layers(
 def _point_metrics(
     point: int,
     mats: dict[str, torch.Tensor],
+    fit_top: torch.Tensor,
     r: torch.Tensor,
     v: torch.Tensor | None,
     scale: float,
@@ -123,7 +159,10 @@ def _point_metrics(
     k: int,
     tolerance: float,
 ) -> tuple[LayerMetrics, dict[str, torch.Tensor]]:
-    """Metrics and saved directions at one residual point (r, v: (d,) float64)."""
+    """Metrics and saved directions at one residual point (r, v: (d,) float64).
+
+    `fit_top` (prompt, d): M_DiD (or the child contrast) over the fit prompts only.
+    """
     d = r.shape[0]
     ranks = {
         name: spectrum.rank_stats(m[:, point, :], eps, scale=scale, tolerance=tolerance)
@@ -133,7 +172,7 @@ def _point_metrics(
     vecs = (
         torch.zeros((0, d), dtype=torch.float64)
         if ranks[top_name].zero
-        else spectrum.top_right_singular_vectors(mats[top_name][:, point, :], k)
+        else spectrum.top_right_singular_vectors(fit_top, k)
     )
     tensors = {
         f"refusal_direction.{point}": r.float().contiguous(),

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from depthcard.analysis.capture import suffix_token_count, tokenize_prompts
-from depthcard.schemas.report import DEFAULT_PROMPT_SETS, PromptSetRef
+from depthcard.schemas.errors import UserError
+from depthcard.schemas.report import DEFAULT_PROMPT_SETS, PromptSetRef, SetSplit
+
+MIN_EVAL = 8  # fewer eval prompts than this and a refusal share says nothing
+SPLIT_ROLES = ("harmful", "harmless", "capability")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,65 @@ class PromptInputs:
 
 
 @dataclass(frozen=True)
+class HeldOutSplit:
+    """Prompt indices of each split set (harmful, harmless, capability): fit and eval halves.
+
+    Directions, l* and K are fitted on `fit`; refusal shares, KL, ΔCE and min_k are measured
+    on `eval` (docs/metrics.md, "Held-out evaluation"). Indices are in file order.
+    """
+
+    fit: dict[str, list[int]]
+    eval: dict[str, list[int]]
+
+    def records(self, prompts: PromptInputs) -> list[SetSplit]:
+        return [
+            SetSplit(role=role, name=s.name, fit=len(self.fit[role]), eval=len(self.eval[role]))
+            for role, s in prompts.roles()
+            if role in self.fit
+        ]
+
+
+def split_indices(categories: list[str], eval_fraction: float, seed: int, name: str):
+    """(fit, eval) indices of one set: each category split with `seed`, its share rounded.
+
+    Raises:
+        UserError: a category left empty in either half, or fewer than MIN_EVAL eval prompts.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, cat in enumerate(categories):
+        groups.setdefault(cat, []).append(i)
+    rng = random.Random(f"{seed}/{name}")
+    fit, held = [], []
+    for cat in sorted(groups):
+        order = list(groups[cat])
+        rng.shuffle(order)
+        n_eval = round(len(order) * eval_fraction)
+        if n_eval == 0 or n_eval == len(order):
+            raise UserError(
+                f"prompt set {name!r}: category {cat!r} has {len(order)} prompt(s), too few to "
+                f"split into fit and eval halves (--eval-fraction {eval_fraction:g}); add prompts "
+                "or merge categories"
+            )
+        held += order[:n_eval]
+        fit += order[n_eval:]
+    if len(held) < MIN_EVAL:
+        raise UserError(
+            f"prompt set {name!r}: the eval half has {len(held)} prompts, fewer than {MIN_EVAL}; "
+            "use more prompts (--max-prompts) or a larger --eval-fraction"
+        )
+    return sorted(fit), sorted(held)
+
+
+def held_out_split(prompts: PromptInputs, eval_fraction: float, seed: int) -> HeldOutSplit:
+    """The seeded, category-stratified fit/eval split of every split set."""
+    fit, held = {}, {}
+    for role, s in prompts.roles():
+        if role in SPLIT_ROLES:
+            fit[role], held[role] = split_indices(s.categories, eval_fraction, seed, s.name)
+    return HeldOutSplit(fit, held)
+
+
+@dataclass(frozen=True)
 class TokenizedInputs:
     """Token ids per (set, format); every model of the audit reads exactly these."""
 
@@ -54,7 +118,8 @@ class TokenizedInputs:
 
 
 def tokenize_inputs(prompts: PromptInputs, tokenizer) -> TokenizedInputs:
-    """harmful/harmless/capability in chat format, harmful raw, capability raw (for ΔCE)."""
+    """harmful/harmless/capability in chat format, harmful raw, capability raw (for ΔCE),
+    and each domain set in chat format (`domain{i}_chat`)."""
     ids = {
         "harmful_chat": tokenize_prompts(prompts.harmful.texts, "chat", tokenizer, tokenizer),
         "harmless_chat": tokenize_prompts(prompts.harmless.texts, "chat", tokenizer, tokenizer),
@@ -64,6 +129,8 @@ def tokenize_inputs(prompts: PromptInputs, tokenizer) -> TokenizedInputs:
         texts = prompts.capability.texts
         ids["capability_chat"] = tokenize_prompts(texts, "chat", tokenizer, tokenizer)
         ids["capability_raw"] = tokenize_prompts(texts, "raw", tokenizer, tokenizer)
+    for i, domain in enumerate(prompts.domains):
+        ids[f"domain{i}_chat"] = tokenize_prompts(domain.texts, "chat", tokenizer, tokenizer)
     pad = tokenizer.pad_token_id
     if pad is None:
         pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0

@@ -85,6 +85,7 @@ def headline(
         baseline_refusal_rate=baseline_rate,
         abliteration_min_k=None if ablation is None else ablation.min_k,
         abliteration_kl=None if ablation is None else ablation.kl_at_min_k,
+        abliteration_broken_share=None if ablation is None else ablation.broken_share_at_min_k,
         judge=cfg.judge if baseline_rate is not None else None,
     )
 
@@ -100,8 +101,8 @@ def verdict(
     if refused is not None and total and refused / total < threshold:
         return Verdict(
             code="no-refusal",
-            text=f"No refusal behaviour to measure: {refused} of {total} harmful prompts "
-            "refused, so no depth or abliteration cost is reported.",
+            text=f"No refusal behaviour to measure: {refused} of {total} held-out harmful "
+            "prompts refused, so no depth or abliteration cost is reported.",
         )
     if paired and all(m.models_identical for m in layers):
         return Verdict(

@@ -216,9 +216,11 @@ def test_a_model_that_never_refuses_gets_the_no_refusal_verdict(refusing):
     )
     report = run.report
     assert report.kind == "child-only" and report.verdict.code == "no-refusal"
-    refused = int(re.search(r"(\d+) of 36 harmful prompts refused", report.verdict.text)[1])
-    assert refused / 36 < 0.1  # empty answers of the random model count as refusals
-    assert report.headline.baseline_refusal_rate == pytest.approx(refused / 36)
+    found = re.search(r"(\d+) of (\d+) held-out harmful prompts refused", report.verdict.text)
+    refused, judged = int(found[1]), int(found[2])
+    assert judged == 18  # the eval half of 36
+    assert refused / judged < 0.1  # empty answers of the random model count as refusals
+    assert report.headline.baseline_refusal_rate == pytest.approx(refused / judged)
     assert report.ablation is None and report.depth is None
     assert report.headline.alignment_depth_score is None
     assert report.headline.abliteration_min_k is None
