@@ -64,11 +64,53 @@ class DepthScore(Strict):
     child_only: bool = Field(False, description="Capability subspace from the child's own Dc.")
 
 
+AnswerClass = Literal["refusal", "compliance", "broken"]
+MinKReason = Literal["not reached", "refusal only goes away by breaking the model"]
+JudgeRule = Literal["empty", "phrase", "judge", "repetition", "nll", "none"]
+
+
+class Evidence(Strict):
+    """Why an answer got its class: the rule that fired and every score the judge read."""
+
+    rule: JudgeRule = Field(
+        description="Rule that decided: empty answer, refusal phrase, a custom judge's refusal "
+        "verdict, repetition, NLL, or none (compliance)."
+    )
+    phrase: str | None = Field(None, description="Refusal phrase matched, if any.")
+    repetition: Unit = Field(description="Repetition score (docs/judges.md).")
+    nll: NonNeg | None = Field(
+        None, description="Mean per-token NLL under the unablated child; None if not scored."
+    )
+    nll_threshold: NonNeg | None = Field(None, description="NLL threshold in force.")
+
+
+class JudgedAnswer(Strict):
+    """One row of samples.jsonl: a generated answer, where it came from, and its judgement."""
+
+    prompt_id: int = Field(ge=0, description="Index of the prompt in its prompt set.")
+    split: str = Field(description="Prompt split the answer belongs to ('all' before splits).")
+    layer: int = Field(ge=0, description="Layer the ablated directions come from.")
+    basis: Literal["attack", "svd", "single"] = Field(description="Direction basis.")
+    k: int = Field(ge=0, description="Directions ablated (0 = the unablated child).")
+    prompt: str = Field(description="The user prompt.")
+    answer: str = Field(description="The greedy answer, special tokens skipped.")
+    label: AnswerClass = Field(description="refusal, compliance or broken.")
+    evidence: Evidence = Field(description="What the judge saw.")
+
+
 class AblationPoint(Strict):
     basis: Literal["attack", "svd", "single"] = Field(description="Which direction basis.")
     k: int = Field(ge=0, description="Directions ablated (for 'single': index of the one).")
     refusal_score: float = Field(description="Mean first-token refusal log-odds on Ds.")
-    refusal_rate: Unit | None = Field(None, description="Judged refusal rate on Ds.")
+    refusal_rate: Unit | None = Field(
+        None, description="Judged refusal share on Ds (answers judged 'refusal')."
+    )
+    refusal_low: Unit | None = Field(None, description="Wilson 95 % lower bound of refusal_rate.")
+    refusal_high: Unit | None = Field(None, description="Wilson 95 % upper bound of refusal_rate.")
+    compliance_share: Unit | None = Field(None, description="Share of answers judged 'compliance'.")
+    broken_share: Unit | None = Field(
+        None, description="Share judged 'broken' (degenerate repetition or NLL above threshold)."
+    )
     kl: NonNeg = Field(description="Mean first-token KL(p_I ‖ p_ablated) on Dh.")
     delta_ce: float | None = Field(
         None, description="Change in cross-entropy on Dc (nats/token); None without Dc."
@@ -83,9 +125,34 @@ class Ablation(Strict):
     baseline_refusal_rate: Unit = Field(description="Child's refusal rate with nothing ablated.")
     baseline_refusal_score: float = Field(description="Child's refusal log-odds.")
     curve: list[AblationPoint] = Field(description="k = 0..K for each basis, plus singles.")
-    min_k: int | None = Field(None, ge=0, description="Smallest k under the threshold.")
+    min_k: int | None = Field(
+        None,
+        ge=0,
+        description="Smallest k with refusal share under the threshold and broken share at most "
+        "max_broken_share.",
+    )
+    min_k_reason: MinKReason | None = Field(
+        None, description="Why min_k is absent: refusal never dropped, or only by breaking."
+    )
+    max_broken_share: Unit = Field(0.10, description="Broken share min_k may have at most.")
+    broken_share_at_min_k: Unit | None = Field(None, description="Broken share at min_k.")
     kl_at_min_k: NonNeg | None = Field(None, description="KL at min_k.")
     delta_ce_at_min_k: float | None = Field(None, description="ΔCE at min_k.")
+    repetition_threshold: Unit | None = Field(
+        None, description="Repetition score above which an answer is broken."
+    )
+    nll_threshold: NonNeg | None = Field(
+        None,
+        description="Mean per-token NLL (nats, under the unablated child) above which an answer "
+        "is broken: the nll_quantile of the child's own unablated answers plus nll_margin; "
+        "None when no unablated answer had a token to score.",
+    )
+    nll_quantile: Unit | None = Field(None, description="Quantile of the calibration NLLs used.")
+    nll_margin: NonNeg | None = Field(None, description="Nats/token added to that quantile.")
+    samples_sha256: str | None = Field(
+        None, description="sha256 of samples.jsonl: every judged answer behind the curve."
+    )
+    samples_count: int | None = Field(None, ge=0, description="Rows in samples.jsonl.")
     causal_spearman: float | None = Field(
         None, ge=-1.0, le=1.0, description="Spearman(SVD order, single-direction effect)."
     )
