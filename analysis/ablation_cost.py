@@ -198,20 +198,70 @@ def ablation_curve(
     )
 
 
+@dataclass(frozen=True)
+class LayerChoice:
+    """What the ablation rule saw: per tried layer (layer, mean drop, mean KL), l*, stability."""
+
+    chosen: int | None
+    tried: list[tuple[int, float, float]]
+    stability: float | None  # share of bootstrap resamples choosing `chosen`
+    bootstraps: int
+
+
+def _choose(drops: torch.Tensor, kls: torch.Tensor, budget: float) -> int | None:
+    """Index of the largest positive drop with KL ≤ budget (first on ties); None if none."""
+    ok = (kls <= budget) & (drops > 0)
+    if not bool(ok.any()):
+        return None
+    return int(torch.argmax(torch.where(ok, drops, torch.full_like(drops, -math.inf))))
+
+
 def select_layer_by_ablation(
-    ev: Evaluator, refusal_dirs: torch.Tensor, window: tuple[int, int]
-) -> tuple[int | None, list[tuple[int, float, float]]]:
-    """l* = the layer in `window` whose r̂_l ablation lowers the refusal score most with
-    first-token KL ≤ the budget; None when no layer qualifies. Also returns every
-    (layer, score drop, KL) tried."""
-    base = ev.baseline or ev.measure_baseline()
-    tried = []
+    ev: Evaluator,
+    refusal_dirs: torch.Tensor,
+    window: tuple[int, int],
+    bootstraps: int = 20,
+    seed: int = 0,
+) -> LayerChoice:
+    """l* = the layer in `window` whose r̂_l ablation lowers the refusal score most — a drop
+    must be positive — with first-token KL ≤ the budget; None when no layer qualifies.
+
+    Runs on whatever prompts `ev` holds (the audit gives it the fit half) and reads only
+    first-token log-probs, never generations. Stability: the share of `bootstraps` resamples
+    of the prompts (harmful and harmless, with replacement) whose per-prompt drops and KLs,
+    averaged, choose the same layer; no forward pass per resample.
+    """
+    d, s = ev.data, ev.s
+    lp_s = first_token_logprobs(ev.model, d.harmful_ids, d.pad_id, s.batch_size)
+    base_score = refusal_log_odds(lp_s, d.refusal_ids).double()  # (prompt,)
+    base_h = first_token_logprobs(ev.model, d.harmless_ids, d.pad_id, s.batch_size)
+    layers, drops, kls = [], [], []
     for layer in range(window[0], window[1] + 1):
         r = refusal_dirs[layer]
         if float(r.norm()) == 0.0:
             continue
-        score, lp_h = ev.score_and_logp(orthonormal_basis(r[None]))
-        tried.append((layer, base.refusal_score - score, mean_kl(base.logp_harmless, lp_h)))
-    ok = [t for t in tried if t[2] <= ev.s.kl_budget]
-    best = max(ok, key=lambda t: t[1], default=None)
-    return (None if best is None else best[0]), tried
+        with ablated(ev.layers, orthonormal_basis(r[None])):
+            a_s = first_token_logprobs(ev.model, d.harmful_ids, d.pad_id, s.batch_size)
+            a_h = first_token_logprobs(ev.model, d.harmless_ids, d.pad_id, s.batch_size)
+        layers.append(layer)
+        drops.append(base_score - refusal_log_odds(a_s, d.refusal_ids).double())
+        kls.append((base_h.exp() * (base_h - a_h)).sum(-1).clamp_min(0.0).double())
+    if not layers:
+        return LayerChoice(None, [], None, bootstraps)
+    drop_pp, kl_pp = torch.stack(drops), torch.stack(kls)  # (layer, prompt)
+    mean_drop, mean_kl_ = drop_pp.mean(1), kl_pp.mean(1)
+    tried = [
+        (layer, float(a), float(b))
+        for layer, a, b in zip(layers, mean_drop.tolist(), mean_kl_.tolist(), strict=True)
+    ]
+    best = _choose(mean_drop, mean_kl_, s.kl_budget)
+    if best is None:
+        return LayerChoice(None, tried, None, bootstraps)
+    gen = torch.Generator().manual_seed(seed)
+    same = 0
+    for _ in range(bootstraps):
+        i_s = torch.randint(drop_pp.shape[1], (drop_pp.shape[1],), generator=gen)
+        i_h = torch.randint(kl_pp.shape[1], (kl_pp.shape[1],), generator=gen)
+        pick = _choose(drop_pp[:, i_s].mean(1), kl_pp[:, i_h].mean(1), s.kl_budget)
+        same += pick == best
+    return LayerChoice(layers[best], tried, same / bootstraps, bootstraps)
