@@ -71,19 +71,46 @@ def field_path(loc: tuple) -> str:
 
 
 def _short(value) -> str:
+    # Encoded lazily and cut at the limit: an error's value can be a whole 4 MB section.
+    text = ""
     try:
-        text = json.dumps(value, allow_nan=True, ensure_ascii=False)
+        for chunk in json.JSONEncoder(allow_nan=True, ensure_ascii=False).iterencode(value):
+            text += chunk
+            if len(text) > MAX_VALUE_CHARS:
+                break
     except (TypeError, ValueError):
-        text = repr(value)
+        text = repr(value)[: MAX_VALUE_CHARS + 1]
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
 
 
-def located_errors(exc: ValidationError) -> list[FieldError]:
-    """Every error of a pydantic ValidationError, located by field path."""
-    return [
-        FieldError(path=field_path(e["loc"]), problem=e["msg"], value=_short(e.get("input")))
-        for e in exc.errors(include_url=False)
-    ]
+_MISSING = object()
+
+
+def _value_at(data: object, loc: tuple) -> object:
+    """The value an error's location points at in the parsed upload, or _MISSING."""
+    for part in loc:
+        try:
+            data = data[part]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return data
+
+
+def located_errors(
+    exc: ValidationError, data: object = _MISSING, limit: int | None = None
+) -> list[FieldError]:
+    """The first `limit` errors (all when None) of a pydantic ValidationError, by field path.
+
+    The error dicts are built without their inputs, which can be whole sections; the
+    offending value of each shown error is looked up in `data`, the validated object.
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    located = []
+    for e in errors[:limit]:
+        value = _value_at(data, e["loc"]) if data is not _MISSING else _MISSING
+        shown = "" if value is _MISSING else _short(value)
+        located.append(FieldError(path=field_path(e["loc"]), problem=e["msg"], value=shown))
+    return located
 
 
 def _decode(data: bytes) -> tuple[object | None, str | None]:
@@ -113,14 +140,13 @@ def check_bytes(data: bytes) -> UploadCheck:
     try:
         report = AuditReport.model_validate(parsed)
     except ValidationError as exc:
-        errors = located_errors(exc)
-        message = INVALID.format(version=SCHEMA_VERSION, n=len(errors))
+        total = exc.error_count()
+        errors = located_errors(exc, parsed, limit=MAX_ERRORS_SHOWN)
+        message = INVALID.format(version=SCHEMA_VERSION, n=total)
         version = parsed.get("schema_version")
         if version != SCHEMA_VERSION:
             message = BAD_VERSION.format(found=_short(version)) + " " + message
-        return UploadCheck(
-            ok=False, message=message, errors=errors[:MAX_ERRORS_SHOWN], total_errors=len(errors)
-        )
+        return UploadCheck(ok=False, message=message, errors=errors, total_errors=total)
     child = report.models.child
     name = child.repo_id if child.source == "hub" else child.path
     message = VALID.format(version=report.schema_version, child=name, verdict=report.verdict.code)

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from depthcard.space import handlers
+from depthcard.space import handlers, upload
 from depthcard.space import report_view as rv
 from depthcard.space.compare import METRICS
 from depthcard.space.store import MAX_REPORT_BYTES, ReportEntry, ReportStore, report_id
@@ -187,6 +187,28 @@ def test_a_50_mb_upload_is_refused_before_it_is_read(tmp_path):
     assert not check.ok and "over this Space's" in check.message
     assert f"{MAX_REPORT_BYTES:,}" in check.message
     assert not check_upload(None).ok and not check_upload(str(tmp_path / "gone")).ok
+
+
+def test_a_large_invalid_upload_encodes_only_the_errors_it_shows(monkeypatch):
+    # 200 layers with every number a string: thousands of errors, 200 shown.
+    data = make_report().model_dump(mode="json")
+    bad = {k: ("x" if type(v) in (int, float) else v) for k, v in data["layers"][0].items()}
+    data["layers"] = [bad] * 400
+    encoded = []
+    real_short = upload._short
+    monkeypatch.setattr(upload, "_short", lambda v: encoded.append(1) or real_short(v))
+    check = check_bytes(json.dumps(data).encode())
+    assert check.total_errors > upload.MAX_ERRORS_SHOWN == len(check.errors)
+    assert len(encoded) <= upload.MAX_ERRORS_SHOWN
+    assert f"{check.total_errors} error(s)" in check.message
+    assert f"Showing the first {upload.MAX_ERRORS_SHOWN} of {check.total_errors}" in (
+        handlers.check_markdown(check)
+    )
+    assert all(e.value == '"x"' for e in check.errors if e.path.startswith("layers["))
+
+
+def test_a_huge_value_is_cut_without_encoding_all_of_it():
+    assert len(upload._short(list(range(10**6)))) == upload.MAX_VALUE_CHARS
 
 
 def test_headline_table_is_a_frame_with_units():
