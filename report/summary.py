@@ -20,8 +20,11 @@ def _headline_rows(report: AuditReport) -> list[str]:
     ]
 
 
-def summary_table(report: AuditReport, out: Path) -> str:
-    """A fixed-width table of the headline, the verdict and where the files are."""
+def summary_table(report: AuditReport, out: Path, *, plots: bool = True) -> str:
+    """A fixed-width table of the headline, the verdict and where the files are.
+
+    `plots` says whether plots/ was written (not under `--no-plots`).
+    """
     h = report.headline
     child = report.models.child
     width = max(len(m.label) for m in METRICS)
@@ -39,10 +42,11 @@ def summary_table(report: AuditReport, out: Path) -> str:
     lines += [f"not measured: {a.section} ({a.reason})" for a in report.absent]
     lines += [f"warning: {w}" for w in report.warnings]
     seconds = sum(s.seconds for s in report.stages)
+    files = "report.json, directions.safetensors, card.md" + (", plots/" if plots else "")
     stages = ", ".join(f"{s.name} {s.seconds:.1f}" for s in report.stages)
     lines += [
         "",
-        f"wrote {out}/ (report.json, directions.safetensors, card.md, plots/) in {seconds:.1f} s",
+        f"wrote {out}/ ({files}) in {seconds:.1f} s",
         f"seconds per stage: {stages}",
     ]
     return "\n".join(lines)

@@ -40,3 +40,10 @@ def test_child_only_summary_names_what_was_not_measured() -> None:
     for absent in report.absent:
         assert f"not measured: {absent.section} ({absent.reason})" in text
     assert _first_word(text, "abliteration min k") == "—"
+
+
+def test_summary_lists_plots_only_when_they_were_written() -> None:
+    report = make_report()
+    assert "card.md, plots/)" in summary_table(report, Path("out"))
+    without = summary_table(report, Path("out"), plots=False)
+    assert "plots" not in without and "card.md)" in without
