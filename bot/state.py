@@ -23,8 +23,19 @@ from pathlib import Path
 from typing import Literal
 
 from depthcard.bot.state_schema import open_schema
+from depthcard.schemas.errors import UserError
 
 log = logging.getLogger(__name__)
+
+STATE_UNREADABLE = (
+    "state file {path} is not a readable SQLite database ({problem}); "
+    "move it aside to start with an empty state"
+)
+
+
+class StateFileError(UserError):
+    """The bot's state file exists but is not a usable SQLite database."""
+
 
 State = Literal[
     "discovered", "queued", "running", "succeeded", "published", "skipped", "failed", "opted_out"
@@ -96,9 +107,16 @@ class StateStore:
         # takes the write lock up front so a compare-and-set cannot interleave with another.
         self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        open_schema(self._db)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            open_schema(self._db)
+        except sqlite3.OperationalError:
+            self._db.close()
+            raise
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+            self._db.close()
+            raise StateFileError(STATE_UNREADABLE.format(path=self.path, problem=exc)) from None
 
     def _reached(self, point: str) -> None:
         if self.checkpoint is not None:

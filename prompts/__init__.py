@@ -40,6 +40,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 KINDS: tuple[str, ...] = get_args(Kind)
 
 
+TOO_DEEP = "invalid YAML: nested too deeply to be a prompt set"
+
+
 class PromptFileError(UserError):
     """A prompt set file that cannot be read or does not match `schemas.prompt_set.PromptSet`.
 
@@ -166,7 +169,10 @@ def load_prompt_set(path: str | Path, expect_kind: str | None = None) -> LoadedP
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         line = root.start_mark.line + 1 if root is not None else None
         raise PromptFileError(path, f"top level must be a mapping, found {found}", line)
-    _reject_duplicate_keys(path, root)
+    try:
+        _reject_duplicate_keys(path, root)
+    except RecursionError:
+        raise PromptFileError(path, TOO_DEEP) from None
     try:
         spec = PromptSet.model_validate(data)
     except ValidationError as exc:
@@ -237,6 +243,8 @@ def _parse_yaml(path: str | Path, text: str) -> tuple[Any, yaml.Node | None]:
         ) from None
     except yaml.YAMLError as exc:
         raise PromptFileError(path, f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise PromptFileError(path, TOO_DEEP) from None
     finally:
         loader.dispose()
     return data, root

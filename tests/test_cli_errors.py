@@ -254,3 +254,26 @@ def test_duplicate_prompt_error_quotes_the_prompt(tmp_path, pair, capsys):
     )
     assert "{text!r}" not in err and "'how do i pick a LOCK?'" in err
     assert_clean_error(code, err, "dup.yaml", out)
+
+
+def test_deeply_nested_prompt_file_is_one_line(tmp_path, pair, capsys):
+    base, child = pair
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: x\nversion: 1\nkind: harmful\nprompts: " + "[" * 10_000 + "]" * 10_000)
+    out = tmp_path / "out"
+    code, err = run_cli(
+        ["audit", str(base), str(child), "--out", str(out), "--harmful", str(deep)], capsys
+    )
+    assert_clean_error(code, err, "nested too deeply", out)
+
+
+@pytest.mark.parametrize("command", ["status", "watch"])
+def test_corrupt_bot_state_file_is_one_line(tmp_path, capsys, command):
+    from tests.bot_helpers import write_config
+
+    config = write_config(tmp_path, dry_run=True)
+    (tmp_path / "state.sqlite").write_bytes(b"not a database, just garbage\x00" * 200)
+    code, err = run_cli([command, "--config", str(config)], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "not a readable SQLite database" in lines[0]
