@@ -157,6 +157,8 @@ def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> nn.
 
     if dtype not in _DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device}: no CUDA GPU is visible; use --device cpu")
     kwargs: dict = {"dtype": _DTYPES[dtype], "trust_remote_code": False, "use_safetensors": True}
     if device == "auto":
         kwargs["device_map"] = "auto" if torch.cuda.is_available() else None

@@ -277,3 +277,13 @@ def test_corrupt_bot_state_file_is_one_line(tmp_path, capsys, command):
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "not a readable SQLite database" in lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_a_gpu(tmp_path, pair, capsys):
+    base, child = pair
+    out = tmp_path / "out"
+    code, err = run_cli(
+        ["audit", str(base), str(child), "--out", str(out), "--device", "cuda"], capsys
+    )
+    assert_clean_error(code, err, "no CUDA GPU", out)
