@@ -3,10 +3,20 @@
 Layout (docs/design.md, Where results live): report.json, directions.safetensors, card.md, plots/.
 Everything is written into a hidden sibling folder first and renamed into place at the end,
 so an interrupted or failed write never leaves a half-written report behind.
+
+`--out` given as a symlink to a folder is written through: the report lands in the link's
+resolved target and the link itself stays. A dangling symlink (or a loop) is refused by the
+preflight, before any work, since there is no folder to write into.
+
+Replacing an existing report renames it to the hidden sibling `.NAME.old`, renames the new
+folder to `NAME`, then removes `.NAME.old`. A process killed between the two renames leaves
+only `.NAME.old`; the next preflight (every write runs one) renames it back to `NAME` with a
+warning, and removes a stale `.NAME.old` when `NAME` exists.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -18,24 +28,62 @@ from safetensors.torch import save_file
 from depthcard.schemas.errors import UserError
 from depthcard.schemas.report import AuditReport
 
+log = logging.getLogger(__name__)
+
 
 class OutputError(UserError):
     """The output folder cannot be used."""
 
 
 def preflight(out: Path, overwrite: bool) -> None:
-    """Fail before any work when `out` cannot be written or would clobber a report."""
+    """Fail before any work when `out` cannot be written or would clobber a report.
+
+    Also recovers a replacement that was killed half-way (see the module docstring).
+    """
+    target = _target(out)
+    _recover_old(target)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise OutputError(f"--out {out}: folder is not empty (pass --overwrite to replace it)")
-    parent = out.parent
+    parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.mkdtemp(prefix=f".{out.name}.probe.", dir=parent)
+        probe = tempfile.mkdtemp(prefix=f".{target.name}.probe.", dir=parent)
     except OSError as exc:
         raise OutputError(f"--out {out}: cannot write to {parent} ({exc.strerror})") from exc
     os.rmdir(probe)
+
+
+def _target(out: Path) -> Path:
+    """The folder a write really replaces: a symlink's resolved target, else `out`."""
+    if not out.is_symlink():
+        return out
+    if not out.exists():  # dangling, or a loop
+        raise OutputError(f"--out {out}: is a symlink to {os.readlink(out)}, which does not exist")
+    return out.resolve()
+
+
+def _recover_old(target: Path) -> None:
+    """Put back the report a killed swap left as `.NAME.old`, or drop it when stale."""
+    old = target.with_name(f".{target.name}.old")
+    if not old.exists() and not old.is_symlink():
+        return
+    if not target.exists() and not target.is_symlink():
+        log.warning("restoring %s from %s, left by an interrupted write", target, old)
+        try:
+            old.rename(target)
+        except OSError as exc:
+            raise OutputError(f"--out {target}: cannot restore {old} ({exc.strerror})") from exc
+    else:
+        _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def serialize_report(report: AuditReport) -> str:
@@ -57,7 +105,8 @@ def write_report_folder(
     """Write the folder; returns `out`. Raises OutputError, leaving any old `out` as it was."""
     preflight(out, overwrite)
     text = serialize_report(report)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    target = _target(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         (tmp / "report.json").write_text(text, encoding="utf-8")
         save_file(
@@ -70,7 +119,7 @@ def write_report_folder(
             from depthcard.report.plots import write_plots
 
             write_plots(report, tmp / "plots")
-        _swap_into_place(tmp, out)
+        _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -82,11 +131,11 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         tmp.rename(out)
         return
     old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
     out.rename(old)
     try:
         tmp.rename(out)
     except OSError:
         old.rename(out)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)

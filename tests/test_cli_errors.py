@@ -287,3 +287,18 @@ def test_device_cuda_without_a_gpu(tmp_path, pair, capsys):
         ["audit", str(base), str(child), "--out", str(out), "--device", "cuda"], capsys
     )
     assert_clean_error(code, err, "no CUDA GPU", out)
+
+
+def test_dangling_symlink_out_is_refused_before_any_work(tmp_path, pair, capsys, monkeypatch):
+    import depthcard.cli.audit_command as audit_command
+
+    def no_prompts(*_):
+        raise AssertionError("the preflight should have refused --out before loading prompts")
+
+    monkeypatch.setattr(audit_command, "load_prompts", no_prompts)
+    base, child = pair
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "gone", target_is_directory=True)
+    code, err = run_cli(["audit", str(base), str(child), "--out", str(out)], capsys)
+    assert_clean_error(code, err, "which does not exist", out)
+    assert out.is_symlink()
