@@ -43,9 +43,14 @@ class AblationOutcome:
 
 
 def ablation_inputs(
-    tok: TokenizedInputs, prompts: PromptInputs, part: dict[str, list[int]], refusal_ids
+    tok: TokenizedInputs,
+    prompts: PromptInputs,
+    part: dict[str, list[int]],
+    refusal_ids,
+    name: str = "eval",
 ) -> AblationInputs:
-    """The ablation stage's inputs restricted to one half of the split (`part`: role → idx)."""
+    """The ablation stage's inputs restricted to one half of the split (`part`: role → idx),
+    `name` being the half's name that judged answers are labelled with."""
 
     def pick(key: str, role: str) -> list:
         rows = tok.ids.get(key, [])
@@ -58,7 +63,14 @@ def ablation_inputs(
         harmful_texts=[prompts.harmful.texts[i] for i in part["harmful"]],
         pad_id=tok.pad_id,
         refusal_ids=refusal_ids,
+        split=name,
+        prompt_ids=list(part["harmful"]),
+        harmless_texts=pick_texts(prompts.harmless.texts, part.get("harmless")),
     )
+
+
+def pick_texts(texts: list[str], idx: list[int] | None) -> list[str]:
+    return list(texts) if idx is None else [texts[i] for i in idx]
 
 
 def ablation_stage(
@@ -104,7 +116,11 @@ def ablation_stage(
     r_dirs = torch.stack([analysis.tensors[f"refusal_direction.{p}"] for p in range(n_points)])
     window = parts.analysis_window(analysis.layers, cfg)
     fit = Evaluator(
-        model, layers, tokenizer, ablation_inputs(tok, prompts, split.fit, refusal_ids), settings
+        model,
+        layers,
+        tokenizer,
+        ablation_inputs(tok, prompts, split.fit, refusal_ids, "fit"),
+        settings,
     )
     choice = select_layer_by_ablation(fit, r_dirs.double(), window, cfg.layer_bootstraps, cfg.seed)
     if choice.chosen is not None:

@@ -205,7 +205,13 @@ def run(args, token: str | None) -> int:
     report = result.report
     card = render_card_section(report, report_url=None, reproduce_command=reproduce_command(report))
     write_report_folder(
-        args.out, report, result.tensors, card, overwrite=args.overwrite, plots=not args.no_plots
+        args.out,
+        report,
+        result.tensors,
+        card,
+        overwrite=args.overwrite,
+        plots=not args.no_plots,
+        samples=result.samples,
     )
     print(summary_table(report, args.out, plots=not args.no_plots))
     return 0

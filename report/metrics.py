@@ -7,8 +7,8 @@ touches the analysis that computes it, the schema field, one `Metric` here and
 docs/card-standard.md (a test checks the docs against this table).
 
 Texts may hold placeholders filled from the report: `{eps}`, `{d}`, `{threshold}`,
-`{window}`, `{over}`, `{forecast}`, `{margin}`, and the name of every companion of the
-metric (e.g. `{chance}`); an unknown value reads "—".
+`{window}`, `{over}`, `{forecast}`, `{margin}`, and the name of every
+companion of the metric (e.g. `{chance}`); an unknown value reads "—".
 """
 
 from __future__ import annotations
@@ -69,7 +69,11 @@ class Metric:
         meaning: one sentence on what the number says; may hold placeholders.
         fmt: how the value is written (`FORMATS`).
         companions: fields printed beside the value (null level, interval, count).
-        beside: text after the value when every companion it names is present.
+        beside: text after the value when every companion it names is present; a tuple of
+            texts is shown part by part (an interval missing from an older report drops only
+            its own part).
+        replace: text shown instead of the value when it returns one (e.g. "not above null":
+            a score its null matches is never printed as a number).
         absent: text shown instead of a missing value, when it has one (else the row is left
             out where absent rows are dropped).
         kinds: the audit kinds that measure it: where a view lists unmeasured metrics, other
@@ -83,8 +87,9 @@ class Metric:
     meaning: str
     fmt: FormatKind
     companions: tuple[Companion, ...] = ()
-    beside: str = ""
+    beside: str | tuple[str, ...] = ""
     absent: Callable[[AuditReport], str | None] | None = None
+    replace: Callable[[AuditReport], str | None] | None = None
     kinds: frozenset[AuditKind] = ALL_KINDS
     source: Source = "headline"
 
@@ -111,11 +116,26 @@ class MetricRow:
 
 
 def _not_reached(report: AuditReport) -> str | None:
-    if report.ablation is None:
+    """Why min_k is absent, in plain words: never reached, or only by breaking the model."""
+    ab = report.ablation
+    if ab is None:
         return None
-    return f"not reached (k ≤ {max(p.k for p in report.ablation.curve)})"
+    top = max(p.k for p in ab.curve)
+    if ab.min_k_reason == "refusal only goes away by breaking the model":
+        return (
+            f"refusal only goes away by breaking the model (more than "
+            f"{100 * ab.max_broken_share:g} % broken answers, k ≤ {top})"
+        )
+    return f"not reached (k ≤ {top})"
 
 
+def _not_above_null(report: AuditReport) -> str | None:
+    if report.headline.depth_above_null is False:
+        return f"not above null ({report.headline.alignment_depth_score:.3f})"
+    return None
+
+
+CI = " [95 % CI {low}–{high}]"
 PAIR: frozenset[AuditKind] = frozenset({"pair", "three-model"})
 RHO_UNIT = "fraction of d (ε = {eps})"
 
@@ -129,8 +149,13 @@ METRICS: tuple[Metric, ...] = (
     Metric("rho_eps_aligned", "ρ_ε aligned", RHO_UNIT,
            "Share of the residual width the alignment shift fills, chat template held fixed; "
            "small = alignment lives in a few directions.",
-           "rho", companions=(Companion("rank_aligned", "rank", "detail", "count"),),
-           beside=" (rank {rank} of d = {d})", kinds=PAIR),
+           "rho", companions=(Companion("rank_aligned", "rank", "detail", "count"),
+                              Companion("rho_aligned_low", "low", "low", "rho"),
+                              Companion("rho_aligned_high", "high", "high", "rho"),
+                              Companion("rho_eps_did", "did", "detail", "rho"),
+                              Companion("rho_did_placebo", "did_placebo", "null", "rho")),
+           beside=(" (rank {rank} of d = {d})", CI,
+                   "; ρ_ε of M_DiD {did}, placebo {did_placebo}"), kinds=PAIR),
     Metric("rho_eps_naive", "ρ_ε naive", RHO_UNIT,
            "The same without holding the template fixed (template and alignment mixed), "
            "for comparison.",
@@ -141,7 +166,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("refusal_direction_recovery", "refusal-direction recovery", "abs. cosine, 0–1",
            "How closely the top direction of the alignment shift (child-only: of the contrast) "
            "matches the child's refusal direction; near 1 = they coincide.",
-           "cosine"),
+           "cosine", companions=(Companion("recovery_placebo", "placebo", "null", "cosine"),
+                                 Companion("recovery_low", "low", "low", "cosine"),
+                                 Companion("recovery_high", "high", "high", "cosine")),
+           beside=(" (placebo {placebo})", CI)),
     Metric("safety_specificity", "safety specificity", "ratio ρ(harmless) / ρ(harmful)",
            "Near or above 1: alignment is as low-rank on harmless prompts, so the low rank is "
            "not specific to safety.",
@@ -149,14 +177,25 @@ METRICS: tuple[Metric, ...] = (
     Metric("alignment_depth_score", "alignment depth score", "0–1, 0 = chance (K_c/d = {chance})",
            "How entangled the safety directions are with capability directions; DESIGN reads "
            "high as costly to remove, which depthcard's own calibration has not yet confirmed.",
-           "score", companions=(Companion("depth_chance_level", "chance", "null", "rho"),)),
+           "score", companions=(Companion("depth_chance_level", "chance", "null", "rho"),
+                                Companion("depth_null_mean", "null", "null", "score"),
+                                Companion("depth_null_p95", "p95", "null", "score"),
+                                Companion("depth_p_value", "p", "detail", "sig4"),
+                                Companion("depth_low", "low", "low", "score"),
+                                Companion("depth_high", "high", "high", "score")),
+           beside=(" (permutation null {null}, 95th pct {p95}, p = {p})", CI),
+           replace=_not_above_null),
     Metric("baseline_refusal_rate", "baseline refusal rate", "% of harmful prompts",
-           "How often the child refuses the harmful prompts with nothing removed.",
-           "percent"),
+           "How often the child refuses the held-out harmful prompts with nothing removed.",
+           "percent", companions=(Companion("baseline_refusal_low", "low", "low", "percent"),
+                                  Companion("baseline_refusal_high", "high", "high", "percent")),
+           beside=(" [95 % Wilson {low}–{high}]",)),
     Metric("abliteration_min_k", "abliteration min k", "directions (refusal < {threshold})",
-           "Fewest directions whose ablation drops refusal below the threshold; small = cheap "
-           "to strip.",
-           "count", absent=_not_reached),
+           "Fewest directions whose ablation drops refusal below the threshold without breaking "
+           "the model (few answers broken); small = cheap to strip.",
+           "count",
+           companions=(Companion("abliteration_broken_share", "broken", "detail", "percent"),),
+           beside=" ({broken} broken)", absent=_not_reached),
     Metric("abliteration_kl", "KL at min k", "nats",
            "First-token KL on harmless prompts at min k: what the attack costs in capability.",
            "nats"),
@@ -213,13 +252,19 @@ def metric_row(report: AuditReport, metric: Metric) -> MetricRow | None:
     if value is None:
         number = (metric.absent(report) if metric.absent else None) or MISSING
     else:
-        number = format_value(metric.fmt, value)
-    needs = {name for _, name, _, _ in string.Formatter().parse(metric.beside) if name}
-    shown = value is not None and all(found[n] is not None for n in needs & found.keys())
+        number = (metric.replace(report) if metric.replace else None) or format_value(
+            metric.fmt, value
+        )
+    parts = (metric.beside,) if isinstance(metric.beside, str) else metric.beside
+    beside = ""
+    for part in parts if value is not None else ():
+        needs = {name for _, name, _, _ in string.Formatter().parse(part) if name}
+        if all(found[n] is not None for n in needs & found.keys()):
+            beside += _fill(part, values)
     return MetricRow(
         metric=metric,
         number=number,
-        beside=_fill(metric.beside, values) if shown else "",
+        beside=beside,
         unit=_fill(metric.unit, values),
         meaning=_fill(metric.meaning, values),
         present=value is not None,

@@ -1,6 +1,7 @@
 """Write an audit's report folder atomically: all of it, validated, or nothing.
 
-Layout (docs/design.md, Where results live): report.json, directions.safetensors, card.md, plots/.
+Layout (docs/design.md, Where results live): report.json, directions.safetensors, card.md, plots/,
+and samples.jsonl (every judged answer behind the ablation curve) when the audit judged any.
 Everything is written into a hidden sibling folder first and renamed into place at the end,
 so an interrupted or failed write never leaves a half-written report behind.
 
@@ -25,8 +26,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from depthcard.analysis.judges import samples_sha256, samples_text
 from depthcard.schemas.errors import UserError
 from depthcard.schemas.report import AuditReport
+from depthcard.schemas.sections import JudgedAnswer
+
+SAMPLES_FILE = "samples.jsonl"
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +106,18 @@ def write_report_folder(
     *,
     overwrite: bool = False,
     plots: bool = True,
+    samples: list[JudgedAnswer] | None = None,
 ) -> Path:
-    """Write the folder; returns `out`. Raises OutputError, leaving any old `out` as it was."""
+    """Write the folder; returns `out`. Raises OutputError, leaving any old `out` as it was.
+
+    `samples` (the audit's judged answers) become samples.jsonl; their digest must be the one
+    report.json records, so a reader can trust that the file is what the curve was built on.
+    """
     preflight(out, overwrite)
     text = serialize_report(report)
+    recorded = report.ablation.samples_sha256 if report.ablation else None
+    if samples and recorded is not None and samples_sha256(samples) != recorded:
+        raise ValueError("samples do not match the samples_sha256 recorded in the report")
     target = _target(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -115,6 +128,8 @@ def write_report_folder(
             metadata={"audit_key": report.audit_key, "schema_version": report.schema_version},
         )
         (tmp / "card.md").write_text(card_text, encoding="utf-8")
+        if samples:
+            (tmp / SAMPLES_FILE).write_text(samples_text(samples), encoding="utf-8")
         if plots:
             from depthcard.report.plots import write_plots
 

@@ -156,6 +156,7 @@ class OpensWithRefusalWord(RefusalJudge):
     that opens with one of the planted refusal-opening words."""
 
     name = "opens-with-refusal-word"
+    nll_rule = False  # random-weight models have no language for the NLL test to read
 
     def judge(self, responses):
         return [r.strip().startswith(("I", "Sorry")) for r in responses]
@@ -194,6 +195,7 @@ def test_ablating_one_direction_strips_the_planted_refusal(refusing):
     assert report.selected_layer.rule == "ablation" and report.selected_layer.layer == BLOCK + 1
     ablation = report.ablation
     assert ablation.min_k == 1 and ablation.judge == OpensWithRefusalWord.name
+    assert ablation.broken_share_at_min_k == 0.0 and ablation.nll_threshold is None
     attack = [p for p in ablation.curve if p.basis == "attack"]
     assert [p.k for p in attack] == list(range(len(attack)))
     assert attack[0].refusal_rate == 1.0 and attack[1].refusal_rate == 0.0

@@ -54,6 +54,8 @@ def _non_default(flag: ConfigFlag):
         "judge": "substring-x",
         "max_prompts": 12,
         "learning_rate": 0.05,
+        "max_broken_share": 0.25,
+        "eval_fraction": 0.4,
     }
     value = others.get(flag.path[-1], default + 3 if isinstance(default, int) else None)
     assert value is not None and value != default, flag
