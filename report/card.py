@@ -285,8 +285,22 @@ def _limits(report: AuditReport) -> str:
     )
 
 
+UNSTABLE_LAYER = (
+    "**The layer choice is unstable:** only {share:.0f} % of {n} bootstrap resamples of the fit "
+    "prompts pick layer {layer}; the numbers at l\\* may change with other prompts."
+)
+
+
+def _stability(report: AuditReport) -> list[str]:
+    """A plain warning when l* is chosen by fewer than half the bootstrap resamples."""
+    sel = report.selected_layer
+    if sel.stability is None or sel.stability >= 0.5:
+        return []
+    return [UNSTABLE_LAYER.format(share=100 * sel.stability, n=sel.bootstraps, layer=sel.layer), ""]
+
+
 def _absent_and_warnings(report: AuditReport) -> list[str]:
-    out = []
+    out = _stability(report)
     if report.absent:
         out.append("Not measured in this audit:")
         out += [f"- {_text(a.section)}: {_text(a.reason)}" for a in report.absent]

@@ -14,8 +14,10 @@ from pydantic import Field
 from depthcard.schemas._base import Strict
 from depthcard.schemas.report import Headline
 
-CARD_SCHEMA_VERSION = "1.1"  # the newest version this module reads and writes
-PAIR_CARD_VERSION = "1.0"  # pair and child-only sections use nothing 1.1 added
+CARD_SCHEMA_VERSION = "2.0"  # the newest version this module reads and writes
+# 2.0 (every kind): nulls, placebos and intervals beside the scores; 1.x sections still read.
+PAIR_CARD_VERSION = "2.0"
+READ_MAJORS = (1, 2)  # major versions the parser reads
 START_MARKER = "<!-- depthcard:start schema={schema} key={key} -->"
 END_MARKER = "<!-- depthcard:end -->"
 HEADLINE_COMMENT = "<!-- depthcard:headline {payload} -->"

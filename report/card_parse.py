@@ -16,6 +16,7 @@ from depthcard.report.card_format import (
     _HEADLINE_PREFIX,
     _START_RE,
     CARD_SCHEMA_VERSION,
+    READ_MAJORS,
     START_MARKER,
     CardModel,
     CardParseError,
@@ -110,10 +111,12 @@ def parse_card_section(readme_text: str) -> ParsedCard | None:
     schema, key = marker["schema"], marker["key"]
     major, minor = (int(x) for x in schema.split("."))
     ours = tuple(int(x) for x in CARD_SCHEMA_VERSION.split("."))
-    if major != ours[0]:
-        raise CardParseError(f"card standard {schema} is not supported (this parser reads 1.x)")
+    if major not in READ_MAJORS:
+        raise CardParseError(
+            f"card standard {schema} is not supported (this parser reads 1.x and 2.x)"
+        )
     data = _embedded_json(section)
-    if minor > ours[1]:
+    if major < ours[0] or minor > ours[1]:
         data = _known_fields(data)
     try:
         card = ParsedCard.model_validate(data)

@@ -177,7 +177,7 @@ class AuditConfig(Strict):
         100, ge=1, description="Label permutations for the depth score's null."
     )
     bootstraps: int = Field(
-        200, ge=1, description="Bootstrap resamples over prompts for the 95 % intervals."
+        200, ge=1, description="Bootstrap resamples over prompts for the 95 percent intervals."
     )
     fragility: FragilitySettings | None = Field(
         default_factory=FragilitySettings,

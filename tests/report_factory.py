@@ -329,11 +329,36 @@ def _headline(layer: dict, star: int, sections: dict) -> dict:
         "rho_eps_contrast": _rho(layer, "child_contrast"),
         "refusal_direction_recovery": layer.get("recovery_cosine"),
         "safety_specificity": layer.get("safety_specificity"),
+        "rho_eps_did": _rho(layer, "did"),
+        "rho_did_placebo": None if _rho(layer, "did") is None else 0.03125,
     }
-    if (depth := sections["depth"]) is not None:
-        h |= {"alignment_depth_score": depth["score"], "depth_chance_level": depth["chance_level"]}
-    if (abl := sections["ablation"]) is not None:
+    if h["rho_eps_aligned"] is not None:
+        rho = h["rho_eps_aligned"]
+        h |= {"rho_aligned_low": rho * 0.8, "rho_aligned_high": min(1.0, rho * 1.25)}
+    if (cos := h["refusal_direction_recovery"]) is not None:
         h |= {
+            "recovery_placebo": 0.31,
+            "recovery_low": cos * 0.9,
+            "recovery_high": min(1.0, cos * 1.05),
+        }
+    if (depth := sections["depth"]) is not None:
+        score = depth["score"]
+        h |= {
+            "alignment_depth_score": score,
+            "depth_chance_level": depth["chance_level"],
+            "depth_null_mean": score / 2,
+            "depth_null_p95": score * 0.6,
+            "depth_p_value": 1 / 101,
+            "depth_vs_null": (score - score / 2) / (1 - score / 2),
+            "depth_above_null": True,
+            "depth_low": score * 0.9,
+            "depth_high": min(1.0, score * 1.1),
+        }
+    if (abl := sections["ablation"]) is not None:
+        rate = abl["baseline_refusal_rate"]
+        h |= {
+            "baseline_refusal_low": max(0.0, rate - 0.05),
+            "baseline_refusal_high": min(1.0, rate + 0.03),
             "baseline_refusal_rate": abl["baseline_refusal_rate"],
             "abliteration_min_k": abl["min_k"],
             "abliteration_kl": abl["kl_at_min_k"],

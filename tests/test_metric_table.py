@@ -74,9 +74,17 @@ def test_docs_number_formats_are_the_table_formats():
     assert by_field["abliteration_kl"] == "nats"
 
 
-def test_chance_level_is_the_null_of_the_depth_score():
+def test_the_depth_score_is_printed_beside_its_permutation_null():
     depth = next(m for m in METRICS if m.field == "alignment_depth_score")
-    assert [(c.field, c.role) for c in depth.companions] == [("depth_chance_level", "null")]
+    nulls = [c.field for c in depth.companions if c.role == "null"]
+    assert nulls == ["depth_chance_level", "depth_null_mean", "depth_null_p95"]
+    assert {c.role for c in depth.companions} >= {"low", "high"}
+
+
+def test_a_depth_not_above_its_null_is_not_printed_as_a_depth():
+    report = make_report(with_depth=True, headline={"depth_above_null": False})
+    row = next(r for r in metric_rows(report) if r.metric.field == "alignment_depth_score")
+    assert row.number.startswith("not above null")
 
 
 def _card_cells(report: AuditReport) -> dict[str, str]:
@@ -137,9 +145,16 @@ def test_every_view_writes_every_number_like_the_card(name):
 
 def test_the_views_agree_on_the_reference_formats():
     card = _card_cells(REPORTS["pair"])
-    assert card["baseline refusal rate"] == "94.0 %"  # the terminal once printed 0.94
-    assert card["ρ_ε aligned"] == "0.007812 (rank 7 of d = 896)"
-    assert card["alignment depth score"] == "0.265"
+    # the terminal once printed 0.94
+    assert card["baseline refusal rate"] == "94.0 % [95 % Wilson 89.0 %–97.0 %]"
+    assert card["ρ_ε aligned"] == (
+        "0.007812 (rank 7 of d = 896) [95 % CI 0.006250–0.009766]; "
+        "ρ_ε of M_DiD 0.004464, placebo 0.03125"
+    )
+    assert card["alignment depth score"] == (
+        "0.265 (permutation null 0.132, 95th pct 0.159, p = 0.009901) [95 % CI 0.238–0.291]"
+    )
+    assert card["refusal-direction recovery"] == "0.896 (placebo 0.310) [95 % CI 0.807–0.941]"
     assert card["KL at min k"] == "0.0208"
     assert _card_cells(REPORTS["not reached"])["abliteration min k"].startswith("not reached")
     assert _summary_numbers(REPORTS["pair"])["fragility sharpness"][0] == "12.50"
