@@ -17,7 +17,9 @@ from matplotlib.figure import Figure
 
 from depthcard.report.plots import plot_cross_domain
 from depthcard.report.reproduce import reproduce_command
+from depthcard.report.samples import read_samples
 from depthcard.schemas.report import AuditReport
+from depthcard.schemas.sections import JudgedAnswer
 from depthcard.space import series
 from depthcard.space.compare import COMPARE_COLUMNS, compare_frame, missing_from
 from depthcard.space.handlers import (
@@ -28,7 +30,7 @@ from depthcard.space.handlers import (
     provenance_markdown,
     report_summary,
 )
-from depthcard.space.store import ReportEntry, ReportStore
+from depthcard.space.store import ReportEntry, ReportStore, samples_path
 from depthcard.space.store import report_id as id_of_report
 
 # plot key -> (frame builder, x, y, colour column, title, x title, y title)
@@ -203,3 +205,37 @@ def compare_view(
         names = ", ".join(f"`{md_text(m)}`" for m in missing)
         note = f"No data for *{md_text(metric)}* in {names}."
     return frame, note
+
+
+SAMPLE_COLUMNS = ["prompt", "answer", "class", "evidence"]
+
+
+def _evidence(row: JudgedAnswer) -> str:
+    ev = row.evidence
+    parts = [ev.rule, f"repetition {ev.repetition:.2f}"]
+    if ev.phrase:
+        parts.append(f"phrase “{ev.phrase}”")
+    if ev.nll is not None:
+        limit = "" if ev.nll_threshold is None else f" (limit {ev.nll_threshold:.2f})"
+        parts.append(f"NLL {ev.nll:.2f}{limit}")
+    return "; ".join(parts)
+
+
+def sample_points(entry: ReportEntry | None) -> list[str]:
+    """The curve points with kept answers, as choices ("attack k=1"); [] without samples."""
+    path = None if entry is None else samples_path(entry)
+    if path is None:
+        return []
+    seen = dict.fromkeys(f"{r.basis} k={r.k}" for r in read_samples(path))
+    return list(seen)
+
+
+def samples_table(entry: ReportEntry | None, point: str | None) -> pd.DataFrame:
+    """The answers behind one curve point ("basis k=N"): prompt, answer, class, evidence."""
+    path = None if entry is None else samples_path(entry)
+    if path is None or not point:
+        return pd.DataFrame(columns=SAMPLE_COLUMNS)
+    basis, _, k = point.partition(" k=")
+    rows = [r for r in read_samples(path) if r.basis == basis and str(r.k) == k]
+    cells = [[r.prompt, r.answer, r.label, _evidence(r)] for r in rows]
+    return pd.DataFrame(cells, columns=SAMPLE_COLUMNS)

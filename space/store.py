@@ -24,6 +24,7 @@ DEFAULT_REPORTS_DIR = SPACE_DIR / "reports"
 # `bash run.sh demo` and the README's demo write the calibration audit here.
 DEMO_AUDIT_DIR = SPACE_DIR.parent / "demo-audit"
 REPORT_FILE = "report.json"
+SAMPLES_FILE = "samples.jsonl"
 # Reports larger than this are refused before parsing, in folders and in uploads alike.
 MAX_REPORT_BYTES = 8 * 1024 * 1024
 SIZE_BUCKETS: tuple[tuple[str, float], ...] = (
@@ -80,6 +81,12 @@ def report_id(report: AuditReport) -> str:
     if child.source == "hub":
         return f"{child.repo_id}/{child.revision}"
     return f"local/{Path(child.path).name}/{child.content_sha256[:12]}"
+
+
+def samples_path(entry: ReportEntry) -> Path | None:
+    """The entry's samples.jsonl (every judged answer), when its folder has one."""
+    path = entry.source.with_name(SAMPLES_FILE)
+    return path if path.is_file() else None
 
 
 def size_bucket(num_parameters: int) -> str:
