@@ -35,6 +35,7 @@ from depthcard.report.card import (
     render_card_section,
     splice_section,
 )
+from depthcard.report.markdown import md_code, md_escape, md_fence
 from depthcard.report.metrics import metric_rows
 from depthcard.report.reproduce import reproduce_command
 from depthcard.schemas.report import AuditReport, ModelRef
@@ -45,7 +46,7 @@ PR_TITLE = "depthcard: safety-alignment depth audit of {child} ({rev})"
 TITLE_PREFIX = "depthcard: "
 PR_BODY = """\
 This pull request adds a **depthcard** section to the model card: an audit of how deep the \
-safety alignment of `{child}` goes, measured against its base model `{base}`.
+safety alignment of {child} goes, measured against its base model {base}.
 
 **What was measured.** depthcard read the residual stream of both models on the same harmful \
 and harmless prompts with the same chat template, and measured how many directions the \
@@ -56,14 +57,12 @@ entangled the safety directions are with capability directions.
 
 {numbers}
 
-**Revisions.** base `{base}` at `{base_rev}`, child `{child}` at `{child_rev}`; analysis \
-version `{analysis_version}`.
+**Revisions.** base {base} at `{base_rev}`, child {child} at `{child_rev}`; analysis \
+version {analysis_version}.
 
 **Reproduce.**
 
-```sh
 {reproduce}
-```
 
 **Full report:** {report_url}
 
@@ -82,9 +81,9 @@ metadata.
 """
 FINETUNE_NOTE = """
 
-**Fine-tune audit.** `{third}` at `{third_rev}` is a fine-tune of the instruct model \
-`{child}`; all three models were read on the same prompts, and the section says how much of \
-`{child}`'s alignment the fine-tune kept.
+**Fine-tune audit.** {third} at `{third_rev}` is a fine-tune of the instruct model \
+{child}; all three models were read on the same prompts, and the section says how much of \
+{child}'s alignment the fine-tune kept.
 """
 NUMBER_LINE = "- {label}: {value} — {unit}"
 
@@ -120,29 +119,37 @@ def render_title(report: AuditReport) -> str:
 
 
 def render_body(report: AuditReport, url: str) -> str:
-    """The PR description: measured what, numbers, revisions, reproduce, limits, opt-out."""
+    """The PR description: measured what, numbers, revisions, reproduce, limits, opt-out.
+
+    Every string taken from the report goes through `md_escape`, `md_code` or `md_fence`: a
+    report.json edited before publishing must not put a heading, link or HTML into the PR.
+    """
     m = report.models
     numbers = [
-        NUMBER_LINE.format(label=row.label, value=row.value, unit=row.unit)
+        NUMBER_LINE.format(label=row.label, value=md_escape(row.value), unit=row.unit)
         for row in metric_rows(report)
     ]
     body = PR_BODY.format(
-        child=m.child.repo_id,
-        base=m.base.repo_id if m.base else "(none)",
+        child=md_code(_name(m.child)),
+        base=md_code(_name(m.base)) if m.base else "(none)",
         layer=report.headline.layer,
         numbers="\n".join(numbers) or "- (no headline numbers)",
         base_rev=m.base.revision if m.base else "-",
         child_rev=m.child.revision,
-        analysis_version=report.tool.analysis_version,
-        reproduce=reproduce_command(report),
-        report_url=url,
+        analysis_version=md_code(report.tool.analysis_version),
+        reproduce="\n".join(md_fence(reproduce_command(report), "sh")),
+        report_url=md_escape(url),
         opt_out_key=OPT_OUT_KEY,
     )
     if m.third is None:
         return body
-    note = FINETUNE_NOTE.format(third=m.third.repo_id, third_rev=m.third.revision,
-                                child=m.child.repo_id)  # fmt: skip
+    note = FINETUNE_NOTE.format(third=md_code(_name(m.third)), third_rev=m.third.revision,
+                                child=md_code(_name(m.child)))  # fmt: skip
     return body.rstrip("\n") + note
+
+
+def _name(ref: ModelRef) -> str:
+    return (ref.repo_id if ref.source == "hub" else ref.path) or ""
 
 
 def render_section(report: AuditReport, space_url: str) -> str:

@@ -24,6 +24,7 @@ from depthcard.report.card_format import (  # noqa: F401  (re-exported: the card
     start_marker,
 )
 from depthcard.report.card_parse import parse_card_section, splice_section  # noqa: F401
+from depthcard.report.markdown import md_code, md_escape, md_fence
 from depthcard.report.metrics import format_value, metric_rows
 from depthcard.schemas.report import AuditReport, ModelRef
 
@@ -122,16 +123,16 @@ def render_card_section(
 
 
 def _text(value: str) -> str:
-    """Free text made safe for one Markdown line: no line breaks, no HTML or markers."""
-    return " ".join(value.split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Free text of the report as one inert Markdown line (also safe in a table cell)."""
+    return md_escape(value)
 
 
 def _cell(value: str) -> str:
-    return _text(value).replace("|", "\\|")
+    return md_escape(value)
 
 
 def _code(value: str) -> str:
-    return "`" + _cell(value).replace("`", "'") + "`"
+    return md_code(value)
 
 
 def _comment_safe(payload: str) -> str:
@@ -256,9 +257,7 @@ def _provenance(report: AuditReport) -> list[str]:
 
 
 def _reproduce(command: str) -> list[str]:
-    longest = max((len(run) for run in re.findall(r"`+", command)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return ["Reproduce:", "", f"{fence}sh", command.strip(), fence, ""]
+    return ["Reproduce:", "", *md_fence(command, "sh"), ""]
 
 
 def _report_link(url: str | None) -> list[str]:
