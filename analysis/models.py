@@ -31,6 +31,13 @@ LAYER_PATHS = (
     "model.decoder.layers",  # OPT
 )
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# The input embedding, whose width is config.json's hidden_size, under its common names.
+_EMBEDDING_NAMES = (
+    "embed_tokens.weight",  # Llama, Mistral, Qwen, Gemma, OPT
+    "wte.weight",  # GPT-2, GPT-J
+    "embed_in.weight",  # GPT-NeoX, Pythia
+    "word_embeddings.weight",  # Falcon, Bloom
+)
 
 
 class ModelLoadError(UserError):
@@ -105,6 +112,38 @@ def check_weights(folder: Path) -> list[Path]:
     raise ModelLoadError(f"{folder}: no *.safetensors weight files")
 
 
+def check_weight_headers(folder: Path) -> None:
+    """Refuse weight files that are cut short or do not fit config.json, before loading.
+
+    Reads only the safetensors headers: `safe_open` checks that the header covers the whole
+    file, so a truncated download fails here, naming the file, before either model of an
+    audit is loaded, instead of inside transformers.
+
+    Raises:
+        ModelLoadError: a file is not readable safetensors, or the input embedding's width
+            is not config.json's `hidden_size`.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    hidden = read_config(folder).get("hidden_size")
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                names = [n for n in fh.keys() if n.endswith(_EMBEDDING_NAMES)]
+                shapes = {n: fh.get_slice(n).get_shape() for n in names}
+        except (SafetensorError, OSError) as exc:
+            raise ModelLoadError(
+                f"{path}: not a readable safetensors file ({exc}); it may be truncated, "
+                "download or save it again"
+            ) from exc
+        for name, shape in shapes.items():
+            if isinstance(hidden, int) and shape[-1] != hidden:
+                raise ModelLoadError(
+                    f"{path}: {name} is {shape[-1]} wide but {folder / 'config.json'} says "
+                    f"hidden_size {hidden}; the config does not belong to these weights"
+                )
+
+
 def content_sha256(folder: Path) -> str:
     """sha256 over names and bytes of the config, tokenizer and weight files, in name order."""
     digest = hashlib.sha256()
@@ -122,6 +161,7 @@ def resolve_model(spec: ModelSpec, token: str | None = None) -> ResolvedModel:
     if spec.path is not None:
         config = read_config(spec.path)
         check_weights(spec.path)
+        check_weight_headers(spec.path)
         return ResolvedModel(spec.path, "local", None, None, content_sha256(spec.path), config)
     return _resolve_hub(spec, token)
 
@@ -144,6 +184,7 @@ def _resolve_hub(spec: ModelSpec, token: str | None) -> ResolvedModel:
     )
     config = read_config(folder)
     check_weights(folder)
+    check_weight_headers(folder)
     return ResolvedModel(folder, "hub", spec.repo_id, info.sha, None, config)
 
 

@@ -185,6 +185,7 @@ def make_server(
         raise ValueError(f"set {SECRET_ENV}: the webhook server never runs without a secret")
     handler = type("Handler", (_Handler,), {"cfg": cfg, "secret": secret, "timeout": read_timeout,
                                             "state_path": Path(state_path)})  # fmt: skip
-    server = _Server((cfg.webhook.host, cfg.webhook.port), handler, workers)
-    StateStore(Path(state_path)).close()  # create the file (and fail) before the first event
-    return server
+    # Create the state file (and fail on a corrupt one) before binding the port, so that a
+    # refusal leaves no listening socket behind.
+    StateStore(Path(state_path)).close()
+    return _Server((cfg.webhook.host, cfg.webhook.port), handler, workers)

@@ -302,3 +302,37 @@ def test_dangling_symlink_out_is_refused_before_any_work(tmp_path, pair, capsys,
     code, err = run_cli(["audit", str(base), str(child), "--out", str(out)], capsys)
     assert_clean_error(code, err, "which does not exist", out)
     assert out.is_symlink()
+
+
+def test_config_hidden_size_that_disagrees_with_the_weights(tmp_path, capsys):
+    bad = save_tiny(tmp_path / "bad")
+    config = json.loads((bad / "config.json").read_text())
+    config["hidden_size"] = 48  # the weights are 32 wide
+    (bad / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    code, err = run_cli(["audit", "--child-only", str(bad), "--out", str(out)], capsys)
+    assert_clean_error(code, err, "hidden_size 48", out)
+    assert "model.safetensors" in err
+
+
+def test_truncated_safetensors_file(tmp_path, pair, capsys):
+    base, _ = pair
+    bad = save_tiny(tmp_path / "cut")
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    out = tmp_path / "out"
+    code, err = run_cli(["audit", str(base), str(bad), "--out", str(out)], capsys)
+    assert_clean_error(code, err, f"{weights}: not a readable safetensors file", out)
+
+
+def test_serve_with_a_corrupt_bot_state_file_is_one_line(tmp_path, capsys, monkeypatch):
+    from depthcard.bot.webhook import SECRET_ENV
+    from tests.bot_helpers import write_config
+
+    monkeypatch.setenv(SECRET_ENV, "s3cret")
+    config = write_config(tmp_path, dry_run=True, webhook={"host": "127.0.0.1", "port": 0})
+    (tmp_path / "state.sqlite").write_bytes(b"not a database, just garbage\x00" * 200)
+    code, err = run_cli(["serve", "--config", str(config)], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "not a readable SQLite database" in lines[0]
