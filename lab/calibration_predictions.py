@@ -27,9 +27,13 @@ def mean_erosion(organisms: list[OrganismResult], parent: str) -> float | None:
 
 
 def depth_reading(sibs: list[OrganismResult]) -> tuple[str, Callable[[OrganismResult], float]]:
-    """(label, value): the depth score rescaled against its null where every sibling has it,
-    else the raw score — never a mix of the two across one family."""
-    if sibs and all(o.depth_vs_null is not None for o in sibs):
+    """(label, value): the depth score rescaled against its null where every sibling with a
+    depth score has it, else the raw score — never a mix of the two across one family.
+
+    A sibling with no depth score at all (it does not refuse) has no pair either way.
+    """
+    scored = [o for o in sibs if o.depth_score is not None]
+    if scored and all(o.depth_vs_null is not None for o in scored):
         return (
             "depth vs null (rescaled against the permutation null's mean)",
             lambda o: o.depth_vs_null,

@@ -52,7 +52,7 @@ class SuitePlan:
 
 
 def make_plan(quick: bool) -> SuitePlan:
-    """The full suite (about 14 minutes on one CPU thread) or the test-sized one (about 2).
+    """The full suite (about 15 minutes on one idle CPU thread) or the test-sized one.
 
     Full: the τ grid 0.05–0.95 at rank 1, the rank grid r ∈ {1, 2, 4} at τ = 0.5, and a
     second seed at (τ = 0.5, r = 1) and (τ = 0.5, r = 4): eleven instruct siblings.
@@ -61,12 +61,12 @@ def make_plan(quick: bool) -> SuitePlan:
 
     if quick:
         specs = (SiblingSpec(0.1), SiblingSpec(0.9), SiblingSpec(0.9, rank=2))
-        family = FamilyConfig(siblings=specs, base_steps=60, instruct_steps=60)
-        return SuitePlan(family, (40,), 3e-3, 16, 12, quick=True)
+        family = FamilyConfig(siblings=specs, base_steps=40, instruct_steps=40, contrast_batch=8)
+        return SuitePlan(family, (20,), 3e-3, 16, 12, quick=True)
     grid = tuple(SiblingSpec(t) for t in (0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95))
     ranks = (SiblingSpec(0.5, rank=2), SiblingSpec(0.5, rank=4))
     seeds = (SiblingSpec(0.5, seed=1), SiblingSpec(0.5, rank=4, seed=1))
-    family = FamilyConfig(siblings=grid + ranks + seeds, instruct_steps=270)
+    family = FamilyConfig(siblings=grid + ranks + seeds, instruct_steps=240)
     # 3e-3 takes the shipped organism's refusal rate from 0.88 to 0.0 in 80 steps
     return SuitePlan(family, (20, 40, 80), 3e-3, 48, 24, quick=False)
 

@@ -157,16 +157,19 @@ def test_depth_reading_prefers_the_null_rescaled_score_for_the_whole_family() ->
     with_null = [_sib(f"s{i}", 0.1 * i, depth_score=0.5, depth_vs_null=0.1 * i) for i in range(3)]
     label, value = preds.depth_reading(with_null)
     assert "vs null" in label and [value(o) for o in with_null] == [0.0, 0.1, 0.2]
+    silent = _sib("no-refusal", 0.1)  # no depth at all: does not force the raw reading
+    assert "vs null" in preds.depth_reading([*with_null, silent])[0]
     mixed = [*with_null, _sib("old", 0.5, depth_score=0.7)]
     label, value = preds.depth_reading(mixed)
     assert label.startswith("depth score (raw") and value(mixed[-1]) == 0.7
 
 
 def test_none_min_k_ranks_last_and_the_rule_is_named() -> None:
+    rule = {"attack_k": 8, "min_k_rule": "coherent"}
     sibs = [
-        _sib("a", 0.1, depth_vs_null=0.1, min_k=1, attack_k=8, min_k_rule="coherent"),
-        _sib("b", 0.5, depth_vs_null=0.5, min_k=3, attack_k=8, min_k_rule="coherent"),
-        _sib("c", 0.9, depth_vs_null=0.9, min_k=None, attack_k=8, min_k_rule="coherent"),
+        _sib("a", 0.1, depth_score=0.3, depth_vs_null=0.1, min_k=1, **rule),
+        _sib("b", 0.5, depth_score=0.5, depth_vs_null=0.5, min_k=3, **rule),
+        _sib("c", 0.9, depth_score=0.4, depth_vs_null=0.9, min_k=None, **rule),
     ]
     assert [preds.ranked_min_k(o) for o in sibs] == [1.0, 3.0, 9.0]
     by_name = {p.name: p for p in preds.predictions(sibs)}
