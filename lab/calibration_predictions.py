@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from depthcard.lab.calibration_stats import permutation_p, spearman
 from depthcard.schemas.calibration import CalibrationReport, OrganismResult, Prediction
 
-HELD_AT = 0.5  # Spearman ρ at or above which a prediction "held" (direction and some strength)
+HELD_AT = 0.5  # Spearman ρ at or above which a prediction points the predicted way
+ALPHA = 0.05  # and the one-sided exact p at or below which that is more than chance
 
 
 def mean_erosion(organisms: list[OrganismResult], parent: str) -> float | None:
@@ -65,8 +66,14 @@ def test_prediction(name: str, claim: str, x: str, y: str, pairs: list[tuple]) -
         verdict = f"not testable: {reason}"
         held = None
     else:
-        held = rho >= HELD_AT
-        word = "held" if held else "did not hold"
+        held = rho >= HELD_AT and p is not None and p <= ALPHA
+        word = (
+            "held"
+            if held
+            else "right direction, not significant"
+            if rho >= HELD_AT
+            else "did not hold"
+        )
         verdict = f"{word}: Spearman ρ = {rho:+.2f} (n = {len(pairs)}, one-sided p = {p:.3g})"
     return Prediction(
         name=name,

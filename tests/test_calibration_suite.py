@@ -100,8 +100,12 @@ def test_exact_p_matches_enumeration_with_ties(seed: int) -> None:
 
 
 def test_prediction_verdicts() -> None:
-    held = preds.test_prediction("p", "c", "x", "y", [(1, 1), (2, 2), (3, 3), (None, 9)])
-    assert held.held is True and held.n == 3 and held.verdict.startswith("held")
+    five = [(i, i) for i in range(1, 6)]
+    held = preds.test_prediction("p", "c", "x", "y", [*five, (None, 9)])
+    assert held.held is True and held.n == 5 and held.verdict.startswith("held")
+    # right direction but three points cannot beat chance: exact one-sided p = 1/6
+    weak = preds.test_prediction("p", "c", "x", "y", [(1, 1), (2, 2), (3, 3)])
+    assert weak.held is False and weak.verdict.startswith("right direction, not significant")
     missed = preds.test_prediction("p", "c", "x", "y", [(1, 3), (2, 2), (3, 1)])
     assert missed.held is False and missed.verdict.startswith("did not hold")
     flat = preds.test_prediction("p", "c", "x", "y", [(1, 0.5), (2, 0.5), (3, 0.5)])
