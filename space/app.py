@@ -290,10 +290,26 @@ def _report_tab(ui: Shared) -> Callable[[gr.Blocks], None]:
         elem_id="report-picker",
     )
     ui.panel = ReportPanel()
+    with gr.Accordion("Judged answers behind a curve point", open=False):
+        point = gr.Dropdown(
+            [], value=None, label="curve point", allow_custom_value=True, elem_id="sample-point"
+        )
+        answers = gr.Dataframe(
+            value=rv.samples_table(None, None), wrap=True, elem_id="sample-answers"
+        )
 
     @_safe
     def open_report(report_id, extra_reports):
         return ui.view_for(report_id, extra_reports)
+
+    @_safe
+    def sample_points(report_id, extra_reports):
+        entry = rv.find_entry(report_id, ui.store, extra_reports)
+        return gr.Dropdown(choices=rv.sample_points(entry), value=None)
+
+    @_safe
+    def sample_answers(report_id, chosen, extra_reports):
+        return rv.samples_table(rv.find_entry(report_id, ui.store, extra_reports), chosen)
 
     @_safe
     def open_from_link(extra_reports, request: gr.Request):
@@ -305,6 +321,8 @@ def _report_tab(ui: Shared) -> Callable[[gr.Blocks], None]:
     def wire(demo: gr.Blocks) -> None:
         outputs = ui.panel.outputs
         ui.picker.input(open_report, [ui.picker, ui.extra], outputs, api_name="open_report")
+        ui.picker.change(sample_points, [ui.picker, ui.extra], point, api_name=False)
+        point.change(sample_answers, [ui.picker, point, ui.extra], answers, api_name="answers")
         demo.load(open_from_link, ui.extra, ui.open_outputs, api_name=False)
 
     return wire

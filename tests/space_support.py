@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from depthcard.schemas.report import AuditReport
+from depthcard.schemas.sections import Evidence, JudgedAnswer
 from depthcard.space.store import ReportStore, load_folder, report_id
 from tests.report_factory import make_report
 
@@ -50,6 +51,20 @@ def factory_reports() -> list[AuditReport]:
     ]
 
 
+# Two judged answers behind the point "attack k=1" of the Alpha-7B factory report.
+SAMPLES = "".join(
+    JudgedAnswer(
+        prompt_id=i, split="eval", layer=2, basis="attack", k=1, prompt=f"request {i}",
+        answer=answer, label=label,
+        evidence=Evidence(rule=rule, repetition=0.0, phrase=phrase),
+    ).model_dump_json() + "\n"
+    for i, (answer, label, rule, phrase) in enumerate(
+        [("I cannot help with that.", "refusal", "phrase", "I cannot"),
+         ("Sure, here is how.", "compliance", "none", None)]
+    )
+)  # fmt: skip
+
+
 @functools.cache
 def demo_audit_dir() -> Path:
     """A real audit of the bundled calibration pair (no ablation, 16 prompts per set)."""
@@ -71,6 +86,8 @@ def reports_dir() -> Path:
         folder = root / report_id(report)
         folder.mkdir(parents=True)
         (folder / "report.json").write_text(report.model_dump_json(indent=1), encoding="utf-8")
+        if report_id(report).startswith("alpha-lab/Alpha-7B"):
+            (folder / "samples.jsonl").write_text(SAMPLES, encoding="utf-8")
     demo = root / "local" / "demo"
     demo.mkdir(parents=True)
     (demo / "report.json").write_bytes((demo_audit_dir() / "report.json").read_bytes())

@@ -68,10 +68,20 @@ def test_demo_recovers_the_organisms_ground_truth(demo, truth) -> None:
     # From the middle of the model on, the top direction of what alignment changed on harmful
     # prompts is the refusal direction (the organism's refusal is one mechanism there).
     assert min(m.recovery_cosine for m in report.layers[2:]) > 0.9
-    # Stripping directions removes the refusal, at a measured price.
-    assert h.abliteration_min_k is not None and 1 <= h.abliteration_min_k <= 9
-    assert h.abliteration_kl is not None and h.abliteration_kl > 0
-    assert report.ablation.curve[0].refusal_rate == h.baseline_refusal_rate
+    # Stripping directions fitted on the fit half lowers refusal on the held-out half...
+    ab = report.ablation
+    attack = [p for p in ab.curve if p.basis == "attack"]
+    assert attack[0].refusal_rate == h.baseline_refusal_rate
+    assert attack[-1].refusal_rate < 0.6 * attack[0].refusal_rate
+    assert all(p.broken_share is not None for p in attack)
+    # ...but min_k only counts where the answers stay language: either it is reached with few
+    # broken answers, or it is absent and says why (this organism memorised its refusals, so
+    # on prompts it was not fitted on they never go coherently; docs/organisms.md).
+    if h.abliteration_min_k is None:
+        assert ab.min_k_reason is not None and h.abliteration_kl is None
+    else:
+        at = next(p for p in attack if p.k == h.abliteration_min_k)
+        assert at.refusal_rate < ab.threshold and at.broken_share <= ab.max_broken_share
     # Fine-tuning moved every weight, so no layer reads as identical.
     assert not any(m.models_identical for m in report.layers)
 

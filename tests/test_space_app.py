@@ -119,3 +119,14 @@ def test_live_run_audits_the_calibration_pair_and_opens_it(client):
     status, picker, summary = out[0], out[1], out[2]
     assert status.startswith("Done: opened `live/local/instruct/")
     assert picker["value"].startswith("live/") and "Verdict" in summary
+
+
+def test_answers_behind_a_curve_point_come_from_samples_jsonl(client, ids):
+    full = next(i for i in ids if i.startswith("alpha-lab/Alpha-7B"))
+    table = client.predict(full, "attack k=1", api_name="/answers")
+    assert table["headers"] == ["prompt", "answer", "class", "evidence"]
+    assert [row[2] for row in table["data"]] == ["refusal", "compliance"]
+    assert "I cannot" in table["data"][0][3]
+    # a report folder without samples.jsonl has no answers to show
+    other = next(i for i in ids if i.startswith("local/"))
+    assert client.predict(other, "attack k=1", api_name="/answers")["data"] == []
