@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from depthcard.bot.state import StateStore
 from depthcard.schemas.bot_config import BotConfig
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.hub_events import WebhookPayload
 
 log = logging.getLogger(__name__)
@@ -179,10 +180,10 @@ def make_server(
         read_timeout: seconds a connection may stay silent before it is dropped.
 
     Raises:
-        ValueError: no secret (the server never runs open).
+        UserError: no secret (the server never runs open).
     """
     if not secret:
-        raise ValueError(f"set {SECRET_ENV}: the webhook server never runs without a secret")
+        raise UserError(f"set {SECRET_ENV}: the webhook server never runs without a secret")
     handler = type("Handler", (_Handler,), {"cfg": cfg, "secret": secret, "timeout": read_timeout,
                                             "state_path": Path(state_path)})  # fmt: skip
     # Create the state file (and fail on a corrupt one) before binding the port, so that a

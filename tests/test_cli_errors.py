@@ -336,3 +336,15 @@ def test_serve_with_a_corrupt_bot_state_file_is_one_line(tmp_path, capsys, monke
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "not a readable SQLite database" in lines[0]
+
+
+def test_serve_without_a_webhook_secret_is_one_line(tmp_path, capsys, monkeypatch):
+    from depthcard.bot.webhook import SECRET_ENV
+    from tests.bot_helpers import write_config
+
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    config = write_config(tmp_path, dry_run=True, webhook={"host": "127.0.0.1", "port": 0})
+    code, err = run_cli(["serve", "--config", str(config)], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert SECRET_ENV in lines[0]
