@@ -21,7 +21,8 @@ CHILD_README = (
     "# Tiny Instruct ✓\r\n\r\nA card with CRLF line endings and a trailing space. \r\n"
 )
 FAKE_AUDIT = [sys.executable, str(ROOT / "tests" / "fake_audit.py")]
-REAL_AUDIT_ARGS = ["--no-ablation", "--max-prompts", "8", "--no-plots"]
+# 16 prompts a set: the held-out split needs at least 8 in each eval half.
+REAL_AUDIT_ARGS = ["--no-ablation", "--max-prompts", "16", "--no-plots"]
 
 
 def add_pair(double: HubDouble, readme: str = CHILD_README, **child_kw) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from depthcard.analysis import ANALYSIS_VERSION  # noqa: E402
 from tests.report_factory import make_report  # noqa: E402
 
 
@@ -24,8 +25,12 @@ def main(argv: list[str]) -> int:
     report = make_report(
         models={"base": {"repo_id": base[0], "revision": base[1]},
                 "child": {"repo_id": child[0], "revision": child[1]}},
-        audit_key=f"{base[1]}/{child[1]}/a1",
+        audit_key=f"{base[1]}/{child[1]}/{ANALYSIS_VERSION}",
     )  # fmt: skip
+    # the method version this depthcard writes, as a real audit would
+    report = report.model_copy(
+        update={"tool": report.tool.model_copy(update={"analysis_version": ANALYSIS_VERSION})}
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
     return 0

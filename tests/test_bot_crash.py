@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from depthcard.analysis import ANALYSIS_VERSION
 from tests.bot_helpers import CHILD, ROOT, add_pair, bot_env, depthcard, write_config
 from tests.crash_launcher import KILL_ENV
 from tests.hub_double import HubDouble
@@ -42,7 +43,7 @@ def test_kill_at_each_transition_then_resume(tmp_path, point):
         assert [p.num for p in hub.prs(CHILD)] == [1]
         db = sqlite3.connect(tmp_path / "state.sqlite")
         rows = db.execute("SELECT key, state, pr_num FROM audits").fetchall()
-        assert rows == [(f"{base_sha}/{child_sha}/a1", "published", 1)]
+        assert rows == [(f"{base_sha}/{child_sha}/{ANALYSIS_VERSION}", "published", 1)]
         opened = db.execute(
             "SELECT COUNT(*) FROM hub_writes WHERE action = 'open-pr' AND phase = 'intent'"
         ).fetchone()[0]

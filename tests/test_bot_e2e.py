@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from depthcard.analysis import ANALYSIS_VERSION
 from depthcard.report.card import parse_card_section
 from tests.bot_helpers import (
     BASE,
@@ -54,7 +55,7 @@ def test_watch_audits_a_new_pair_opens_one_pr_and_keeps_it_current(tmp_path):
         pr_readme = hub.readme(CHILD, "refs/pr/1")
         _assert_only_section_added(pr_readme, CHILD_README)
         card = parse_card_section(pr_readme)
-        assert card.audit_key == f"{base_sha}/{child_sha}/a1"
+        assert card.audit_key == f"{base_sha}/{child_sha}/{ANALYSIS_VERSION}"
         assert card.child.revision == child_sha and card.base.revision == base_sha
         assert hub.readme(CHILD) == CHILD_README  # main is untouched: it is a PR
         body = prs[0].description
@@ -74,7 +75,7 @@ def test_watch_audits_a_new_pair_opens_one_pr_and_keeps_it_current(tmp_path):
         assert [p.num for p in hub.prs(CHILD)] == [1]
         pr_readme = hub.readme(CHILD, "refs/pr/1")
         _assert_only_section_added(pr_readme, new_readme)
-        assert parse_card_section(pr_readme).audit_key == f"{base_sha}/{new_sha}/a1"
+        assert parse_card_section(pr_readme).audit_key == f"{base_sha}/{new_sha}/{ANALYSIS_VERSION}"
         assert "published 2" in out.stdout
 
         # The owner closes the PR unmerged: no further PRs, whatever happens next.

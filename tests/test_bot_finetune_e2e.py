@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from depthcard.analysis import ANALYSIS_VERSION
 from depthcard.bot import discover
 from depthcard.bot.hub import Hub
 from depthcard.bot.state import StateStore, audit_key
@@ -61,7 +62,7 @@ def test_watch_audits_an_instruct_finetune_as_three_models_on_its_card(tmp_path)
         pr_readme = hub.readme(FT, "refs/pr/1")
         assert "kept **" in pr_readme  # the erosion paragraph
         card = parse_card_section(pr_readme)
-        key = f"{base_sha}/{child_sha}/{ft_sha}/a1"
+        key = f"{base_sha}/{child_sha}/{ft_sha}/{ANALYSIS_VERSION}"
         assert card.kind == "three-model" and card.audit_key == key
         assert card.third.revision == ft_sha and card.child.revision == child_sha
         assert card.base.revision == base_sha
@@ -167,8 +168,8 @@ def test_an_old_state_file_opens_and_gains_the_finetune_columns(tmp_path):
                      child_sha="c", third_repo="kim/x-ft", third_sha="f", analysis_version="a1",
                      state="discovered")  # fmt: skip
     row = store.get(audit_key("b", "c", "a1", "f"))
-    assert row.key == "b/c/f/a1" and row.target_repo == "kim/x-ft"
-    assert store.get("b/c/a1").state == "published"
+    assert row.key == "b/c/f/{ANALYSIS_VERSION}" and row.target_repo == "kim/x-ft"
+    assert store.get("b/c/{ANALYSIS_VERSION}").state == "published"
     store.close()
     with sqlite3.connect(path) as db:
         columns = {r[1] for r in db.execute("PRAGMA table_info(audits)")}
