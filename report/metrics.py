@@ -175,8 +175,8 @@ METRICS: tuple[Metric, ...] = (
            "not specific to safety.",
            "ratio"),
     Metric("alignment_depth_score", "alignment depth score", "0–1, 0 = chance (K_c/d = {chance})",
-           "How entangled the safety directions are with capability directions; DESIGN reads "
-           "high as costly to remove, which depthcard's own calibration has not yet confirmed.",
+           "How entangled the safety directions are with capability directions, read against "
+           "a label-permutation null; that a high score means costly to remove is not shown.",
            "score", companions=(Companion("depth_chance_level", "chance", "null", "rho"),
                                 Companion("depth_null_mean", "null", "null", "score"),
                                 Companion("depth_null_p95", "p95", "null", "score"),
