@@ -343,8 +343,6 @@ def _null_fields(out: StageOutputs, cfg: AuditConfig, point: int, depth):
     )
     if pn.recovery_interval is not None:
         fields["recovery_low"], fields["recovery_high"] = pn.recovery_interval
-    if pn.rho_aligned_interval is not None:
-        fields["rho_aligned_low"], fields["rho_aligned_high"] = pn.rho_aligned_interval
     if depth is not None:
         inp = depth_inputs(c, parts.analysis_window(out.analysis.layers, cfg), cfg.capability_k)
         null = depth_null(inp, depth.score, cfg.permutations, cfg.seed)

@@ -7,11 +7,10 @@ No forward passes: every quantity here is recomputed from rows the audit already
 - Placebo contrasts: the harmless prompts split at random into two halves, one playing the
   harmful side. Recovery, ρ_ε of M_DiD and cross-domain overlaps are recomputed on them.
 - Percentile bootstrap intervals over prompts (harmful and harmless resampled with
-  replacement; the capability subspace held fixed) for recovery and depth. ρ_ε is a rank: a
-  resample with replacement holds only about 63 % distinct rows, so its rank falls and the
-  interval would sit below the estimate. ρ_ε aligned therefore uses the Bayesian bootstrap
-  (Rubin 1981): every row stays, weighted by Dirichlet(1, …, 1)·N, which moves the energy
-  between prompts as resampling does without dropping any.
+  replacement; the capability subspace held fixed) for recovery and depth. ρ_ε gets none: it
+  is a rank, and resampling (with replacement, or Dirichlet reweighting) concentrates the
+  energy in fewer rows, so every such interval sat below its own estimate
+  (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -101,12 +100,6 @@ def _resample(n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randint(n, (n,), generator=gen)
 
 
-def _dirichlet_weights(n: int, gen: torch.Generator) -> torch.Tensor:
-    """(n,) Dirichlet(1, …, 1) weights scaled to mean 1: normalised Exp(1) draws."""
-    e = -torch.log(torch.rand(n, generator=gen, dtype=torch.float64).clamp_min(1e-300))
-    return e * (n / e.sum())
-
-
 def depth_interval(inp: DepthInputs, bootstraps: int, seed: int) -> tuple[float, float]:
     """Bootstrap 95 % interval of the depth score over prompts."""
     gen = torch.Generator().manual_seed(seed)
@@ -140,7 +133,6 @@ class PointNulls:
     recovery_placebo: float | None
     recovery_interval: tuple[float, float] | None
     rho_did_placebo: float | None
-    rho_aligned_interval: tuple[float, float] | None
     cross_domain_placebo: float | None
 
 
@@ -185,16 +177,11 @@ def point_nulls(
         value = _recovery(fxs[i_s], fxh[i_h], fcs[i_s], fch[i_h])
         if value is not None:
             rec_b.append(value)
-    rho_b = []
-    for _ in range(bootstraps if c.paired else 0):
-        w = _dirichlet_weights(xs.shape[0], gen).to(xs.dtype)  # (prompt,)
-        rho_b.append(rho(xs * w.sqrt()[:, None]))
     cross = [x for x in cross_p if x is not None]
     return PointNulls(
         recovery_placebo=_mean(rec_p),
         recovery_interval=percentile_interval(rec_b) if rec_b else None,
         rho_did_placebo=_mean(rho_p),
-        rho_aligned_interval=percentile_interval(rho_b) if rho_b else None,
         cross_domain_placebo=_mean(cross),
     )
 

@@ -150,11 +150,9 @@ METRICS: tuple[Metric, ...] = (
            "Share of the residual width the alignment shift fills, chat template held fixed; "
            "small = alignment lives in a few directions.",
            "rho", companions=(Companion("rank_aligned", "rank", "detail", "count"),
-                              Companion("rho_aligned_low", "low", "low", "rho"),
-                              Companion("rho_aligned_high", "high", "high", "rho"),
                               Companion("rho_eps_did", "did", "detail", "rho"),
                               Companion("rho_did_placebo", "did_placebo", "null", "rho")),
-           beside=(" (rank {rank} of d = {d})", CI,
+           beside=(" (rank {rank} of d = {d})",
                    "; ρ_ε of M_DiD {did}, placebo {did_placebo}"), kinds=PAIR),
     Metric("rho_eps_naive", "ρ_ε naive", RHO_UNIT,
            "The same without holding the template fixed (template and alignment mixed), "

@@ -337,8 +337,6 @@ class Headline(Strict):
         description="Three-model audits: fraction of the child's alignment shift the third "
         "model kept (mean e_l over the window; 1 = all, 0 = none; may leave 0–1).",
     )
-    rho_aligned_low: Unit | None = Field(None, description="Bootstrap 95 % low of ρ_ε aligned.")
-    rho_aligned_high: Unit | None = Field(None, description="Bootstrap 95 % high of ρ_ε aligned.")
     rho_eps_did: Unit | None = Field(None, description="ρ_ε of M_DiD (child-only: contrast).")
     rho_did_placebo: Unit | None = Field(
         None, description="ρ_ε of M_DiD on placebo contrasts (harmless split in two), mean."

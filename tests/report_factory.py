@@ -332,9 +332,6 @@ def _headline(layer: dict, star: int, sections: dict) -> dict:
         "rho_eps_did": _rho(layer, "did"),
         "rho_did_placebo": None if _rho(layer, "did") is None else 0.03125,
     }
-    if h["rho_eps_aligned"] is not None:
-        rho = h["rho_eps_aligned"]
-        h |= {"rho_aligned_low": rho * 0.8, "rho_aligned_high": min(1.0, rho * 1.25)}
     if (cos := h["refusal_direction_recovery"]) is not None:
         h |= {
             "recovery_placebo": 0.31,

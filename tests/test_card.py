@@ -98,7 +98,7 @@ def table_row(section: str, label: str) -> str:
 
 def test_table_lists_every_headline_number_with_unit_and_meaning():
     expected = {
-        "rho_eps_aligned": "0.007812 (rank 7 of d = 896) [95 % CI 0.006250–0.009766]; "
+        "rho_eps_aligned": "0.007812 (rank 7 of d = 896); "
         "ρ_ε of M_DiD 0.004464, placebo 0.03125",
         "rho_eps_naive": "0.07143",
         "refusal_direction_recovery": "0.896 (placebo 0.310) [95 % CI 0.807–0.941]",

@@ -104,7 +104,6 @@ def test_placebos_match_a_contrast_that_is_not_there():
     assert out.rho_did_placebo is not None and out.cross_domain_placebo is not None
     low, high = out.recovery_interval
     assert 0.0 <= low <= high <= 1.0
-    assert out.rho_aligned_interval is None  # child-only: no M_aligned
 
 
 def prompt_set(name: str, kind: str, n: int, cats: list[str]) -> LoadedPromptSet:
