@@ -300,7 +300,7 @@ class LayerChoice:
 
     chosen: int | None
     tried: list[tuple[int, float, float]]
-    stability: float | None  # share of bootstrap resamples choosing `chosen`
+    stability: float | None  # share of bootstrap resamples choosing `chosen` (None: none)
     bootstraps: int
 
 
@@ -351,8 +351,8 @@ def select_layer_by_ablation(
         for layer, a, b in zip(layers, mean_drop.tolist(), mean_kl_.tolist(), strict=True)
     ]
     best = _choose(mean_drop, mean_kl_, s.kl_budget)
-    if best is None:
-        return LayerChoice(None, tried, None, bootstraps)
+    # With no layer qualifying, stability is the share of resamples where none qualifies
+    # either (the fallback to the norm-ratio rule is itself the choice being tested).
     gen = torch.Generator().manual_seed(seed)
     same = 0
     for _ in range(bootstraps):
@@ -360,4 +360,4 @@ def select_layer_by_ablation(
         i_h = torch.randint(kl_pp.shape[1], (kl_pp.shape[1],), generator=gen)
         pick = _choose(drop_pp[:, i_s].mean(1), kl_pp[:, i_h].mean(1), s.kl_budget)
         same += pick == best
-    return LayerChoice(layers[best], tried, same / bootstraps, bootstraps)
+    return LayerChoice(None if best is None else layers[best], tried, same / bootstraps, bootstraps)

@@ -125,19 +125,20 @@ def ablation_stage(
     choice = select_layer_by_ablation(fit, r_dirs.double(), window, cfg.layer_bootstraps, cfg.seed)
     if choice.chosen is not None:
         drop, kl = next((d, k) for layer, d, k in choice.tried if layer == choice.chosen)
-        out.selected = parts.select_by_ablation(
-            choice.chosen, drop, kl, window, cfg.kl_budget
-        ).model_copy(
-            update={
-                "trials": [
-                    LayerTrial(layer=la, drop=d, kl=k, chosen=la == choice.chosen)
-                    for la, d, k in choice.tried
-                ],
-                "stability": choice.stability,
-                "bootstraps": choice.bootstraps,
-            }
-        )
-    layer = out.selected.layer if out.selected else parts.select_by_norm(analysis.layers, cfg).layer
+        selected = parts.select_by_ablation(choice.chosen, drop, kl, window, cfg.kl_budget)
+    else:  # no layer qualified: the norm-ratio rule decides, and the trials say why
+        selected = parts.select_by_norm(analysis.layers, cfg)
+    out.selected = selected.model_copy(
+        update={
+            "trials": [
+                LayerTrial(layer=la, drop=d, kl=k, chosen=la == selected.layer)
+                for la, d, k in choice.tried
+            ],
+            "stability": choice.stability if choice.tried else None,
+            "bootstraps": choice.bootstraps if choice.tried else None,
+        }
+    )
+    layer = out.selected.layer
     out.section = ablation_curve(
         ev,
         layer,

@@ -25,7 +25,7 @@ from depthcard.report.card_format import (  # noqa: F401  (re-exported: the card
 )
 from depthcard.report.card_parse import parse_card_section, splice_section  # noqa: F401
 from depthcard.report.markdown import md_code, md_escape, md_fence
-from depthcard.report.metrics import format_value, metric_rows
+from depthcard.report.metrics import format_value, layer_stability, metric_rows
 from depthcard.schemas.report import AuditReport, ModelRef
 
 CHILD_ONLY_NOTE = (
@@ -154,6 +154,8 @@ def _intro(report: AuditReport) -> str:
         f"Numbers are at layer l* = {h.layer} of 0..{last} "
         f"(rule: {report.selected_layer.rule}; {_text(report.selected_layer.reason)})."
     )
+    if (stable := layer_stability(report)) is not None:
+        where += f" l\\* was {stable} of the fit prompts."
     if m.base is None:
         return f"depthcard audited {_code(_name(m.child))} on its own (child-only). {where}"
     third = f", and the third model {_code(_name(m.third))}," if m.third else ""

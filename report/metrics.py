@@ -135,6 +135,14 @@ def _not_above_null(report: AuditReport) -> str | None:
     return None
 
 
+def layer_stability(report: AuditReport) -> str | None:
+    """How stable the choice of l* is, in words; None when the audit did not measure it."""
+    sel = report.selected_layer
+    if sel.stability is None or not sel.bootstraps:
+        return None
+    return f"chosen by {100 * sel.stability:.0f} % of {sel.bootstraps} bootstrap resamples"
+
+
 CI = " [95 % CI {low}–{high}]"
 PAIR: frozenset[AuditKind] = frozenset({"pair", "three-model"})
 RHO_UNIT = "fraction of d (ε = {eps})"

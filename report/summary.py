@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from depthcard.report.metrics import METRICS, metric_rows
+from depthcard.report.metrics import METRICS, layer_stability, metric_rows
 from depthcard.schemas.report import AuditReport
 
 
@@ -28,10 +28,11 @@ def summary_table(report: AuditReport, out: Path, *, plots: bool = True) -> str:
     h = report.headline
     child = report.models.child
     width = max(len(m.label) for m in METRICS)
+    stable = layer_stability(report)
     lines = [
         f"depthcard audit — {child.repo_id or child.path}",
         f"kind: {report.kind}   layers: 0..{len(report.layers) - 1}   selected layer l* = "
-        f"{h.layer} ({report.selected_layer.rule})",
+        f"{h.layer} ({'; '.join(filter(None, (report.selected_layer.rule, stable)))})",
         "",
         f"{'metric':<{width}} {'value':>10}  unit: meaning",
         f"{'-' * width} {'-' * 10}  {'-' * 40}",

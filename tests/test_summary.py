@@ -47,3 +47,14 @@ def test_summary_lists_plots_only_when_they_were_written() -> None:
     assert "card.md, plots/)" in summary_table(report, Path("out"))
     without = summary_table(report, Path("out"), plots=False)
     assert "plots" not in without and "card.md)" in without
+
+
+def test_summary_and_card_say_how_stable_the_layer_choice_is():
+    from depthcard.report.card import render_card_section
+
+    report = make_report()
+    sel = report.selected_layer.model_copy(update={"stability": 0.85, "bootstraps": 20})
+    report = report.model_copy(update={"selected_layer": sel})
+    assert "chosen by 85 % of 20 bootstrap resamples" in summary_table(report, Path("out"))
+    card = render_card_section(report, report_url=None, reproduce_command="depthcard audit x")
+    assert "l\\* was chosen by 85 % of 20 bootstrap resamples of the fit prompts." in card
