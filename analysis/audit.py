@@ -78,7 +78,8 @@ PROMPTS_USED = {
     "baseline refusal rate, fragility refusals": "eval",
     "depth score and its null": "all",
     "modes, cross-domain": "all",
-    "erosion": "all",
+    "erosion curves, compliance log-probs, gradient cosine": "all",
+    "erosion refusal rates (child and fine-tune)": "eval",
 }
 NO_THIRD = "no third model (a fine-tune of the child) given"
 FRAGILITY_OFF = "disabled in the audit settings (fragility = none)"
@@ -150,7 +151,9 @@ def audit_models(
     third_run = None
     if third is not None:
         with stage("capture-third", timings):
-            context = (tokenizer, prompts.harmful.texts, layers_path)
+            # the fine-tune's refusal rate reads the same held-out prompts as the child's
+            eval_texts = [prompts.harmful.texts[i] for i in split.eval["harmful"]]
+            context = (tokenizer, eval_texts, layers_path)
             third_run = third_pass(third, probe, tok, cfg, context)
         refs["third"] = third_run.ref
     with stage("capture-child", timings):

@@ -18,7 +18,7 @@ from depthcard.analysis.prompt_inputs import PromptInputs
 from depthcard.cli.main import main
 from depthcard.lab import organisms as org
 from depthcard.lab.erode import erode_organism
-from depthcard.report.card import parse_card_section, render_card_section
+from depthcard.report.card import CARD_SCHEMA_VERSION, parse_card_section, render_card_section
 from depthcard.schemas.report import AuditReport
 from depthcard.space.report_view import plot_frame, report_view
 from depthcard.space.store import ReportEntry
@@ -43,7 +43,7 @@ def planted():
     inputs = PromptInputs(
         harmful=prompt_set("h", "harmful", harmful, ["weapons"] * 24),
         harmless=prompt_set("ok", "harmless", harmless, ["misc"] * 24),
-        capability=prompt_set("cap", "capability", prompts(HARMLESS_WORDS, 12, 9), ["c"] * 12),
+        capability=prompt_set("cap", "capability", prompts(HARMLESS_WORDS, 16, 9), ["c"] * 16),
     )
     return tok, base, child, inputs
 
@@ -119,7 +119,7 @@ def test_card_of_a_three_model_audit_says_what_was_kept(planted):
     _, base, child, _ = planted
     report = three_model(planted, base, child, child)
     section = render_card_section(report, report_url=None, reproduce_command="depthcard audit")
-    assert "schema=1.1" in section.splitlines()[0]
+    assert f"schema={CARD_SCHEMA_VERSION}" in section.splitlines()[0]
     assert "| alignment kept by the fine-tune | 100.0 % |" in section
     assert "kept **100.0 %** of the alignment" in section
     card = parse_card_section(section)
