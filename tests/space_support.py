@@ -115,7 +115,7 @@ def free_port() -> int:
 
 
 # A quick live audit for the Run tab's test: no ablation, no plots, 8 prompts per set.
-QUICK_LIVE_ARGS = ("--no-ablation", "--no-plots", "--max-prompts", "8")
+QUICK_LIVE_ARGS = ("--no-ablation", "--no-plots", "--max-prompts", "16")  # 8 per eval half
 
 
 def launch_app(space_url: str | None = None):

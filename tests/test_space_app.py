@@ -93,7 +93,10 @@ def test_validate_reports_not_json_and_wrong_version(client, tmp_path):
     junk.write_text("this is not json", encoding="utf-8")
     assert "not valid JSON" in _validate(client, junk)[0]
     old = tmp_path / "old.json"
-    old.write_text(make_report().model_dump_json().replace('"1.0"', '"0.9"', 1), "utf-8")
+    text = make_report().model_dump_json()
+    current = f'"schema_version":"{make_report().schema_version}"'
+    assert current in text
+    old.write_text(text.replace(current, '"schema_version":"0.9"', 1), "utf-8")
     assert "is not supported" in _validate(client, old)[0]
 
 
