@@ -61,3 +61,33 @@ def test_publish_rejects_a_report_for_another_repo_and_bad_folders(tmp_path):
         empty = depthcard(["publish", str(tmp_path), "--repo", CHILD, "--dry-run", *cfg], env)
         assert empty.returncode == 2 and "no report.json" in empty.stderr
         assert "Traceback" not in wrong.stderr + empty.stderr
+
+
+@pytest.mark.slow
+def test_three_model_dry_run_diffs_the_finetune_card_the_pr_goes_to(tmp_path):
+    from tests.bot_helpers import CALIBRATION
+
+    ft, ft_readme = "acme/tiny-medical", "# Tiny medical\n\nThe fine-tune's own card.\n"
+    with HubDouble(token=TOKEN) as hub:
+        base_sha, child_sha = add_pair(hub)
+        ft_sha = hub.add_folder(ft, CALIBRATION / "instruct", readme=ft_readme, parameters=1)
+        report = make_report(
+            kind="three-model",
+            with_erosion=True,
+            models={"base": {"repo_id": "acme/tiny", "revision": base_sha},
+                    "child": {"repo_id": CHILD, "revision": child_sha},
+                    "third": {"repo_id": ft, "revision": ft_sha}},
+            audit_key=f"{base_sha}/{child_sha}/{ft_sha}/a1",  # the factory's analysis version
+        )  # fmt: skip
+        folder = tmp_path / "report"
+        folder.mkdir()
+        (folder / "report.json").write_text(report.model_dump_json())
+        cfg = ["--config", str(write_config(tmp_path))]
+        dry = depthcard(
+            ["publish", str(folder), "--repo", ft, "--dry-run", *cfg], bot_env(hub, tmp_path)
+        )
+        assert dry.returncode == 0, dry.stderr
+        # the diff is against the fine-tune's README, the card the PR would change
+        assert " The fine-tune's own card." in dry.stdout
+        assert CHILD_README.splitlines()[-1] not in dry.stdout
+        assert hub.prs(ft) == [] and hub.prs(CHILD) == []
