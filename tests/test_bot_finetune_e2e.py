@@ -168,8 +168,8 @@ def test_an_old_state_file_opens_and_gains_the_finetune_columns(tmp_path):
                      child_sha="c", third_repo="kim/x-ft", third_sha="f", analysis_version="a1",
                      state="discovered")  # fmt: skip
     row = store.get(audit_key("b", "c", "a1", "f"))
-    assert row.key == "b/c/f/{ANALYSIS_VERSION}" and row.target_repo == "kim/x-ft"
-    assert store.get("b/c/{ANALYSIS_VERSION}").state == "published"
+    assert row.key == "b/c/f/a1" and row.target_repo == "kim/x-ft"
+    assert store.get("b/c/a1").state == "published"
     store.close()
     with sqlite3.connect(path) as db:
         columns = {r[1] for r in db.execute("PRAGMA table_info(audits)")}

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from depthcard.analysis import ANALYSIS_VERSION
 from depthcard.bot.dispatch import LocalBackend
 from depthcard.bot.hub import Hub, HubUnavailable
 from depthcard.bot.state import StateStore
@@ -32,7 +33,7 @@ def make_hub(double, tmp_path, sleeps, **kw) -> Hub:
 def make_round(double, tmp_path, sleeps) -> Round:
     cfg = load_bot_config(write_config(tmp_path))
     return Round(make_hub(double, tmp_path, sleeps), StateStore(cfg.state_path), cfg,
-                 LocalBackend(cfg), "a1")  # fmt: skip
+                 LocalBackend(cfg), ANALYSIS_VERSION)  # fmt: skip
 
 
 def test_429_waits_what_retry_after_says(hub_double, tmp_path):

@@ -5,6 +5,7 @@ the others."""
 
 from __future__ import annotations
 
+from depthcard.analysis import ANALYSIS_VERSION
 from depthcard.bot.dispatch import LocalBackend
 from depthcard.bot.hub import Hub
 from depthcard.bot.state import StateStore
@@ -45,7 +46,7 @@ def test_a_round_publishes_every_healthy_repo_past_poisoned_ones(tmp_path):
         )
         hub = Hub(TOKEN, endpoint=double.url, cache_dir=tmp_path / "cache", retries=1,
                   sleep=lambda s: None)  # fmt: skip
-        r = Round(hub, StateStore(cfg.state_path), cfg, LocalBackend(cfg), "a1")
+        r = Round(hub, StateStore(cfg.state_path), cfg, LocalBackend(cfg), ANALYSIS_VERSION)
         run_round(r)
         for repo in HEALTHY + ["acme/markers-Instruct"]:
             assert [p.num for p in double.prs(repo)] == [1], repo
@@ -75,7 +76,9 @@ def test_two_watchers_never_open_more_prs_than_the_daily_cap(tmp_path):
             write_config(tmp_path, max_parallel=10, cap_per_org_per_day=3, recheck_limit=0)
         )
         hub = Hub(TOKEN, endpoint=double.url, cache_dir=tmp_path / "c0", retries=1)
-        first = Round(hub, StateStore(cfg.state_path, owner="w0"), cfg, LocalBackend(cfg), "a1")
+        first = Round(
+            hub, StateStore(cfg.state_path, owner="w0"), cfg, LocalBackend(cfg), ANALYSIS_VERSION
+        )
         run_round(first)  # audits done; then both watchers publish with slow commits
         for repo in repos:
             for pr in list(double.prs(repo)):
@@ -88,7 +91,7 @@ def test_two_watchers_never_open_more_prs_than_the_daily_cap(tmp_path):
         def watcher(n: int) -> None:
             store = StateStore(cfg.state_path, owner=f"w{n}")
             hub = Hub(TOKEN, endpoint=double.url, cache_dir=tmp_path / f"c{n}", retries=1)
-            run_round(Round(hub, store, cfg, LocalBackend(cfg), "a1"))
+            run_round(Round(hub, store, cfg, LocalBackend(cfg), ANALYSIS_VERSION))
 
         threads = [threading.Thread(target=watcher, args=(n,)) for n in (1, 2)]
         for t in threads:

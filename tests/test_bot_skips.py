@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from depthcard.analysis import ANALYSIS_VERSION
 from depthcard.bot.dispatch import LocalBackend
 from depthcard.bot.hub import Hub
 from depthcard.bot.state import StateStore
@@ -53,7 +54,7 @@ def test_skips_have_reasons_in_status(tmp_path):
         cfg = load_bot_config(write_config(tmp_path, parameter_budget=1_000_000_000))
         api = Hub(None, endpoint=hub.url, sleep=lambda s: None, cache_dir=tmp_path / "c")
         store = StateStore(cfg.state_path)
-        counts = run_round(Round(api, store, cfg, LocalBackend(cfg), "a1"))
+        counts = run_round(Round(api, store, cfg, LocalBackend(cfg), ANALYSIS_VERSION))
         assert counts == {"published": 1, "skipped": 6, "opted_out": 1}
         reasons = {r.child_repo: r.reason for r in store.rows() if r.state != "published"}
         assert "needs remote code" in reasons["acme/remote-Instruct"]
