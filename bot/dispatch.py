@@ -4,22 +4,35 @@ A backend `start`s an audit and returns a handle (stored in the state before any
 happens), then `poll`s it until it yields an `Outcome`. Both are safe to call again after a
 crash: the local backend finds a finished report folder instead of re-running, and the Jobs
 backend finds its job by the audit-key label instead of starting a second one.
+
+The Jobs backend sizes each job with the dry estimate (`analysis.estimate`, from the child's
+config.json): the cheapest configured flavour whose memory fits, and a timeout of the
+predicted minutes × a safety factor, capped by the configured timeout. Without a readable
+config.json it falls back to the parameter-budget rule and the configured timeout.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import ValidationError
 
+from depthcard.analysis.job_time import FLAVOURS, hub_minutes, job_timeout_minutes
+from depthcard.analysis.work_plan import model_size
+from depthcard.report.reproduce import AUDIT_FLAGS
 from depthcard.schemas.bot_config import BotConfig, JobsConfig
-from depthcard.schemas.report import AuditReport
+from depthcard.schemas.errors import UserError
+from depthcard.schemas.estimate import AuditEstimate
+from depthcard.schemas.report import AuditConfig, AuditReport
 
 log = logging.getLogger(__name__)
 KEY_LABEL = "depthcard-key"
@@ -156,6 +169,90 @@ def pick_flavour(jobs: JobsConfig, parameters: int | None) -> str:
     raise ValueError(f"{parameters:,} parameters exceed every configured flavour")
 
 
+@dataclass(frozen=True)
+class JobChoice:
+    """The hardware and timeout of one job, and the one line that says why."""
+
+    flavor: str
+    timeout: str  # Hub syntax, e.g. "45m"
+    reason: str
+
+
+def choose_job(jobs: JobsConfig, parameters: int | None, estimate: AuditEstimate | None):
+    """The flavour and timeout of a job: the estimate's choice among the configured flavours
+    with its timeout (× safety, floor, capped by `jobs.timeout`); without an estimate, or
+    when no configured flavour the estimate knows fits, `pick_flavour` and `jobs.timeout`.
+
+    Raises:
+        ValueError: no estimate, and the parameters exceed every configured flavour.
+    """
+    if estimate is not None:
+        best = next((f for f in estimate.flavours if f.flavour == estimate.chosen), None)
+        if best is not None:
+            minutes = job_timeout_minutes(best, hub_minutes(jobs.timeout))
+            reason = (
+                f"estimate: {best.job_minutes:.1f} min predicted on {best.flavour} "
+                f"(${best.usd:.2f}; {best.memory_needed_gb:.1f} of {best.memory_gb:.0f} GB), "
+                f"timeout {minutes:.0f}m (cap {jobs.timeout})"
+            )
+            return JobChoice(best.flavour, f"{minutes:.0f}m", reason)
+        why = "no configured flavour the estimate knows fits the model"
+    else:
+        why = "no estimate (size unknown: config.json unread, or no flavour in the table)"
+    flavor = pick_flavour(jobs, parameters)
+    return JobChoice(flavor, jobs.timeout, f"{why}: parameter-budget rule, timeout {jobs.timeout}")
+
+
+def audit_config(words: list[str]) -> AuditConfig:
+    """The AuditConfig `depthcard audit` builds from these arguments (the bot's
+    `audit_args`), read through `AUDIT_FLAGS`; other arguments are ignored.
+
+    Raises:
+        ValueError: a value the config refuses.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in AUDIT_FLAGS:
+        parser.add_argument(flag.flag, dest=flag.dest,
+                            action="store_true" if flag.switch_off else "store")  # fmt: skip
+    known, _ = parser.parse_known_args(words)
+    top: dict = {}
+    for flag in AUDIT_FLAGS:
+        value = getattr(known, flag.dest)
+        if flag.switch_off and value:
+            top[flag.path[0]] = None if flag.path[0] == "fragility" else False
+        elif not flag.switch_off and value is not None:
+            if len(flag.path) == 1:
+                top[flag.path[0]] = value
+            elif top.get(flag.path[0], {}) is not None:
+                top.setdefault(flag.path[0], {})[flag.path[1]] = value
+    return AuditConfig.model_validate(top)
+
+
+def estimate_job(job: AuditJob, config: dict, jobs: JobsConfig, audit_args: list[str]):
+    """The dry estimate of `job` on the configured flavours the table knows, or None when
+    it knows none. The child's config.json stands for the base (the pair was checked to
+    match); prompt tokens are counted from words (no tokenizer is downloaded), with the
+    built-in prompt sets, and the job downloads every model's weights.
+
+    Raises:
+        ValueError: a config.json, audit argument or timeout that cannot be read.
+    """
+    from depthcard.analysis.estimate import build_estimate, prompt_lengths  # torch: when used
+    from depthcard.analysis.prompt_inputs import load_prompt_inputs
+
+    names = [r.flavor for r in jobs.flavours if r.flavor in FLAVOURS]
+    if not names:
+        return None
+    cfg = audit_config(audit_args)
+    size = model_size(config, job.spec("child"))
+    prompts = load_prompt_inputs(max_prompts=cfg.max_prompts, seed=cfg.seed)
+    models = 3 if job.third_repo else 2
+    return build_estimate(
+        cfg, size, prompt_lengths(prompts, cfg), names, cap_minutes=hub_minutes(jobs.timeout),
+        base=size, download_bytes=models * size.weight_bytes,
+    )  # fmt: skip
+
+
 def key_label(key: str) -> str:
     """The audit key as a job label value (labels cannot hold `/`)."""
     return key.replace("/", ".")
@@ -164,14 +261,33 @@ def key_label(key: str) -> str:
 class JobsBackend:
     """Runs the audit on Hugging Face Jobs; the job uploads its folder to the results repo."""
 
-    def __init__(self, cfg: BotConfig, api, token: str | None, download):
+    def __init__(
+        self,
+        cfg: BotConfig,
+        api,
+        token: str | None,
+        download,
+        read_config: Callable[[str, str], dict | None] | None = None,
+    ):
         if cfg.jobs is None or cfg.results_repo is None:
             raise ValueError("backend hf-jobs needs `jobs` and `results_repo` in the config")
         self.jobs, self.results_repo = cfg.jobs, cfg.results_repo
         self.args = list(cfg.audit_args)
         self.api, self.token = api, token
         self.download = download  # (repo, path_in_repo, local_dir) -> Path
+        self.read_config = read_config  # (repo, sha) -> parsed config.json, or None
         self.work_dir = Path(cfg.work_dir)
+
+    def choose(self, job: AuditJob) -> JobChoice:
+        """Flavour and timeout for `job`, from the estimate when its config.json is readable."""
+        estimate = None
+        config = self.read_config(job.child_repo, job.child_sha) if self.read_config else None
+        if config is not None:
+            try:
+                estimate = estimate_job(job, config, self.jobs, self.args)
+            except (UserError, ValueError) as exc:  # pydantic's ValidationError included
+                log.warning("no estimate for %s, sizing by parameters: %s", job.key, exc)
+        return choose_job(self.jobs, job.parameters, estimate)
 
     def command(self, job: AuditJob) -> list[str]:
         """The job's shell command: install, audit, upload the folder to the results repo."""
@@ -190,16 +306,19 @@ class JobsBackend:
             if info.status.stage not in TERMINAL_FAILURES:
                 log.info("job %s already runs audit %s", info.id, job.key)
                 return info.id
+        choice = self.choose(job)
         info = self.api.run_job(
             image=self.jobs.image,
             command=self.command(job),
+            env={"DEPTHCARD_DISPATCH": choice.reason},  # the choice, on the job's own record
             secrets={"HF_TOKEN": self.token} if self.token else None,
-            flavor=pick_flavour(self.jobs, job.parameters),
-            timeout=self.jobs.timeout,
+            flavor=choice.flavor,
+            timeout=choice.timeout,
             labels=label,
             namespace=self.jobs.namespace,
         )
-        log.info("started job %s for %s", info.id, job.key)
+        log.info("started job %s for %s on %s, timeout %s: %s", info.id, job.key,
+                 choice.flavor, choice.timeout, choice.reason)  # fmt: skip
         return info.id
 
     def poll(self, job: AuditJob, handle: str) -> Outcome | None:
@@ -229,4 +348,14 @@ def make_backend(cfg: BotConfig, hub, token: str | None) -> Backend:
         (local / "report.json").write_text(text, encoding="utf-8")
         return local
 
-    return JobsBackend(cfg, hub.api, token, download)
+    def read_config(repo: str, sha: str) -> dict | None:
+        from depthcard.bot.hub import UnreadableFile
+
+        try:
+            text = hub.read_text(repo, "config.json", sha)
+            data = json.loads(text) if text is not None else None
+        except (UnreadableFile, json.JSONDecodeError, RecursionError):
+            return None  # unreadable counts as unknown: the parameter-budget rule decides
+        return data if isinstance(data, dict) else None
+
+    return JobsBackend(cfg, hub.api, token, download, read_config)

@@ -9,7 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from depthcard.cli import audit_command, bot_commands
+from depthcard.cli import audit_command, bot_commands, estimate_command
 from depthcard.cli.errors import describe_error
 from depthcard.schemas.errors import UserError
 
@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="audit a base/instruct pair (or --demo, --child-only)")
     audit_command.add_arguments(audit)
     audit.set_defaults(handler=audit_command.run)
+    estimate = sub.add_parser("estimate", help="dry estimate of an audit's work and time")
+    estimate_command.add_arguments(estimate)
+    estimate.set_defaults(handler=estimate_command.run)
     gguf = sub.add_parser("import-gguf", help="convert a GGUF checkpoint to a safetensors folder")
     gguf.add_argument("file", type=Path, help="the .gguf file")
     gguf.add_argument("--out", type=Path, default=None, help="folder (default: the cache)")
