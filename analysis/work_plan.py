@@ -11,7 +11,8 @@ the LM head (V·d) only where logits are computed. Capture stops after the last 
 first-token pass computes logits at one position per prompt, and cross-entropy, answer NLL
 and the fragility losses compute them at every token. A gradient costs ≈ 3 forwards
 (6·N·T), a Hessian-vector product by double backprop ≈ 2 gradients (12·N·T). Attention's
-score FLOPs (≈ 4·L·d·context per token) are left out: under 3 % for prompts shorter than d/2.
+score FLOPs (≈ 4·L·d·context per token, about context / 6d of the matmuls) are left out: 3 %
+for 100-token prompts at d = 576, less for wider models.
 """
 
 from __future__ import annotations
