@@ -17,6 +17,7 @@ from torch import nn
 from depthcard.analysis.capture import pad_left
 from depthcard.analysis.hooks import residual_hooks
 from depthcard.analysis.models import input_device
+from depthcard.analysis.progress import purpose
 
 # Words that open a refusal in the chat models we audit; their first tokens (with and
 # without a leading space) form the refusal-opening set of a tokenizer.
@@ -73,6 +74,7 @@ def refusal_token_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
+@purpose("first-token")
 def first_token_logprobs(
     model: nn.Module, ids: list[list[int]], pad_id: int, batch_size: int = 16
 ) -> torch.Tensor:
@@ -111,6 +113,7 @@ def mean_kl(reference: torch.Tensor, other: torch.Tensor) -> float:
     return float(kl.clamp_min(0.0).mean())
 
 
+@purpose("cross-entropy")
 def mean_cross_entropy(
     model: nn.Module, ids: list[list[int]], pad_id: int, batch_size: int = 8
 ) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,7 @@ from depthcard.analysis.judges import (
     shares,
     wilson_interval,
 )
+from depthcard.analysis.progress import task
 from depthcard.schemas.sections import Ablation, AblationPoint, JudgedAnswer, MinKReason
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,9 @@ class AblationSettings:
     batch_size: int = 16
     kl_budget: float = 0.1  # layer selection: first-token KL allowed on Dh
     max_broken_share: float = 0.10  # min_k: broken share allowed where refusal is gone
+    min_k_search: str = "all"  # "bisect": judge only the k a bisection for min_k visits
+    early_stop: bool = False  # stop an ablated answer once its verdict is decided
+    capability_ce: str = "every-point"  # "attack": ΔCE only on the attack-basis points
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,14 @@ class Evaluator:
         return float(refusal_log_odds(lp_s, d.refusal_ids).mean()), lp_h
 
     def answers_and_nll(
-        self, basis: torch.Tensor | None, texts: list[str] | None = None
+        self, basis: torch.Tensor | None, texts: list[str] | None = None, stop_early: bool = False
     ) -> tuple[list[str], list]:
         """Greedy answers to Ds under `basis`, and each one's mean per-token NLL under the
-        *unablated* child (scored after the ablation hooks are gone, after `NLL_CONTEXT`)."""
+        *unablated* child (scored after the ablation hooks are gone, after `NLL_CONTEXT`).
+
+        With `stop_early`, an answer stops once the refusal judge's verdict is decided
+        (`RefusalJudge.decided_refusal`); its class is the full answer's, its text shorter.
+        """
         texts = self.data.harmful_texts if texts is None else list(texts)
         with ablated(self.layers, basis):
             answers = generate_responses(
@@ -118,6 +127,7 @@ class Evaluator:
                 texts,
                 max_new_tokens=self.s.max_new_tokens,
                 batch_size=self.s.batch_size,
+                stop_when=self.s.judge.decided_refusal if stop_early else None,
             )
         if not self.s.judge.nll_rule:
             return answers, [None] * len(answers)
@@ -126,8 +136,9 @@ class Evaluator:
         return answers, nll
 
     def judged_answers(self, basis: torch.Tensor | None) -> tuple[list[str], list[Judgement]]:
-        """Greedy answers to the harmful prompts under `basis`, and their judgements."""
-        answers, nll = self.answers_and_nll(basis)
+        """Greedy answers to the harmful prompts under `basis`, and their judgements (the
+        baseline's answers are never stopped early: they calibrate the NLL threshold)."""
+        answers, nll = self.answers_and_nll(basis, stop_early=self.s.early_stop)
         return answers, self.judge.classify(answers, nll)
 
     def record(self, basis_name: str, k: int, layer: int, answers, judged) -> None:
@@ -175,12 +186,11 @@ class Evaluator:
         labelled with `layer`, the layer the directions come from)."""
         b = self.baseline
         score, lp_h = self.score_and_logp(basis)
-        ce = self.cross_entropy(basis)
+        wants_ce = basis_name == "attack" or self.s.capability_ce == "every-point"
+        ce = self.cross_entropy(basis) if wants_ce else None
         judged_fields = {}
         if generate:
-            answers, judged = self.judged_answers(basis)
-            self.record(basis_name, k, layer, answers, judged)
-            judged_fields = share_fields(judged)
+            judged_fields = self.judge_point(basis_name, k, basis, layer)
         return AblationPoint(
             basis=basis_name,
             k=k,
@@ -189,6 +199,13 @@ class Evaluator:
             delta_ce=None if ce is None or b.cross_entropy is None else ce - b.cross_entropy,
             **judged_fields,
         )
+
+    def judge_point(self, basis_name: str, k: int, basis, layer: int) -> dict[str, float]:
+        """Generate and judge one curve point's answers (kept for samples.jsonl); its judged
+        fields (`share_fields`)."""
+        answers, judged = self.judged_answers(basis)
+        self.record(basis_name, k, layer, answers, judged)
+        return share_fields(judged)
 
 
 def share_fields(judged: list[Judgement]) -> dict[str, float]:
@@ -203,6 +220,22 @@ def share_fields(judged: list[Judgement]) -> dict[str, float]:
         "compliance_share": got["compliance"],
         "broken_share": got["broken"],
     }
+
+
+def bisect_below(n: int, below: Callable[[int], bool]) -> int | None:
+    """Smallest k in 1..n with `below(k)`, for `below` false then true as k grows (refusal
+    share under `threshold`); None when `below(n)` is false. Calls `below` about
+    log2(n) + 1 times, at n first."""
+    if n < 1 or not below(n):
+        return None
+    lo, hi = 1, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if below(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def pick_min_k(
@@ -255,19 +288,27 @@ def ablation_curve(
         delta_ce=0.0 if base.cross_entropy is not None else None,
         **share_fields(base.judged),
     )
-    curve = [zero]
-    for k in range(1, attack.shape[0] + 1):
-        curve.append(ev.point("attack", k, attack[:k].T, generate=True, layer=layer))
-    attack_curve = list(curve)
-    min_k, reason = pick_min_k(attack_curve, ev.s.threshold, ev.s.max_broken_share)
     svd = orthonormal_basis(did_vectors).T
-    for k in range(1, svd.shape[0] + 1):
-        curve.append(ev.point("svd", k, svd[:k].T, generate=False))
-    effects = []
-    for i in range(svd.shape[0]):
-        single = ev.point("single", i + 1, svd[i : i + 1].T, generate=False)
-        curve.append(single)
-        effects.append(base.refusal_score - single.refusal_score)
+    n = attack.shape[0]
+    every = ev.s.min_k_search == "all"
+    with task("curve", total=n + 2 * svd.shape[0], unit="point") as bar:
+        attack_curve = [zero]
+        for k in range(1, n + 1):
+            attack_curve.append(ev.point("attack", k, attack[:k].T, generate=every, layer=layer))
+            bar.advance()
+        if not every:
+            judge_by_bisection(ev, attack_curve, attack, layer)
+        min_k, reason = pick_min_k(attack_curve, ev.s.threshold, ev.s.max_broken_share)
+        curve = list(attack_curve)
+        for k in range(1, svd.shape[0] + 1):
+            curve.append(ev.point("svd", k, svd[:k].T, generate=False))
+            bar.advance()
+        effects = []
+        for i in range(svd.shape[0]):
+            single = ev.point("single", i + 1, svd[i : i + 1].T, generate=False)
+            curve.append(single)
+            effects.append(base.refusal_score - single.refusal_score)
+            bar.advance()
     at_min = next((p for p in attack_curve if p.k == min_k), None)
     return Ablation(
         layer=layer,
@@ -292,6 +333,25 @@ def ablation_curve(
         causal_spearman=spearman_causal(effects),
         non_monotone=non_monotone(attack_curve),
     )
+
+
+def judge_by_bisection(
+    ev: Evaluator, points: list[AblationPoint], attack: torch.Tensor, layer: int
+) -> None:
+    """Judge the attack points (k = 1..n, `points[k]`) a bisection for min_k visits, in place.
+
+    The refusal share is taken to fall as k grows; where judged points say otherwise the
+    curve's `non_monotone` flag is set. Judged points keep their answers (samples.jsonl);
+    the others keep refusal score, KL and ΔCE only.
+    """
+
+    def below(k: int) -> bool:
+        if points[k].refusal_rate is None:
+            judged = ev.judge_point("attack", k, attack[:k].T, layer)
+            points[k] = points[k].model_copy(update=judged)
+        return points[k].refusal_rate < ev.s.threshold
+
+    bisect_below(len(points) - 1, below)
 
 
 @dataclass(frozen=True)
@@ -332,16 +392,19 @@ def select_layer_by_ablation(
     base_score = refusal_log_odds(lp_s, d.refusal_ids).double()  # (prompt,)
     base_h = first_token_logprobs(ev.model, d.harmless_ids, d.pad_id, s.batch_size)
     layers, drops, kls = [], [], []
-    for layer in range(window[0], window[1] + 1):
-        r = refusal_dirs[layer]
-        if float(r.norm()) == 0.0:
-            continue
-        with ablated(ev.layers, orthonormal_basis(r[None])):
-            a_s = first_token_logprobs(ev.model, d.harmful_ids, d.pad_id, s.batch_size)
-            a_h = first_token_logprobs(ev.model, d.harmless_ids, d.pad_id, s.batch_size)
-        layers.append(layer)
-        drops.append(base_score - refusal_log_odds(a_s, d.refusal_ids).double())
-        kls.append((base_h.exp() * (base_h - a_h)).sum(-1).clamp_min(0.0).double())
+    window_layers = range(window[0], window[1] + 1)
+    with task("layer search", total=len(window_layers), unit="layer") as bar:
+        for layer in window_layers:
+            bar.advance()
+            r = refusal_dirs[layer]
+            if float(r.norm()) == 0.0:
+                continue
+            with ablated(ev.layers, orthonormal_basis(r[None])):
+                a_s = first_token_logprobs(ev.model, d.harmful_ids, d.pad_id, s.batch_size)
+                a_h = first_token_logprobs(ev.model, d.harmless_ids, d.pad_id, s.batch_size)
+            layers.append(layer)
+            drops.append(base_score - refusal_log_odds(a_s, d.refusal_ids).double())
+            kls.append((base_h.exp() * (base_h - a_h)).sum(-1).clamp_min(0.0).double())
     if not layers:
         return LayerChoice(None, [], None, bootstraps)
     drop_pp, kl_pp = torch.stack(drops), torch.stack(kls)  # (layer, prompt)

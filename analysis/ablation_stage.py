@@ -95,6 +95,9 @@ def ablation_stage(
         batch_size=cfg.batch_size,
         kl_budget=cfg.kl_budget,
         max_broken_share=cfg.max_broken_share,
+        min_k_search=cfg.min_k_search,
+        early_stop=cfg.early_stop,
+        capability_ce=cfg.capability_ce,
     )
     ev = Evaluator(model, layers, tokenizer, data, settings)
     base = ev.measure_baseline()

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from depthcard.analysis.generation import format_prompt, length_batches
+from depthcard.analysis.progress import purpose
 
 
 def _pairs(tokenizer, prompts, answers, use_chat_template) -> list[tuple[list[int], int]]:
@@ -47,6 +48,7 @@ def _batch_nll(model: nn.Module, rows: list[tuple[list[int], int]], pad_id: int)
     return out
 
 
+@purpose("answer-nll")
 def answer_nll(
     model: nn.Module,
     tokenizer,

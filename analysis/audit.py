@@ -46,6 +46,7 @@ from depthcard.analysis.pairing import (
     require_chat_template,
     tokenizer_facts,
 )
+from depthcard.analysis.progress import watch
 from depthcard.analysis.prompt_inputs import (
     HeldOutSplit,
     PromptInputs,
@@ -157,7 +158,7 @@ def audit_models(
             third_run = third_pass(third, probe, tok, cfg, context)
         refs["third"] = third_run.ref
     with stage("capture-child", timings):
-        child_model = child.load()
+        child_model = watch(child.load())
         refs["child"] = child.describe(child_model)
         keys = ("harmful_chat", "harmless_chat", "capability_chat", *domain_keys)
         child_acts = capture_sets(child_model, keys, tok, cfg, layers_path, "child")
@@ -214,7 +215,7 @@ def _capture_base(base, tok, cfg, layers_path, timings, refs, probe, logprobs, d
     if base is None:
         return {}
     with stage("capture-base", timings):
-        model = base.load()
+        model = watch(base.load())
         refs["base"] = base.describe(model)
         keys = ("harmful_chat", "harmless_chat", "harmful_raw", "capability_chat", *domain_keys)
         acts = capture_sets(model, keys, tok, cfg, layers_path, "base")

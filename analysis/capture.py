@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from depthcard.analysis.hooks import residual_hooks
 from depthcard.analysis.models import decoder_layers, input_device
+from depthcard.analysis.progress import purpose, task
 
 log = logging.getLogger(__name__)
 
@@ -198,26 +198,25 @@ def capture(
     if max_batch_tokens is None:
         max_batch_tokens = token_budget(model)
     pending = token_batches([len(x) for x in ids], batch_size, max_batch_tokens)
-    bar = tqdm(total=len(ids), desc=desc, unit="prompt", disable=None, leave=False)
-    while pending:
-        batch = pending.pop(0)
-        try:
-            rows = _forward_batch(model, layers, [ids[i] for i in batch], pad_id, n_suffix)
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-            if not _is_oom(exc) or len(batch) == 1:
-                raise
-            batch_size = len(batch) // 2
-            log.warning("out of memory at batch %d; continuing with %d", len(batch), batch_size)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            rest = batch + [i for b in pending for i in b]
-            pending = [rest[i : i + batch_size] for i in range(0, len(rest), batch_size)]
-            continue
-        out[batch] = rows
-        sums += rows.to(torch.float64).sum(0)
-        norm_sums += rows.to(torch.float64).norm(dim=-1).sum(0)
-        bar.update(len(batch))
-    bar.close()
+    with purpose("capture"), task(desc, total=len(ids), unit="prompt") as bar:
+        while pending:
+            batch = pending.pop(0)
+            try:
+                rows = _forward_batch(model, layers, [ids[i] for i in batch], pad_id, n_suffix)
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+                if not _is_oom(exc) or len(batch) == 1:
+                    raise
+                batch_size = len(batch) // 2
+                log.warning("out of memory at batch %d; continuing with %d", len(batch), batch_size)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                rest = batch + [i for b in pending for i in b]
+                pending = [rest[i : i + batch_size] for i in range(0, len(rest), batch_size)]
+                continue
+            out[batch] = rows
+            sums += rows.to(torch.float64).sum(0)
+            norm_sums += rows.to(torch.float64).norm(dim=-1).sum(0)
+            bar.advance(len(batch))
     return Activations(rows=out, sums=sums, norm_sums=norm_sums)
 
 

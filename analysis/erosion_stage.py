@@ -38,6 +38,7 @@ from depthcard.analysis.fragility import (
 from depthcard.analysis.generation import generate_responses
 from depthcard.analysis.judges import get_judge, refusal_rate
 from depthcard.analysis.models import input_device
+from depthcard.analysis.progress import watch
 from depthcard.analysis.prompt_inputs import TokenizedInputs
 from depthcard.schemas.report import AuditConfig, LayerMetrics, ModelRef
 from depthcard.schemas.sections import Erosion, FragilitySettings
@@ -138,7 +139,7 @@ def third_pass(handle, probe: ErosionProbe, tok: TokenizedInputs, cfg: AuditConf
     ids match (checked before loading).
     """
     tokenizer, texts, layers_path = context
-    model = handle.load()
+    model = watch(handle.load())
     try:
         ref = handle.describe(model).model_copy(update={"role": "third"})
         acts = capture_sets(model, ("harmful_chat",), tok, cfg, layers_path, "third")

@@ -9,11 +9,14 @@ the last column, and decoded greedily. Only the newly generated tokens are decod
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from depthcard.analysis.progress import add_generated, purpose, task
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +59,47 @@ def padding_for_generation(tokenizer) -> Iterator[int]:
             tokenizer.pad_token = None
 
 
+class StopDecided(StoppingCriteria):
+    """Stops each row once `decided(text generated so far)` holds (rows stop one by one;
+    a stopped row is padded while the others go on)."""
+
+    def __init__(self, tokenizer, prompt_width: int, decided: Callable[[str], bool]):
+        self.tokenizer, self.width, self.decided = tokenizer, prompt_width, decided
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
+        return torch.tensor([self.decided(t) for t in texts], device=input_ids.device)
+
+
 def _generate_batch(
-    model: nn.Module, tokenizer, strings: list[str], add_special: bool, pad_id: int, max_new: int
+    model: nn.Module,
+    tokenizer,
+    strings: list[str],
+    add_special: bool,
+    pad_id: int,
+    max_new: int,
+    stop_when: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """Greedy continuations of one batch of formatted prompts, new tokens only."""
     enc = tokenizer(strings, return_tensors="pt", padding=True, add_special_tokens=add_special)
     device = next(model.parameters()).device
     input_ids = enc["input_ids"].to(device)  # (batch, seq), left-padded
+    width = input_ids.shape[1]
+    stop = (
+        None
+        if stop_when is None
+        else StoppingCriteriaList([StopDecided(tokenizer, width, stop_when)])
+    )
     out = model.generate(
         input_ids=input_ids,
         attention_mask=enc["attention_mask"].to(device),
         max_new_tokens=max_new,
         do_sample=False,
         pad_token_id=pad_id,
+        stopping_criteria=stop,
     )  # (batch, seq + new)
-    new = out[:, input_ids.shape[1] :]
+    new = out[:, width:]
+    add_generated(int((new != pad_id).sum()))
     return tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
@@ -82,6 +111,7 @@ def generate_responses(
     max_new_tokens: int = 64,
     batch_size: int = 16,
     use_chat_template: bool = True,
+    stop_when: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """Greedy answers to `prompts`, in the order given.
 
@@ -95,6 +125,9 @@ def generate_responses(
         batch_size: prompts per forward pass; prompts are batched by token length.
         use_chat_template: wrap each prompt as one user turn with a generation prompt;
             False feeds the raw text (with the tokenizer's usual special tokens, e.g. BOS).
+        stop_when: a row stops as soon as this holds for its text so far (e.g. a refusal
+            phrase has been seen, `RefusalJudge.decided_refusal`); None = always up to
+            `max_new_tokens` or the stop tokens.
 
     Returns:
         One decoded answer per prompt, special tokens skipped, prompt not included.
@@ -113,12 +146,21 @@ def generate_responses(
     was_training = model.training
     model.eval()
     try:
-        with padding_for_generation(tokenizer) as pad_id, torch.inference_mode():
-            for batch in length_batches(lengths, batch_size):
+        batches = length_batches(lengths, batch_size)
+        with (
+            padding_for_generation(tokenizer) as pad_id,
+            torch.inference_mode(),
+            purpose("generation"),
+            task("generate", total=len(prompts), unit="answer") as bar,
+        ):
+            for batch in batches:
                 texts = [strings[i] for i in batch]
-                outs = _generate_batch(model, tokenizer, texts, add_special, pad_id, max_new_tokens)
+                outs = _generate_batch(
+                    model, tokenizer, texts, add_special, pad_id, max_new_tokens, stop_when
+                )
                 for i, text in zip(batch, outs, strict=True):
                     answers[i] = text
+                bar.advance(len(batch))
     finally:
         model.train(was_training)
     log.debug("generated %d answers (max %d new tokens)", len(answers), max_new_tokens)

@@ -1,4 +1,5 @@
-"""Timing and peak memory of audit stages (seconds, bytes), recorded for the report."""
+"""Timing, peak memory and work of audit stages (seconds, bytes, forward passes), recorded
+for the report; each stage also announces itself on the ambient progress sink."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from contextlib import contextmanager
 
 import torch
 
+from depthcard.analysis.progress import stage_events
+from depthcard.schemas.progress import WorkCount
 from depthcard.schemas.report import StageTiming
 
 
@@ -29,16 +32,31 @@ def stage(name: str, record: list[StageTiming]) -> Iterator[None]:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    try:
-        yield
-    finally:
-        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-        peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()
-        record.append(
-            StageTiming(
-                name=name,
-                seconds=time.perf_counter() - start,
-                peak_memory_bytes=int(peak),
-                memory_kind="cuda" if cuda else "rss",
+    with stage_events(name) as progress:
+        work_before, generated_before = progress.snapshot(), progress.generated
+        try:
+            yield
+        finally:
+            cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+            peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()
+            record.append(
+                StageTiming(
+                    name=name,
+                    seconds=time.perf_counter() - start,
+                    peak_memory_bytes=int(peak),
+                    memory_kind="cuda" if cuda else "rss",
+                    work=work_delta(work_before, progress.snapshot()),
+                    generated_tokens=progress.generated - generated_before,
+                )
             )
-        )
+
+
+def work_delta(before: dict[str, WorkCount], after: dict[str, WorkCount]) -> dict[str, WorkCount]:
+    """What was counted between two snapshots, purposes with no work left out."""
+    out = {}
+    for key, a in after.items():
+        b = before.get(key, WorkCount())
+        diff = WorkCount(calls=a.calls - b.calls, rows=a.rows - b.rows, tokens=a.tokens - b.tokens)
+        if diff.calls:
+            out[key] = diff
+    return out

@@ -47,6 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-plots", action="store_true", help="skip plots/*.png")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "json", "off"),
+        default="auto",
+        help="progress on stderr: bars in a terminal, one JSON line per event elsewhere "
+        "(auto), or none",
+    )
     add_config_arguments(p)
 
 
@@ -182,6 +189,7 @@ def run(args, token: str | None) -> int:
     import torch
 
     from depthcard.analysis.audit import run_audit
+    from depthcard.analysis.progress import Progress, reporting
     from depthcard.report.card import render_card_section
     from depthcard.report.report_folder import preflight, write_report_folder
     from depthcard.report.reproduce import reproduce_command
@@ -193,15 +201,16 @@ def run(args, token: str | None) -> int:
     preflight(args.out, args.overwrite)
     prompts = load_prompts(args, cfg)
     _check_before_loading(cfg, prompts)
-    result = run_audit(
-        base=base,
-        child=child,
-        prompts=prompts,
-        cfg=cfg.with_concrete_dtype(torch.cuda.is_available()),
-        layers_path=args.layers_path,
-        token=token,
-        third=third,
-    )
+    with reporting(Progress(args.progress)):
+        result = run_audit(
+            base=base,
+            child=child,
+            prompts=prompts,
+            cfg=cfg.with_concrete_dtype(torch.cuda.is_available()),
+            layers_path=args.layers_path,
+            token=token,
+            third=third,
+        )
     report = result.report
     card = render_card_section(report, report_url=None, reproduce_command=reproduce_command(report))
     write_report_folder(

@@ -186,13 +186,16 @@ def plot_ablation_curve(report: AuditReport) -> Figure | None:
     if ab is None:
         return None
     fig, ax = _figure()
-    # Only the attack basis is judged on generations; the SVD basis has log-odds alone, so in
-    # rate mode it is left out rather than drawn in another unit on the same axis.
-    use_rate = all(p.refusal_rate is not None for p in ab.curve if p.basis == "attack")
+    # Only the attack basis is judged on generations (at every k, or at the k the min_k
+    # bisection visited); the SVD basis has log-odds alone, so in rate mode it is left out
+    # rather than drawn in another unit on the same axis.
+    use_rate = sum(p.refusal_rate is not None for p in ab.curve if p.basis == "attack") >= 2
     for basis, style in (("attack", "-"), ("svd", "--")):
         if use_rate and basis == "svd":
             continue
         points = sorted((p for p in ab.curve if p.basis == basis), key=lambda p: p.k)
+        if use_rate:
+            points = [p for p in points if p.refusal_rate is not None]
         if not points:
             continue
         ys = [p.refusal_rate if use_rate else p.refusal_score for p in points]

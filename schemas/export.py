@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = SCHEMA_FILE.read_text(encoding="utf-8") if SCHEMA_FILE.exists() else ""
         if current != text:
-            print(f"{SCHEMA_FILE} is stale: run python -m schemas.export", file=sys.stderr)
+            print(
+                f"{SCHEMA_FILE} is stale: run python -m depthcard.schemas.export", file=sys.stderr
+            )
             return 1
         return 0
     SCHEMA_FILE.write_text(text, encoding="utf-8")

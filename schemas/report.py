@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from depthcard.schemas._base import Strict
+from depthcard.schemas.progress import WorkCount
 from depthcard.schemas.sections import (
     Ablation,
     DepthScore,
@@ -159,6 +160,22 @@ class AuditConfig(Strict):
         description="Share of answers judged broken (gibberish, loops) min_k may have at most: "
         "refusal that goes only by breaking the model does not count as removed.",
     )
+    min_k_search: Literal["bisect", "all"] = Field(
+        "bisect",
+        description="Where the attack curve is judged on generated answers: `bisect` judges "
+        "only the k a bisection for min_k visits (refusal share assumed non-increasing in k; "
+        "the curve's non-monotone flag reads the judged points); `all` judges every k.",
+    )
+    early_stop: bool = Field(
+        True,
+        description="Stop generating an ablated answer once the judge's verdict is decided "
+        "(a refusal phrase in its opening); the class is the same as for the full answer.",
+    )
+    capability_ce: Literal["attack", "every-point"] = Field(
+        "attack",
+        description="Curve points whose capability cross-entropy (ΔCE) is measured: the "
+        "attack basis (reported), or also the SVD and single-direction points.",
+    )
     capability_k: int = Field(16, ge=1, description="K_c, capability subspace size.")
     mode_k: int = Field(8, ge=1, description="Principal modes per layer in the catalogue.")
     tau_species: Unit = Field(0.7, description="τ_s: |cos| linking modes of adjacent layers.")
@@ -210,6 +227,10 @@ class StageTiming(Strict):
     seconds: NonNeg = Field(description="Wall-clock seconds.")
     peak_memory_bytes: int = Field(ge=0, description="Peak memory during the stage (RSS or CUDA).")
     memory_kind: Literal["cuda", "rss"] = Field(description="What peak_memory_bytes measures.")
+    work: dict[str, WorkCount] | None = Field(
+        None, description="Forward calls, rows and input positions in the stage, by purpose."
+    )
+    generated_tokens: int | None = Field(None, ge=0, description="Tokens generated in the stage.")
 
 
 class RankAtEps(Strict):

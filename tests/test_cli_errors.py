@@ -11,6 +11,12 @@ from depthcard.cli.main import main
 from tests.test_models import save_tiny
 
 
+def error_lines(err: str) -> list[str]:
+    """stderr's lines less the progress events (one JSON object each, `--progress json`,
+    the default off a terminal): what a user reads as the error."""
+    return [x for x in err.splitlines() if x.strip() and not x.startswith('{"event":')]
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     root = tmp_path_factory.mktemp("pair")
@@ -26,7 +32,7 @@ def run_cli(args, capsys):
 
 def assert_clean_error(code, err, pattern, out):
     assert code == 2
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = error_lines(err)
     assert len(lines) == 1 and lines[0].startswith("depthcard: error: "), err
     assert "Traceback" not in err
     assert pattern in lines[0], lines[0]
@@ -174,7 +180,7 @@ def test_a_real_process_exits_2_without_traceback(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("depthcard: error: ")
+    assert error_lines(proc.stderr)[0].startswith("depthcard: error: ")
     assert "Traceback" not in proc.stderr and not out.exists()
 
 
@@ -274,7 +280,7 @@ def test_corrupt_bot_state_file_is_one_line(tmp_path, capsys, command):
     config = write_config(tmp_path, dry_run=True)
     (tmp_path / "state.sqlite").write_bytes(b"not a database, just garbage\x00" * 200)
     code, err = run_cli([command, "--config", str(config)], capsys)
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "not a readable SQLite database" in lines[0]
 
@@ -333,7 +339,7 @@ def test_serve_with_a_corrupt_bot_state_file_is_one_line(tmp_path, capsys, monke
     config = write_config(tmp_path, dry_run=True, webhook={"host": "127.0.0.1", "port": 0})
     (tmp_path / "state.sqlite").write_bytes(b"not a database, just garbage\x00" * 200)
     code, err = run_cli(["serve", "--config", str(config)], capsys)
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "not a readable SQLite database" in lines[0]
 
@@ -345,6 +351,6 @@ def test_serve_without_a_webhook_secret_is_one_line(tmp_path, capsys, monkeypatc
     monkeypatch.delenv(SECRET_ENV, raising=False)
     config = write_config(tmp_path, dry_run=True, webhook={"host": "127.0.0.1", "port": 0})
     code, err = run_cli(["serve", "--config", str(config)], capsys)
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert SECRET_ENV in lines[0]

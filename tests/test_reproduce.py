@@ -56,6 +56,8 @@ def _non_default(flag: ConfigFlag):
         "learning_rate": 0.05,
         "max_broken_share": 0.25,
         "eval_fraction": 0.4,
+        "min_k_search": "all",
+        "capability_ce": "every-point",
     }
     value = others.get(flag.path[-1], default + 3 if isinstance(default, int) else None)
     assert value is not None and value != default, flag
