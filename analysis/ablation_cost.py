@@ -70,7 +70,7 @@ class AblationSettings:
     max_broken_share: float = 0.10  # min_k: broken share allowed where refusal is gone
     min_k_search: str = "all"  # "bisect": judge only the k a bisection for min_k visits
     early_stop: bool = False  # stop an ablated answer once its verdict is decided
-    capability_ce: str = "every-point"  # "attack": ΔCE only on the attack-basis points
+    capability_ce: str = "every-point"  # "attack": on attack points; "judged": judged points
 
 
 @dataclass(frozen=True)
@@ -186,26 +186,33 @@ class Evaluator:
         labelled with `layer`, the layer the directions come from)."""
         b = self.baseline
         score, lp_h = self.score_and_logp(basis)
-        wants_ce = basis_name == "attack" or self.s.capability_ce == "every-point"
-        ce = self.cross_entropy(basis) if wants_ce else None
-        judged_fields = {}
+        where = self.s.capability_ce
+        wants_ce = where == "every-point" or (where == "attack" and basis_name == "attack")
+        fields: dict = {"delta_ce": self.delta_ce(basis) if wants_ce else None}
         if generate:
-            judged_fields = self.judge_point(basis_name, k, basis, layer)
+            fields.update(self.judge_point(basis_name, k, basis, layer))
         return AblationPoint(
             basis=basis_name,
             k=k,
             refusal_score=score,
             kl=mean_kl(b.logp_harmless, lp_h),
-            delta_ce=None if ce is None or b.cross_entropy is None else ce - b.cross_entropy,
-            **judged_fields,
+            **fields,
         )
+
+    def delta_ce(self, basis: torch.Tensor | None) -> float | None:
+        """ΔCE on the capability passages under `basis` (None without passages)."""
+        ce, base = self.cross_entropy(basis), self.baseline.cross_entropy
+        return None if ce is None or base is None else ce - base
 
     def judge_point(self, basis_name: str, k: int, basis, layer: int) -> dict[str, float]:
         """Generate and judge one curve point's answers (kept for samples.jsonl); its judged
-        fields (`share_fields`)."""
+        fields (`share_fields`), with ΔCE where it is measured at judged points only."""
         answers, judged = self.judged_answers(basis)
         self.record(basis_name, k, layer, answers, judged)
-        return share_fields(judged)
+        fields = share_fields(judged)
+        if self.s.capability_ce == "judged":
+            fields["delta_ce"] = self.delta_ce(basis)
+        return fields
 
 
 def share_fields(judged: list[Judgement]) -> dict[str, float]:

@@ -171,10 +171,11 @@ class AuditConfig(Strict):
         description="Stop generating an ablated answer once the judge's verdict is decided "
         "(a refusal phrase in its opening); the class is the same as for the full answer.",
     )
-    capability_ce: Literal["attack", "every-point"] = Field(
-        "attack",
+    capability_ce: Literal["judged", "attack", "every-point"] = Field(
+        "judged",
         description="Curve points whose capability cross-entropy (ΔCE) is measured: the "
-        "attack basis (reported), or also the SVD and single-direction points.",
+        "judged attack points (where refusal shares are; min_k among them), every attack "
+        "point, or also the SVD and single-direction points.",
     )
     capability_k: int = Field(16, ge=1, description="K_c, capability subspace size.")
     mode_k: int = Field(8, ge=1, description="Principal modes per layer in the catalogue.")
