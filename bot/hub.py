@@ -182,25 +182,58 @@ class Hub:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def open_pr(self, repo_id: str, *, readme: str, parent_commit: str, title: str, body: str):
-        """Open a PR changing README.md, based on `parent_commit`. Not retried (see module)."""
-        op = CommitOperationAdd("README.md", readme.encode("utf-8"))
+    def open_pr(
+        self, repo_id: str, *, readme: str, parent_commit: str, title: str, body: str,
+        extra: dict[str, bytes] | None = None,
+    ):  # fmt: skip
+        """Open a PR changing README.md (and the `extra` files by path), based on
+        `parent_commit`. Not retried (see module)."""
+        ops = _operations(readme, extra)
         return self.api.create_commit(
-            repo_id, [op], commit_message=title, commit_description=body,
+            repo_id, ops, commit_message=title, commit_description=body,
             create_pr=True, parent_commit=parent_commit,
         )  # fmt: skip
 
-    def update_pr(self, repo_id: str, pr_num: int, *, readme: str, parent_commit: str, title: str):
-        """Commit a new README.md to the bot's PR branch; safe to retry thanks to parent_commit."""
-        op = CommitOperationAdd("README.md", readme.encode("utf-8"))
+    def update_pr(
+        self, repo_id: str, pr_num: int, *, readme: str, parent_commit: str, title: str,
+        extra: dict[str, bytes] | None = None,
+    ):  # fmt: skip
+        """Commit a new README.md (and `extra` files) to the bot's PR branch; safe to retry
+        thanks to parent_commit."""
         return self.call(
             f"update PR #{pr_num} on {repo_id}",
             self.api.create_commit,
             repo_id,
-            [op],
+            _operations(readme, extra),
             commit_message=title,
             revision=f"refs/pr/{pr_num}",
             parent_commit=parent_commit,
+        )
+
+    def comment(self, repo_id: str, pr_num: int, text: str):
+        """Post a comment on a PR. Not retried: a repeat would post the comment twice."""
+        return self.api.comment_discussion(repo_id, pr_num, text)
+
+    def list_files(self, repo_id: str, repo_type: str = "dataset") -> list[str]:
+        """Every file path of a repo at its head."""
+        return self.call(
+            f"list files {repo_id}",
+            lambda: self.api.list_repo_files(repo_id, repo_type=repo_type),
+        )
+
+    def commit_files(
+        self, repo_id: str, files: dict[str, bytes], message: str, repo_type: str = "dataset"
+    ):
+        """One commit adding or replacing `files` ({path: bytes}) on main; a repeat after a
+        lost answer commits the same bytes again, which changes nothing."""
+        ops = [CommitOperationAdd(path, data) for path, data in files.items()]
+        return self.call(
+            f"commit to {repo_id}",
+            self.api.create_commit,
+            repo_id,
+            ops,
+            commit_message=message,
+            repo_type=repo_type,
         )
 
     def upload_folder(self, repo_id: str, folder: Path, path_in_repo: str, message: str):
@@ -214,6 +247,11 @@ class Hub:
             repo_type="dataset",
             commit_message=message,
         )
+
+
+def _operations(readme: str, extra: dict[str, bytes] | None) -> list[CommitOperationAdd]:
+    ops = [CommitOperationAdd("README.md", readme.encode("utf-8"))]
+    return ops + [CommitOperationAdd(path, data) for path, data in (extra or {}).items()]
 
 
 def _short(exc: BaseException) -> str:
