@@ -119,6 +119,21 @@ class BotConfig(Strict):
     lease_seconds: float = Field(3600.0, gt=0, description="How long a claimed audit is held.")
     interval_seconds: float = Field(600.0, gt=0, description="Pause between `watch` rounds.")
     webhook: WebhookConfig = Field(default_factory=WebhookConfig, description="The webhook server.")
+    benchmark_repo: str | None = Field(
+        None,
+        description="Benchmark dataset of depthcard's prompt sets (`depthcard publish-benchmark`); "
+        "when set, each PR also adds .eval_results/depthcard.yaml naming it.",
+    )
+    contact: str | None = Field(
+        None,
+        description="Where owners reach the people behind the bot (URL or @handle), named in "
+        "every PR; None = the Space's discussions.",
+    )
+    card_standard_url: str | None = Field(
+        None,
+        description="Link to the card standard in PRs; None = docs/card-standard.md in the Space "
+        "repo (the deploy ships it).",
+    )
 
     @field_validator("organizations")
     @classmethod
@@ -136,11 +151,11 @@ class BotConfig(Strict):
             raise ValueError(f"opt_out entries must be org or org/name: {bad}")
         return value
 
-    @field_validator("results_repo")
+    @field_validator("results_repo", "benchmark_repo")
     @classmethod
     def _results_repo(cls, value: str | None) -> str | None:
         if value is not None and not _REPO.match(value):
-            raise ValueError(f"results_repo must be org/name, got {value!r}")
+            raise ValueError(f"must be org/name, got {value!r}")
         return value
 
     @model_validator(mode="after")
