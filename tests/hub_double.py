@@ -5,7 +5,7 @@ Routes (checked against huggingface_hub 2.x: hf_api.py, file_download.py, _commi
 list models, model/dataset info (head or revision, `refs/pr/N` included), tree listing, file
 resolve (HEAD + GET with X-Repo-Commit / ETag), validate-yaml, preupload, commit (NDJSON,
 `create_pr` based on `parentCommit` when given; a stale `parentCommit` on a direct commit →
-412), discussions list and details, repo creation.
+412), discussions list and details, comments on a discussion, repo creation.
 Faults are injected per route: a status (429 with Retry-After, 500), a delay (timeouts).
 """
 
@@ -60,6 +60,7 @@ class PR:
     status: str
     created: datetime
     description: str
+    comments: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -221,6 +222,16 @@ def _card_data(text: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _comment_event(pr: PR, index: int, author: str | None = None) -> dict:
+    return {
+        "id": f"{pr.num:04d}{index:020d}",
+        "type": "comment",
+        "createdAt": _iso(pr.created),
+        "author": {"name": author or pr.author},
+        "data": {"edited": False, "hidden": False, "latest": {"raw": pr.comments[index]}},
+    }
+
+
 def _handler(hub: HubDouble):
     class Handler(_Handler):
         double = hub
@@ -314,6 +325,8 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", rf"/api/(?P<t>model|dataset)s/{_REPO}/commit/(?P<rev>[^/]+)", self._commit),
             ("GET", rf"/api/(?P<t>model|dataset)s/{_REPO}/discussions", self._discussions),
             ("GET", rf"/api/(?P<t>model|dataset)s/{_REPO}/discussions/(?P<num>\d+)", self._pr),
+            ("POST", rf"/api/(?P<t>model|dataset)s/{_REPO}/discussions/(?P<num>\d+)/comment",
+             self._comment),
             ("GET", rf"/api/(?P<t>model|dataset)s/{_REPO}", self._info),
             ("GET", rf"/(?P<ds>datasets/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)",
              self._resolve),
@@ -458,8 +471,25 @@ class _Handler(BaseHTTPRequestHandler):
         if pr is None:
             return self._json(404, {"error": "Discussion not found"})
         out = self.double.pr_json(repo, pr)
-        out.update(events=[], changes={"base": "refs/heads/main"}, filesWithConflicts=[])
+        events = [_comment_event(pr, i) for i in range(len(pr.comments))]
+        out.update(events=events, changes={"base": "refs/heads/main"}, filesWithConflicts=[])
         return self._json(200, out)
+
+    def _comment(self) -> int:
+        # huggingface_hub's `comment_discussion` POSTs {"comment": text} to
+        # /api/{type}s/{repo}/discussions/{num}/comment and reads `newMessage`, a discussion
+        # event (community.deserialize_event: id, type, createdAt, author.name, data.edited,
+        # data.hidden, data.latest.raw). Fields beyond those the client reads are not known.
+        if not self._writer_ok():
+            return self._json(401, {"error": "Invalid credentials"})
+        repo = self._repo()
+        pr = next((p for p in repo.prs if p.num == int(self.params["num"])), None)
+        if pr is None:
+            return self._json(404, {"error": "Discussion not found"})
+        pr.comments.append(json.loads(self.body)["comment"])
+        return self._json(
+            200, {"newMessage": _comment_event(pr, len(pr.comments) - 1, self.double.user)}
+        )
 
     def _create_repo(self) -> int:
         body = json.loads(self.body)
