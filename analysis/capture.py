@@ -169,7 +169,11 @@ def _forward_batch(model, layers, ids, pad_id, n_suffix) -> torch.Tensor:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    """True for out-of-memory on any device: torch's OutOfMemoryError, or one of the messages
+    accelerate's `should_reduce_batch_size` knows (CUDA/HIP/XPU, MPS, CPU allocator, cuDNN)."""
+    from accelerate.utils.memory import should_reduce_batch_size  # only when something failed
+
+    return isinstance(exc, torch.OutOfMemoryError) or should_reduce_batch_size(exc)
 
 
 def capture(
@@ -203,7 +207,7 @@ def capture(
             batch = pending.pop(0)
             try:
                 rows = _forward_batch(model, layers, [ids[i] for i in batch], pad_id, n_suffix)
-            except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            except RuntimeError as exc:  # torch.OutOfMemoryError is one
                 if not _is_oom(exc) or len(batch) == 1:
                     raise
                 batch_size = len(batch) // 2
