@@ -117,3 +117,20 @@ def test_installs_beside_squatting_distributions(wheel, tmp_path):
     report = Path(seen["root"]) / "schemas" / "report.py"
     assert report.is_file() and report.parts[-3:] == ("depthcard", "schemas", "report.py")
     assert report.is_relative_to(env)
+
+
+def test_the_wheel_requires_gradio_only_for_the_space_extra(wheel):
+    """`pip install depthcard` (no extras) pulls no gradio: read from the wheel's METADATA."""
+    from packaging.requirements import Requirement
+
+    with zipfile.ZipFile(wheel) as zf:
+        (name,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+        lines = zf.read(name).decode("utf-8").splitlines()
+    requires = [
+        Requirement(line.split(":", 1)[1]) for line in lines if line.startswith("Requires-Dist:")
+    ]
+    core = {r.name.lower() for r in requires if r.marker is None}
+    assert {"torch", "huggingface_hub", "httpx2"} <= core
+    assert not {"gradio", "pandas", "gguf"} & core
+    space = {r.name for r in requires if r.marker and r.marker.evaluate({"extra": "space"})}
+    assert {"gradio", "pandas"} <= space
