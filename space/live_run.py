@@ -2,9 +2,10 @@
 
 The audit runs as `python -m depthcard audit BASE CHILD --out DIR` rather than in the server
 process: the models' memory is returned when it ends, a crash cannot take the Space down,
-and a run that overstays its time limit is killed. Progress is the elapsed time against the
-expected duration (the audit prints no per-stage progress), labelled with the audit's latest
-log line.
+and a run that overstays its time limit is killed. Progress is the audit's own: it runs with
+`--progress json` and writes one `ProgressEvent` per stage start, step and end on stderr
+(`analysis.progress`); each new event moves the bar to its stage's place in `STAGES` plus the
+stage's done/total, and names the stage and task.
 """
 
 from __future__ import annotations
@@ -21,16 +22,24 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from depthcard.analysis.audit import DEMO_DIR
+from depthcard.schemas.progress import ProgressEvent
 from depthcard.schemas.report import AuditReport
 from depthcard.space.store import read_report
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
-EXPECTED_SECONDS = 90.0
 TIMEOUT_SECONDS = 900.0
 POLL_SECONDS = 0.5
+# The stages a pair audit announces, in the order `analysis.audit` runs them. A stage the
+# run's flags skip (ablation, fragility) is simply never announced, so the bar jumps past it.
+STAGES = (
+    "resolve", "capture-base", "capture-child", "spectra", "ablation", "fragility",
+    "modes-depth", "nulls",
+)  # fmt: skip
 
 
 BUSY = "another live audit is running; try again when it has finished"
@@ -67,9 +76,58 @@ def audit_command(
     """
     cmd = [sys.executable, "-m", "depthcard", "-v", "audit", str(base), str(child)]
     cmd += ["--out", str(out), "--overwrite", "--device", "cpu", "--dtype", "float32"]
+    cmd += ["--progress", "json"]
     if max_prompts is not None:
         cmd += ["--max-prompts", str(max_prompts)]
     return cmd + list(extra_args)
+
+
+def stage_fraction(event: ProgressEvent) -> float:
+    """Where `event` puts the whole audit, 0..1: its stage's slot in STAGES, plus done/total."""
+    if event.stage not in STAGES:
+        return 0.0
+    within = 1.0 if event.event == "end" else 0.0
+    if event.event == "step" and event.total:
+        within = min(1.0, event.done / event.total)
+    return (STAGES.index(event.stage) + within) / len(STAGES)
+
+
+def describe(event: ProgressEvent) -> str:
+    """One line for the progress bar: stage n of N, the task's done/total, work so far."""
+    place = f"{STAGES.index(event.stage) + 1}/{len(STAGES)} " if event.stage in STAGES else ""
+    text = f"stage {place}{event.stage}"
+    if event.event == "end":
+        text += " done"
+    elif event.task:
+        count = f"{event.done}/{event.total}" if event.total else str(event.done)
+        text += f" · {event.task} {count} {event.unit}"
+    return f"{text} · {event.forward_calls:,} forward passes"
+
+
+class EventReader:
+    """Reads the progress events a running audit appends to its log, from where it left off."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def new_events(self) -> list[ProgressEvent]:
+        """The events in the complete lines written since the last call (log lines skipped)."""
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except OSError:
+            return []
+        end = chunk.rfind(b"\n") + 1  # a line still being written waits for the next call
+        self.offset += end
+        events = []
+        for line in chunk[:end].splitlines():
+            if line.startswith(b"{"):
+                try:
+                    events.append(ProgressEvent.model_validate_json(line))
+                except ValidationError:
+                    continue
+        return events
 
 
 def _last_line(path: Path) -> str:
@@ -85,11 +143,15 @@ def _last_line(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Step:
-    """One progress update of a live audit; the last one carries the validated report."""
+    """One progress update of a live audit; the last one carries the validated report.
+
+    `event` is the audit's progress event behind the step (None for the first and last).
+    """
 
     fraction: float
     text: str
     report: AuditReport | None = None
+    event: ProgressEvent | None = None
 
 
 def live_audit(
@@ -99,7 +161,6 @@ def live_audit(
     *,
     max_prompts: int | None = None,
     extra_args: tuple[str, ...] = (),
-    expected_seconds: float = EXPECTED_SECONDS,
     timeout_seconds: float = TIMEOUT_SECONDS,
 ) -> Iterator[Step]:
     """Run the audit of `base` vs `child`, yielding its progress; the last step holds the report.
@@ -135,16 +196,20 @@ def live_audit(
                 cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=DEMO_DIR.parent.parent
             )
             start = time.monotonic()
+            reader = EventReader(logfile)
+            last = Step(0.0, "loading the models")
             while proc.poll() is None:
-                elapsed = time.monotonic() - start
-                if elapsed > timeout_seconds:
+                if time.monotonic() - start > timeout_seconds:
                     raise LiveRunError(
                         f"the audit ran past its {timeout_seconds:.0f} s limit and was stopped"
                     )
-                line = _last_line(logfile) or "starting"
-                fraction = min(0.95, elapsed / expected_seconds)
-                yield Step(fraction, f"auditing ({elapsed:.0f} s): {line[:120]}")
+                # At least one step per poll, the last one again when nothing happened: a
+                # generator is closed (run cancelled, client gone) only where it yields.
+                steps = _steps(reader.new_events()) or [last]
+                yield from steps
+                last = steps[-1]
                 time.sleep(POLL_SECONDS)
+            yield from _steps(reader.new_events())
         if proc.returncode != 0:
             raise LiveRunError(f"the audit failed (exit {proc.returncode}): {_last_line(logfile)}")
         try:
@@ -162,6 +227,10 @@ def live_audit(
         _SLOT.release()
 
 
+def _steps(events: list[ProgressEvent]) -> list[Step]:
+    return [Step(stage_fraction(e), describe(e), event=e) for e in events]
+
+
 def run_live_audit(
     base: Path,
     child: Path,
@@ -170,7 +239,6 @@ def run_live_audit(
     progress: Progress | None = None,
     max_prompts: int | None = None,
     extra_args: tuple[str, ...] = (),
-    expected_seconds: float = EXPECTED_SECONDS,
     timeout_seconds: float = TIMEOUT_SECONDS,
 ) -> AuditReport:
     """Run the audit of `base` vs `child` into `out` and return its validated report.
@@ -183,7 +251,7 @@ def run_live_audit(
     progress = progress or (lambda fraction, text: None)
     steps = live_audit(
         base, child, out, max_prompts=max_prompts, extra_args=extra_args,
-        expected_seconds=expected_seconds, timeout_seconds=timeout_seconds,
+        timeout_seconds=timeout_seconds,
     )  # fmt: skip
     with closing(steps):
         for step in steps:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
 import tempfile
@@ -122,3 +123,38 @@ def test_the_run_event_is_one_at_a_time_and_a_generator_gradio_can_close():
     # A plain function would run on in its thread after a cancel, its audit with it.
     assert inspect.isgeneratorfunction(fn.fn)
     assert fn.concurrency_limit == 1
+
+
+def test_progress_follows_the_audits_own_stage_events(tmp_path, monkeypatch):
+    # A stand-in audit writes what `--progress json` writes: one ProgressEvent per line on
+    # stderr, mixed with log lines, then exits without a report.
+    events = [
+        {"event": "start", "stage": "capture-child"},
+        {"event": "step", "stage": "capture-child", "task": "harmful_chat", "done": 1,
+         "total": 4, "unit": "batch", "forward_calls": 12},
+        "INFO depthcard.analysis: a log line between events",
+        {"event": "end", "stage": "capture-child"},
+        {"event": "start", "stage": "spectra"},
+    ]  # fmt: skip
+    lines = [e if isinstance(e, str) else json.dumps(e) for e in events]
+    code = f"import sys, time\nfor line in {lines!r}:\n    print(line, file=sys.stderr)\n"
+    _fake_audit(monkeypatch, code + "sys.exit('depthcard: error: stop here')")
+    seen = []
+    with pytest.raises(live_run.LiveRunError, match="stop here"):
+        live_run.run_live_audit(Path("b"), Path("c"), tmp_path / "out",
+                                progress=lambda f, text: seen.append((f, text)))  # fmt: skip
+    seen = [s for i, s in enumerate(seen) if i == 0 or s != seen[i - 1]]  # polls repeat
+    seen = [s for s in seen if s[1] != "loading the models"]
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and len(seen) == 5  # "starting" + four events
+    n = len(live_run.STAGES)
+    child = live_run.STAGES.index("capture-child")
+    assert seen[2] == ((child + 0.25) / n, "stage 3/8 capture-child · harmful_chat 1/4 batch · "
+                       "12 forward passes")  # fmt: skip
+    assert seen[3][0] == (child + 1) / n and "capture-child done" in seen[3][1]
+    assert "spectra" in seen[4][1]
+
+
+def test_the_live_audit_asks_for_json_progress(tmp_path):
+    cmd = live_run.audit_command(Path("b"), Path("c"), tmp_path, None)
+    assert cmd[cmd.index("--progress") + 1] == "json"
