@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from depthcard.analysis.job_time import FLAVOURS, hub_minutes, job_timeout_minutes
 from depthcard.analysis.work_plan import model_size
+from depthcard.bot.job_install import checkout_root, install_steps, ship_wheel
 from depthcard.report.reproduce import AUDIT_FLAGS
 from depthcard.schemas.bot_config import BotConfig, JobsConfig
 from depthcard.schemas.errors import UserError
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 KEY_LABEL = "depthcard-key"
 TERMINAL_FAILURES = ("ERROR", "CANCELED", "DELETED")
 _ERROR_TAIL = 800
+LOG_TAIL_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,7 @@ class JobsBackend:
         token: str | None,
         download,
         read_config: Callable[[str, str], dict | None] | None = None,
+        ship: Callable[[], str] | None = None,
     ):
         if cfg.jobs is None or cfg.results_repo is None:
             raise ValueError("backend hf-jobs needs `jobs` and `results_repo` in the config")
@@ -276,7 +279,18 @@ class JobsBackend:
         self.api, self.token = api, token
         self.download = download  # (repo, path_in_repo, local_dir) -> Path
         self.read_config = read_config  # (repo, sha) -> parsed config.json, or None
+        self.ship = ship  # () -> path in results_repo of the wheel the job installs
+        self._wheel: str | None = None
         self.work_dir = Path(cfg.work_dir)
+
+    def wheel(self) -> str | None:
+        """The shipped wheel's path in the results repo (shipped on first use), or None when
+        the config pins what the job installs."""
+        if self.jobs.install is None and self._wheel is None:
+            if self.ship is None:
+                raise ValueError("jobs.install is not set and no wheel can be shipped")
+            self._wheel = self.ship()
+        return self._wheel
 
     def choose(self, job: AuditJob) -> JobChoice:
         """Flavour and timeout for `job`, from the estimate when its config.json is readable."""
@@ -290,14 +304,14 @@ class JobsBackend:
         return choose_job(self.jobs, job.parameters, estimate)
 
     def command(self, job: AuditJob) -> list[str]:
-        """The job's shell command: install, audit, upload the folder to the results repo."""
+        """The job's shell command: install the pinned build, audit, upload the folder."""
         dest = report_path(*job.target)
         audit = shlex.join(["depthcard", "audit", *job.models(),
                             "--out", "/tmp/report", *self.args])  # fmt: skip
         upload = shlex.join(["hf", "upload", self.results_repo, "/tmp/report", dest,
                              "--repo-type", "dataset"])  # fmt: skip
-        install = shlex.join(["pip", "install", "--quiet", self.jobs.install])
-        return ["bash", "-c", f"set -euo pipefail; {install}; {audit}; {upload}"]
+        install = install_steps(self.jobs.install, self.results_repo, self.wheel())
+        return ["bash", "-c", "; ".join(["set -euo pipefail", *install, audit, upload])]
 
     def start(self, job: AuditJob) -> str:
         """The id of this key's job: an existing one if the label finds it, else a new one."""
@@ -314,6 +328,7 @@ class JobsBackend:
             secrets={"HF_TOKEN": self.token} if self.token else None,
             flavor=choice.flavor,
             timeout=choice.timeout,
+            attempts=self.jobs.attempts,  # the Hub reruns a failed run itself
             labels=label,
             namespace=self.jobs.namespace,
         )
@@ -326,13 +341,29 @@ class JobsBackend:
         info = self.api.inspect_job(job_id=handle, namespace=self.jobs.namespace)
         stage = str(getattr(info.status.stage, "value", info.status.stage))
         if stage in TERMINAL_FAILURES:
-            return Outcome(None, f"job {handle} ended {stage}: {info.status.message or ''}")
+            why = f"job {handle} ended {stage}: {info.status.message or ''}"
+            return Outcome(None, why + self.log_tail(handle))
         if stage != "COMPLETED":
             return None
         local = self.work_dir / report_path(*job.target)
         src = report_path(*job.target) + "/report.json"
         self.download(self.results_repo, src, local)
         return check_report(local, job.key)
+
+    def log_tail(self, handle: str) -> str:
+        """The last lines of a job's log (`fetch_job_logs(tail=...)`), as text to append to its
+        error; empty when none are kept or the logs cannot be read."""
+        lines = self.jobs.log_tail_lines
+        if lines == 0:
+            return ""
+        try:
+            logs = list(self.api.fetch_job_logs(job_id=handle, namespace=self.jobs.namespace,
+                                                tail=lines, follow=False))  # fmt: skip
+        except Exception as exc:  # the error says why the job failed; its log is a bonus
+            log.warning("no log tail for job %s: %s", handle, exc)
+            return ""
+        text = "\n".join(line.rstrip("\n") for line in logs[-lines:])
+        return f"\n--- last {lines} log lines ---\n{text[-LOG_TAIL_CHARS:]}" if text else ""
 
 
 def make_backend(cfg: BotConfig, hub, token: str | None) -> Backend:
@@ -358,4 +389,13 @@ def make_backend(cfg: BotConfig, hub, token: str | None) -> Backend:
             return None  # unreadable counts as unknown: the parameter-budget rule decides
         return data if isinstance(data, dict) else None
 
-    return JobsBackend(cfg, hub.api, token, download, read_config)
+    def ship() -> str:
+        root = checkout_root()
+        if root is None:
+            raise ValueError(
+                "jobs.install is not set and depthcard runs from a wheel, not a checkout: "
+                "pin what the job installs in jobs.install (a git URL at a commit sha, or a .whl)"
+            )
+        return ship_wheel(hub, cfg.results_repo, root)
+
+    return JobsBackend(cfg, hub.api, token, download, read_config, ship)

@@ -1,8 +1,9 @@
 """The bot's configuration: one YAML file, read once at the entry point.
 
 Every field is documented here, so `docs/bot.md`, the example config and `--help` say the
-same thing. Secrets (the Hub token, the webhook secret) are never part of this file: they
-come from the environment (`HF_TOKEN`, `DEPTHCARD_WEBHOOK_SECRET`).
+same thing. Secrets (the Hub token, the webhook secret) are never part of this file: the token is
+huggingface_hub's own (`HF_TOKEN`, else the `hf auth login` one), the webhook secret comes from
+`DEPTHCARD_WEBHOOK_SECRET`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,35 @@ from depthcard.schemas._base import Strict
 BOT_CONFIG_VERSION = "1"
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][\w.-]*$")
+# A requirement pinned to one build: a git URL at a full commit sha, or a wheel file.
+_PINNED = re.compile(r"(@[0-9a-f]{40}(#.*)?$)|(\.whl$)")
+
+
+def job_flavours() -> list[str]:
+    """The HF Jobs hardware flavours the installed huggingface_hub knows (`JobHardware`, which
+    it keeps in sync with the Hub API)."""
+    from huggingface_hub import JobHardware
+
+    return [h.value for h in JobHardware]
 
 
 class FlavourRule(Strict):
     """A Hub Jobs hardware flavour for models up to a parameter count."""
 
     max_parameters: int = Field(ge=1, description="Largest parameter count this flavour takes.")
-    flavor: str = Field(min_length=1, description="Hub Jobs flavour, e.g. `a10g-large`.")
+    flavor: str = Field(
+        min_length=1, description="HF Jobs flavour as huggingface_hub's JobHardware spells it."
+    )
+
+    @field_validator("flavor")
+    @classmethod
+    def _known_flavour(cls, value: str) -> str:
+        known = job_flavours()
+        if value not in known:
+            raise ValueError(
+                f"unknown HF Jobs flavour {value!r}; huggingface_hub knows: {', '.join(known)}"
+            )
+        return value
 
 
 class JobsConfig(Strict):
@@ -34,19 +57,44 @@ class JobsConfig(Strict):
     image: str = Field(
         "pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime", description="Docker image of the job."
     )
-    install: str = Field(
-        "depthcard", description="pip requirement installed in the job before the audit."
+    install: str | None = Field(
+        None,
+        description="What the job pip-installs, pinned to one build: a git URL at a full "
+        "commit sha (`depthcard @ git+https://...@<40 hex>`) or a wheel (`.whl` path or URL). "
+        "None = a wheel built from the bot's own checkout, uploaded to results_repo under "
+        "`wheels/<source hash>/` (docs/bot.md).",
     )
     timeout: str = Field("2h", description="Job timeout (Hub syntax: 90m, 2h).")
-    poll_seconds: float = Field(30.0, gt=0, description="Seconds between inspect_job calls.")
+    poll_seconds: float = Field(
+        30.0, gt=0, description="Seconds between inspect_job calls on running jobs, between rounds."
+    )
+    attempts: int = Field(
+        2, ge=1, le=10,
+        description="run_job `attempts`: runs of one job, the first included, before the Hub "
+        "reports it failed (the bot's max_attempts then counts whole jobs).",
+    )  # fmt: skip
+    log_tail_lines: int = Field(
+        40, ge=0, description="Last lines of a failed job's log kept with its error."
+    )
     flavours: list[FlavourRule] = Field(
         default_factory=lambda: [
             FlavourRule(max_parameters=4_000_000_000, flavor="a10g-large"),
             FlavourRule(max_parameters=16_000_000_000, flavor="a100-large"),
-            FlavourRule(max_parameters=80_000_000_000, flavor="h100x8"),
+            # 2 × 141 GB: an 80B model in bfloat16 (160 GB) with room for activations.
+            FlavourRule(max_parameters=80_000_000_000, flavor="h200x2"),
         ],
         description="Flavour per parameter budget, smallest first; the first that fits wins.",
     )
+
+    @field_validator("install")
+    @classmethod
+    def _pinned(cls, value: str | None) -> str | None:
+        if value is not None and not _PINNED.search(value.strip()):
+            raise ValueError(
+                f"jobs.install {value!r} is not pinned: give a git URL at a full commit sha "
+                "(...@<40 hex>) or a .whl, or leave it out to ship the bot's own build"
+            )
+        return value
 
 
 class WebhookConfig(Strict):

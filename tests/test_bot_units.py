@@ -107,6 +107,10 @@ class RecordingJobsApi:
         self.calls.append(("inspect_job", kw))
         return self.jobs[kw["job_id"]]
 
+    def fetch_job_logs(self, **kw):
+        self.calls.append(("fetch_job_logs", kw))
+        return iter(["loading models", "CUDA out of memory"][-kw["tail"] :])
+
 
 def test_hf_jobs_backend_labels_flavours_secrets_and_never_starts_twice(tmp_path):
     cfg = BotConfig(backend="hf-jobs", results_repo="depthcard/results", work_dir=tmp_path,
@@ -121,7 +125,8 @@ def test_hf_jobs_backend_labels_flavours_secrets_and_never_starts_twice(tmp_path
         local.mkdir(parents=True, exist_ok=True)
         (local / "report.json").write_text(report.model_dump_json())
 
-    backend = JobsBackend(cfg, api, "hf_secret", download)
+    wheel = "wheels/0123456789abcdef/depthcard-0.1.0-py3-none-any.whl"
+    backend = JobsBackend(cfg, api, "hf_secret", download, ship=lambda: wheel)
     handle = backend.start(job)
     assert backend.start(job) == handle  # the label finds the running job
     runs = [kw for name, kw in api.calls if name == "run_job"]
@@ -129,11 +134,14 @@ def test_hf_jobs_backend_labels_flavours_secrets_and_never_starts_twice(tmp_path
     assert runs[0]["flavor"] == "a100-large" and runs[0]["secrets"] == {"HF_TOKEN": "hf_secret"}
     assert runs[0]["labels"] == {"depthcard-key": key_label(job.key)}
     assert "hf_secret" not in " ".join(runs[0]["command"])  # a secret, never in the command
+    assert f"hf download depthcard/results {wheel}" in runs[0]["command"][2]  # the pinned build
+    assert runs[0]["attempts"] == 2
     assert backend.poll(job, handle) is None
     api.jobs[handle].status.stage = "COMPLETED"
     assert backend.poll(job, handle).report_dir is not None
     api.jobs[handle].status.stage = "ERROR"
-    assert "ended ERROR" in backend.poll(job, handle).error
+    error = backend.poll(job, handle).error
+    assert "ended ERROR" in error and error.endswith("loading models\nCUDA out of memory")
     assert pick_flavour(cfg.jobs, 1_000) == "a10g-large"
     with pytest.raises(ValueError):
         pick_flavour(cfg.jobs, 10**12)

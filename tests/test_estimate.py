@@ -191,7 +191,8 @@ def test_cli_on_the_bundled_pair_json(capsys):
     assert e.child.parameters == 344_640 and e.child.num_layers == 4
     harmful = next(s for s in e.sets if s.key == "harmful_chat")
     assert (harmful.prompts, harmful.fit, harmful.eval) == (16, 8, 8)
-    assert [f.flavour for f in e.flavours] == ["a10g-large", "a100-large"]  # the bot's defaults
+    defaults = ["a10g-large", "a100-large", "h200x2"]  # the bot's (JobsConfig.flavours)
+    assert [f.flavour for f in e.flavours] == defaults
     assert e.chosen == "a10g-large" and e.timeout_minutes == 20
     assert [i.stage for i in e.plan][:2] == ["capture-base", "capture-child"]
 
@@ -260,7 +261,8 @@ def jobs_backend(tmp_path, read_config, **jobs):
                     audit_args=["--max-prompts", "64"],
                     jobs={"namespace": "depthcard", **jobs})  # fmt: skip
     api = RecordingJobsApi()
-    return JobsBackend(cfg, api, None, download=None, read_config=read_config), api
+    wheel = "wheels/0123456789abcdef/depthcard-0.1.0-py3-none-any.whl"  # shipped, not built
+    return JobsBackend(cfg, api, None, None, read_config, ship=lambda: wheel), api
 
 
 def test_dispatch_sizes_the_job_from_the_estimate(tmp_path):
@@ -287,9 +289,10 @@ def test_dispatch_keeps_the_parameter_rule_when_the_size_is_unknown(tmp_path):
     run = next(kw for name, kw in api.calls if name == "run_job")
     assert (run["flavor"], run["timeout"]) == ("a100-large", "2h")
     assert "size unknown" in run["env"]["DEPTHCARD_DISPATCH"]
+    # a flavour the Hub knows but the estimate's table does not
     only_unknown = JobsConfig(namespace="n", flavours=[{"max_parameters": 10**10,
-                                                        "flavor": "h100x8"}])  # fmt: skip
-    assert choose_job(only_unknown, 10**9, None).flavor == "h100x8"
+                                                        "flavor": "rtx-pro-6000"}])  # fmt: skip
+    assert choose_job(only_unknown, 10**9, None).flavor == "rtx-pro-6000"
 
 
 def test_bot_audit_args_become_the_audit_config():

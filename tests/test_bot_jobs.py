@@ -1,0 +1,108 @@
+"""HF Jobs that can run: flavours huggingface_hub knows, a pinned build of depthcard in the job,
+and the wheel the bot ships to the results dataset through the real client."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+from huggingface_hub import JobHardware
+from pydantic import ValidationError
+
+from depthcard.bot.job_install import (
+    checkout_root,
+    install_steps,
+    ship_wheel,
+    source_hash,
+)
+from depthcard.cli.main import main
+from depthcard.schemas.bot_config import JobsConfig, load_bot_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_default_and_example_flavours_are_flavours_the_hub_knows():
+    known = {h.value for h in JobHardware}
+    assert {r.flavor for r in JobsConfig(namespace="x").flavours} <= known
+    example = load_bot_config(ROOT / "bot" / "example-config.yaml")
+    assert {r.flavor for r in example.jobs.flavours} <= known
+
+
+def test_an_unknown_flavour_is_refused_at_config_load_in_one_line(tmp_path, capsys):
+    with pytest.raises(ValidationError, match="unknown HF Jobs flavour 'h100x8'.*h200x8"):
+        JobsConfig(namespace="x", flavours=[{"max_parameters": 1, "flavor": "h100x8"}])
+    config = tmp_path / "bot.yaml"
+    config.write_text(
+        "backend: hf-jobs\nresults_repo: d/r\n"
+        "jobs: {namespace: d, flavours: [{max_parameters: 10, flavor: h100x8}]}\n",
+        encoding="utf-8",
+    )
+    assert main(["status", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown HF Jobs flavour 'h100x8'" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "install",
+    [
+        f"depthcard @ git+https://github.com/o/depthcard@{SHA}",
+        "https://x/depthcard-0.1-py3-none-any.whl",
+    ],
+)
+def test_pinned_installs_are_accepted_and_installed_as_given(install):
+    jobs = JobsConfig(namespace="x", install=install)
+    assert install_steps(jobs.install, "d/r", None) == [
+        f"pip install --quiet {shlex.quote(install)}"
+    ]
+
+
+@pytest.mark.parametrize("install", ["depthcard", "depthcard==0.1.0", "git+https://g/o/d@main"])
+def test_unpinned_installs_are_refused(install):
+    with pytest.raises(ValidationError, match="is not pinned"):
+        JobsConfig(namespace="x", install=install)
+
+
+def test_the_shipped_wheel_is_fetched_from_the_results_dataset_and_installed():
+    steps = install_steps(None, "d/r", "wheels/ab/depthcard-0.1.0-py3-none-any.whl")
+    assert steps[1] == ("hf download d/r wheels/ab/depthcard-0.1.0-py3-none-any.whl "
+                        "--repo-type dataset --local-dir /tmp/depthcard-wheel")  # fmt: skip
+    assert steps[2].endswith("/tmp/depthcard-wheel/wheels/ab/depthcard-0.1.0-py3-none-any.whl")
+    with pytest.raises(ValueError):
+        install_steps(None, "d/r", None)
+
+
+def test_the_source_hash_follows_the_sources(tmp_path):
+    assert checkout_root() == ROOT
+    copy = tmp_path / "src"
+    shutil.copytree(ROOT / "schemas", copy / "schemas")
+    shutil.copytree(ROOT / "depthcard", copy / "depthcard")
+    (copy / "README.md").write_text("r\n", encoding="utf-8")
+    (copy / "pyproject.toml").write_text(
+        '[tool.setuptools.package-dir]\n"depthcard.schemas" = "schemas"\n', encoding="utf-8"
+    )
+    before = source_hash(copy)
+    assert source_hash(copy) == before and len(before) == 16
+    (copy / "schemas" / "errors.py").write_text("# changed\n", encoding="utf-8")
+    assert source_hash(copy) != before
+
+
+@pytest.mark.slow
+def test_the_wheel_is_uploaded_once_to_the_results_dataset(tmp_path):
+    from depthcard.bot.hub import Hub
+    from tests.hub_double import HubDouble
+
+    had_build = (ROOT / "build").exists()
+    with HubDouble() as double:
+        double.add_repo("d/results", {"README.md": "r\n"}, repo_type="dataset")
+        hub = Hub(None, endpoint=double.url, sleep=lambda s: None, cache_dir=tmp_path / "c")
+        path = ship_wheel(hub, "d/results", ROOT)
+        assert path.startswith(f"wheels/{source_hash(ROOT)}/depthcard-") and path.endswith(".whl")
+        files = double.repo("d/results", "dataset").files()
+        assert files[path][:2] == b"PK"  # a zip
+        commits = len(double.repo("d/results", "dataset").commits)
+        assert ship_wheel(hub, "d/results", ROOT) == path
+        assert len(double.repo("d/results", "dataset").commits) == commits  # not uploaded twice
+    assert (ROOT / "build").exists() == had_build  # built from a copy: the checkout is untouched
