@@ -142,6 +142,32 @@ def _run(r: Round, row: AuditRow) -> None:
                        job_id=None, not_before=r.clock() + wait)  # fmt: skip
 
 
+def poll_running(r: Round) -> int:
+    """Poll once every audit running on the backend under a job handle (HF Jobs between
+    rounds): a finished one is collected now, not at the next round. Returns how many run."""
+    for row in r.store.claimable("running"):
+        if row.job_id and r.store.claim(row.key, "running", r.cfg.lease_seconds):
+            _run(r, r.store.get(row.key))
+    return sum(1 for row in r.store.rows("running") if row.job_id)
+
+
+def wait_for_next_round(r: Round, sleep: Callable[[float], None]) -> None:
+    """Sleep `interval_seconds`; with the hf-jobs backend and jobs running, poll them every
+    `jobs.poll_seconds` meanwhile (`poll_running`)."""
+    left = r.cfg.interval_seconds
+    step = r.cfg.jobs.poll_seconds if r.cfg.backend == "hf-jobs" and r.cfg.jobs else left
+    while left > 0:
+        if step >= left or not any(row.job_id for row in r.store.rows("running")):
+            sleep(left)
+            return
+        sleep(step)
+        left -= step
+        try:
+            poll_running(r)
+        except HUB_ERRORS as exc:
+            log.warning("polling running jobs failed, next try in %.0fs: %s", step, exc)
+
+
 def _day_start(now: float) -> float:
     day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return day.timestamp()
@@ -217,4 +243,4 @@ def watch(
         log.info("round %d: %s", done, counts)
         if once or (rounds is not None and done >= rounds):
             return counts
-        sleep(r.cfg.interval_seconds)
+        wait_for_next_round(r, sleep)
