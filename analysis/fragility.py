@@ -12,9 +12,8 @@ product and norm is taken in float64.
 from __future__ import annotations
 
 import logging
-import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -31,15 +30,24 @@ from depthcard.analysis.curvature import (
     coupling,
     gradient,
     hessian_vector_product,
+    norm,
     power_iteration,
     random_unit,
+)
+from depthcard.analysis.fragility_law import (
+    OVERSHOOT,
+    BenignRun,
+    PowerLawFit,
+    StepSize,
+    choose_step_size,
+    fit_power_law,
+    set_step_size,
+    sgd_deltas,
 )
 from depthcard.analysis.models import decoder_layers, input_device
 from depthcard.schemas.sections import Fragility, FragilitySettings
 
 log = logging.getLogger(__name__)
-
-_MAX_LOG_STEPS = math.log(1e300)
 
 
 @dataclass(frozen=True)
@@ -64,90 +72,6 @@ class ScoredBatch:
     @property
     def tokens(self) -> int:
         return int((self.targets != -100).sum())
-
-
-@dataclass(frozen=True)
-class PowerLawFit:
-    exponent: float | None  # p in ΔL_A ≈ c·t^p
-    coefficient: float | None  # c
-    r2: float | None  # of the log-log fit; None when log ΔL_A is constant
-    forecast_steps: float | None  # (margin / c)^(1/p)
-    points: int  # steps with ΔL_A > 0 that were fitted
-    reason: str | None  # why the forecast is None
-
-
-# --- the empirical law -------------------------------------------------------------------
-
-
-def sgd_deltas(
-    params: Sequence[nn.Parameter],
-    step_terms: Callable[[int], LossTerms],
-    evaluate: Callable[[], float],
-    steps: int,
-    learning_rate: float,
-) -> list[float]:
-    """ΔL_A(t) = L_A(θ_t) − L_A(θ_0), t = 1..steps, under plain SGD θ ← θ − η ∇L_F.
-
-    Args:
-        params: the subset θ_S; only it moves. Restored bit for bit on exit, even on error.
-        step_terms: `step_terms(t)` gives the L_F terms of step t (its mini-batch).
-        evaluate: L_A at the current parameters.
-        steps: T.
-        learning_rate: η.
-
-    Returns:
-        T floats.
-    """
-    saved = [p.detach().clone() for p in params]
-    try:
-        start, deltas = evaluate(), []
-        for t in range(steps):
-            _, grad = gradient(step_terms(t), params)
-            with torch.no_grad():
-                for p, g in zip(params, grad, strict=True):
-                    p.sub_(g.to(p.dtype), alpha=learning_rate)
-            deltas.append(evaluate() - start)
-        return deltas
-    finally:
-        with torch.no_grad():
-            for p, s in zip(params, saved, strict=True):
-                p.copy_(s)
-
-
-def fit_power_law(
-    delta: Sequence[float], margin: float, fit_steps: int | None = None
-) -> PowerLawFit:
-    """Least-squares fit of log ΔL_A = log c + p log t on the early steps where ΔL_A > 0.
-
-    Args:
-        delta: ΔL_A(t) for t = 1..T.
-        margin: the rise in L_A the forecast t = (margin / c)^(1/p) is for (> 0).
-        fit_steps: fit on t ≤ fit_steps only; None = all.
-
-    Returns:
-        p, c, R² and the forecast; the forecast is None with a reason when fewer than 3
-        points are positive or p ≤ 0 (p, c, R² are still given from 3 points on).
-    """
-    early = list(delta)[: fit_steps or len(delta)]
-    pts = [(math.log(t), math.log(d)) for t, d in enumerate(early, 1) if math.isfinite(d) and d > 0]
-    if len(pts) < 3:
-        reason = f"only {len(pts)} of {len(early)} steps have ΔL_A > 0 (a fit needs 3)"
-        return PowerLawFit(None, None, None, None, len(pts), reason)
-    x = torch.tensor([p[0] for p in pts], dtype=torch.float64)
-    y = torch.tensor([p[1] for p in pts], dtype=torch.float64)
-    xc, yc = x - x.mean(), y - y.mean()
-    slope = float((xc * yc).sum() / (xc * xc).sum())
-    intercept = float(y.mean()) - slope * float(x.mean())
-    ss_tot, ss_res = float((yc * yc).sum()), float(((yc - slope * xc) ** 2).sum())
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else None
-    if slope <= 0:
-        reason = f"ΔL_A does not grow with t (p = {slope:.3g} ≤ 0)"
-        return PowerLawFit(slope, math.exp(intercept), r2, None, len(pts), reason)
-    log_steps = (math.log(margin) - intercept) / slope
-    if log_steps > _MAX_LOG_STEPS:
-        reason = "forecast beyond 1e300 steps"
-        return PowerLawFit(slope, math.exp(intercept), r2, None, len(pts), reason)
-    return PowerLawFit(slope, math.exp(intercept), r2, math.exp(log_steps), len(pts), None)
 
 
 # --- the model side ----------------------------------------------------------------------
@@ -271,17 +195,56 @@ def only_trainable(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator
         model.train(was_training)
 
 
-def _curvature(model, params, align, benign, settings) -> tuple[float, Sharpness, Coupling]:
+@dataclass(frozen=True)
+class Curvature:
+    loss: float  # L_A at θ_0
+    grad: Vector  # ∇L_A
+    sharpness: Sharpness
+    coupling: Coupling
+    hvps: int  # Hessian-vector products used
+
+
+def _curvature(model, params, align, benign, settings: FragilitySettings) -> Curvature:
     align_terms = loss_terms(model, align)
     loss_a, grad_a = gradient(align_terms, params)
     _, grad_f = gradient(loss_terms(model, benign), params)
+    calls = 0
 
     def hvp(v: Vector) -> Vector:
+        nonlocal calls
+        calls += 1
         return hessian_vector_product(align_terms, params, v)
 
     start = random_unit(params, settings.seed)
     sharp = power_iteration(hvp, start, settings.power_iterations, settings.tolerance)
-    return loss_a, sharp, coupling(grad_a, grad_f, hvp)
+    coupled = coupling(grad_a, grad_f, hvp)
+    return Curvature(loss_a, grad_a, sharp, coupled, calls)
+
+
+def _benign_run(model, params, align, benign, grad_a, settings) -> tuple[StepSize, BenignRun]:
+    """The step size (set or auto) and the SGD run at it; auto backs off an overshoot."""
+
+    def step_terms(t: int) -> LossTerms:
+        return loss_terms(model, [benign[t % len(benign)]])
+
+    _, first_grad = gradient(step_terms(0), params)
+    if settings.learning_rate is not None:
+        size, limit = set_step_size(settings.learning_rate, grad_a, first_grad), None
+    else:
+        theta = norm([p.detach() for p in params])
+        target = settings.target_first_step
+        size = choose_step_size(grad_a, first_grad, theta, target, settings.max_step_fraction)
+        limit = OVERSHOOT * target
+    run = sgd_deltas(
+        params,
+        step_terms,
+        lambda: mean_loss(model, align),
+        settings.steps,
+        size.learning_rate,
+        first_grad=first_grad,
+        first_move_limit=limit,
+    )
+    return size, run
 
 
 def fragility(
@@ -304,7 +267,8 @@ def fragility(
 
     Raises:
         ValueError: empty inputs or an empty parameter subset.
-        FloatingPointError: a Hessian-vector product is not finite.
+        FloatingPointError: a Hessian-vector product is not finite, or (auto η) L_A is not
+            finite after the first benign step even at η / 2^10.
     """
     settings = settings or FragilitySettings()
     subset, params = select_parameters(model, settings, layers_path)
@@ -316,41 +280,53 @@ def fragility(
         inputs.benign_ids, [1] * len(inputs.benign_ids), inputs.pad_id, bs, device
     )
     with only_trainable(model, params):
-        loss_a, sharp, coupled = _curvature(model, params, align, benign, settings)
-        deltas = sgd_deltas(
-            params,
-            lambda t: loss_terms(model, [benign[t % len(benign)]]),
-            lambda: mean_loss(model, align),
-            settings.steps,
-            settings.learning_rate,
-        )
-    fit = fit_power_law(deltas, settings.margin, settings.fit_steps)
-    log.info("fragility: L_A %.4g, λ %.4g, p %s", loss_a, sharp.eigenvalue, fit.exponent)
-    return _section(settings, subset, params, align, loss_a, sharp, coupled, deltas, fit)
+        curv = _curvature(model, params, align, benign, settings)
+        size, run = _benign_run(model, params, align, benign, curv.grad, settings)
+    fit = fit_power_law(run.deltas, settings.margin, settings.fit_steps)
+    log.info(
+        "fragility: L_A %.4g, λ %.4g (%d HVPs), η %.3g (%s), p %s",
+        curv.loss, curv.sharpness.eigenvalue, curv.hvps, run.learning_rate, size.rule,
+        fit.exponent,
+    )  # fmt: skip
+    return _section(settings, subset, params, align, curv, size, run, fit)
 
 
-def _section(settings, subset, params, align, loss_a, sharp, coupled, deltas, fit) -> Fragility:
-    flags = list(coupled.flags)
+def _flags(curv: Curvature, run: BenignRun) -> list[str]:
+    sharp = curv.sharpness
+    flags = list(curv.coupling.flags)
     flags += ["zero-hessian"] if sharp.zero else []
     flags += ["not-converged"] if not sharp.converged else []
     flags += ["negative-dominant-eigenvalue"] if sharp.eigenvalue < 0 else []
+    flags += ["first-step-overshoot"] if run.overshoot else []
+    return flags
+
+
+def _section(settings, subset, params, align, curv, size, run, fit: PowerLawFit) -> Fragility:
+    auto = settings.learning_rate is None
     return Fragility(
         parameter_subset=subset,
         parameter_count=sum(p.numel() for p in params),
         power_iterations=settings.power_iterations,
+        power_iterations_used=len(curv.sharpness.history),
+        hessian_vector_products=curv.hvps,
         tolerance=settings.tolerance,
         seed=settings.seed,
         batch_size=settings.batch_size,
         alignment_tokens=sum(b.tokens for b in align),
-        alignment_loss=loss_a,
-        sharpness=sharp.eigenvalue,
-        sharpness_history=sharp.history,
-        sharpness_converged=sharp.converged,
-        gradient_cosine=coupled.cosine,
-        curvature_coupling=coupled.curvature,
+        alignment_loss=curv.loss,
+        sharpness=curv.sharpness.eigenvalue,
+        sharpness_history=curv.sharpness.history,
+        sharpness_converged=curv.sharpness.converged,
+        gradient_cosine=curv.coupling.cosine,
+        curvature_coupling=curv.coupling.curvature,
         steps=settings.steps,
-        learning_rate=settings.learning_rate,
-        delta_loss=deltas,
+        learning_rate=run.learning_rate,
+        learning_rate_rule=size.rule,
+        target_first_step=settings.target_first_step if auto else None,
+        max_step_fraction=settings.max_step_fraction if auto else None,
+        learning_rate_backoffs=run.backoffs,
+        predicted_first_step=size.predicted(run.learning_rate),
+        delta_loss=run.deltas,
         fit_steps=settings.fit_steps,
         exponent=fit.exponent,
         fit_coefficient=fit.coefficient,
@@ -359,5 +335,5 @@ def _section(settings, subset, params, align, loss_a, sharp, coupled, deltas, fi
         forecast_steps=fit.forecast_steps,
         forecast_margin=settings.margin,
         no_fit_reason=fit.reason,
-        flags=flags,
+        flags=_flags(curv, run),
     )

@@ -165,7 +165,10 @@ FragilityFlag = Literal[
     "zero-hessian",
     "not-converged",
     "negative-dominant-eigenvalue",
+    "first-step-overshoot",
 ]
+# How the benign fine-tune's η was chosen (docs/fragility.md, "Step size η")
+LearningRateRule = Literal["set", "first-order", "step-size", "zero"]
 
 
 class FragilitySettings(Strict):
@@ -185,8 +188,22 @@ class FragilitySettings(Strict):
     )
     seed: int = Field(0, description="Seed of the power iteration's random start vector.")
     steps: int = Field(10, ge=1, description="Benign SGD steps T for the empirical law.")
-    learning_rate: float = Field(
-        0.3, gt=0.0, description="Plain SGD learning rate (provisional: see docs/fragility.md)."
+    learning_rate: float | None = Field(
+        None,
+        gt=0.0,
+        description="Plain SGD learning rate η; unset = auto: η makes the first benign step's "
+        "predicted change of L_A equal target_first_step (docs/fragility.md).",
+    )
+    target_first_step: float = Field(
+        1e-2,
+        gt=0.0,
+        description="Auto η: the first benign step's first-order change of L_A, nats/token.",
+    )
+    max_step_fraction: float = Field(
+        1e-2,
+        gt=0.0,
+        description="Auto η: the first step moves θ_S by at most this fraction of ‖θ_S‖ "
+        "(the rule when ∇L_A and ∇L_F are near orthogonal).",
     )
     batch_size: int = Field(4, ge=1, description="Sequences per forward pass and per SGD step.")
     fit_steps: int | None = Field(
@@ -201,6 +218,12 @@ class Fragility(Strict):
     parameter_subset: str = Field(description="Parameters the curvature is taken over.")
     parameter_count: int | None = Field(None, ge=0, description="Scalars in that subset.")
     power_iterations: int = Field(ge=1, description="Power-iteration steps (the cap).")
+    power_iterations_used: int | None = Field(
+        None, ge=0, description="Power-iteration steps run (one Hessian-vector product each)."
+    )
+    hessian_vector_products: int | None = Field(
+        None, ge=0, description="Hessian-vector products in all (power iteration + coupling)."
+    )
     tolerance: NonNeg | None = Field(None, description="Eigen-residual ‖Hv − λv‖/|λ| that stops.")
     seed: int | None = Field(None, description="Seed of the power iteration's start vector.")
     batch_size: int | None = Field(None, ge=1, description="Sequences per forward pass.")
@@ -220,7 +243,24 @@ class Fragility(Strict):
         None, description="g_Fᵀ H_A g_F / ‖g_F‖²; None when g_F = 0."
     )
     steps: int = Field(ge=1, description="Benign SGD steps run.")
-    learning_rate: NonNeg = Field(description="SGD learning rate.")
+    learning_rate: NonNeg = Field(description="SGD learning rate η used (after any back-off).")
+    learning_rate_rule: LearningRateRule | None = Field(
+        None,
+        description="How η was chosen: set by the user, or auto by the first step's "
+        "first-order change of L_A, or by its size; zero when ∇L_F = 0 on the first batch.",
+    )
+    target_first_step: NonNeg | None = Field(
+        None, description="Auto η: the first step's targeted change of L_A, nats/token."
+    )
+    max_step_fraction: NonNeg | None = Field(
+        None, description="Auto η: the largest first step, as a fraction of ‖θ_S‖."
+    )
+    learning_rate_backoffs: int | None = Field(
+        None, ge=0, description="Halvings of auto η until the first step stayed within 4 × target."
+    )
+    predicted_first_step: float | None = Field(
+        None, description="−η⟨∇L_A, ∇L_F⟩ on the first batch: the first step's predicted ΔL_A."
+    )
     delta_loss: list[float] = Field(description="ΔL_A(t), t = 1..steps.")
     fit_steps: int | None = Field(None, ge=1, description="Early steps fitted; None = all.")
     exponent: float | None = Field(None, description="Fitted p in ΔL_A ≈ c·t^p.")

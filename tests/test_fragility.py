@@ -15,13 +15,13 @@ from depthcard.analysis.curvature import (
 from depthcard.analysis.fragility import (
     FragilityInputs,
     FragilitySettings,
-    fit_power_law,
     fragility,
     loss_terms,
     mean_loss,
     scored_batches,
     select_parameters,
 )
+from depthcard.analysis.fragility_law import fit_power_law
 from depthcard.schemas.sections import Fragility
 from tests.tiny_models import make_llama
 
