@@ -44,6 +44,22 @@ def format_value(kind: FormatKind, value: object) -> str:
     return MISSING if value is None else FORMATS[kind](value)
 
 
+def card_number(kind: FormatKind, value: object) -> float | int | None:
+    """The number the card prints for `value`, as a number (percentages in percent).
+
+    Read back from `format_value`'s text, so a sortable table shows exactly the card's digits.
+
+    Raises:
+        ValueError: `kind` is not a numeric format.
+    """
+    if value is None:
+        return None
+    if kind == "text":
+        raise ValueError("a text value has no number")
+    text = format_value(kind, value).removesuffix(" %")
+    return int(text) if kind == "count" else float(text)
+
+
 @dataclass(frozen=True)
 class Companion:
     """A field printed beside its metric: a null or chance level, an interval bound, a count.

@@ -26,7 +26,7 @@ from depthcard.space import handlers
 from depthcard.space import report_view as rv
 from depthcard.space.compare import DEFAULT_METRIC, METRICS, x_title
 from depthcard.space.live_run import LiveRunError, demo_pair, live_audit
-from depthcard.space.store import ReportEntry, ReportStore, load_store
+from depthcard.space.store import ReportEntry, ReportStore, load_store, refresh
 from depthcard.space.upload import check_upload
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,14 @@ RUN_INTRO = (
     "instruct one refuses) on this machine's CPU, in a separate process, then opens the "
     "report. It takes about a minute; one run at a time."
 )
+BOARD_NOTE = (
+    "Numbers as the model cards print them: the depth score beside the 95th percentile of its "
+    "label-permutation null (a score below it is not above chance), the fewest directions "
+    "whose ablation removes refusal without breaking the model (min k) and the KL that costs, "
+    "and the child's refusal rate with nothing removed. Compare only rows with the same "
+    "analysis version. Click a header to sort; the filter icon searches a column."
+)
+REFRESH_SECONDS = 300.0  # how often the leaderboard reads the reports again
 # System fonts only: the default theme fetches web fonts, which a Space need not wait for.
 THEME = gr.themes.Base(
     font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -207,6 +215,7 @@ def build_app(
     *,
     space_url: str | None = None,
     live_args: tuple[str, ...] = (),
+    refresh_seconds: float = REFRESH_SECONDS,
 ) -> gr.Blocks:
     """The Blocks app over `store`.
 
@@ -215,6 +224,7 @@ def build_app(
         space_url: public URL of the Space (e.g. https://org-depthcard.hf.space), so the card
             sections shown link back to their report's page.
         live_args: extra `depthcard audit` options for the Run tab (tests pass quick ones).
+        refresh_seconds: read the store's source again this often (0: never).
     """
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         extra = gr.State({})
@@ -225,7 +235,7 @@ def build_app(
         with gr.Tabs(selected="leaderboard") as tabs:
             ui = Shared(store, space_url, extra, tabs)
             with gr.Tab("Leaderboard", id="leaderboard"):
-                wire_board = _leaderboard_tab(ui)
+                wire_board = _leaderboard_tab(ui, refresh_seconds)
             with gr.Tab("Report", id="report"):
                 wire_report = _report_tab(ui)
             with gr.Tab("Compare", id="compare"):
@@ -234,50 +244,59 @@ def build_app(
                 wire_validate = _validate_tab(ui, last_upload, compare_ids)
             with gr.Tab("Run", id="run"):
                 wire_run = _run_tab(ui, live_args)
-        wire_board()
         wire_report(demo)
+        wire_board(demo)
         wire_compare()
         wire_validate()
         wire_run()
     return demo
 
 
-def _leaderboard_tab(ui: Shared) -> Callable[[], None]:
-    """The filterable table of audited pairs; a selected row opens in the Report tab."""
-    store = ui.store
-    choices = handlers.filter_choices(store)
-    with gr.Row():
-        org = gr.Dropdown(choices["org"], value=handlers.ALL, label="organisation")
-        size = gr.Dropdown(choices["size"], value=handlers.ALL, label="size")
-        verdict = gr.Dropdown(choices["verdict"], value=handlers.ALL, label="verdict")
-        sort_by = gr.Dropdown(handlers.SORTABLE, value="ρ_ε aligned", label="sort by")
-        descending = gr.Checkbox(False, label="descending")
+def _leaderboard_tab(ui: Shared, refresh_seconds: float) -> Callable[[gr.Blocks], None]:
+    """The table of audited pairs, with Gradio's own search, filters and column sort; a
+    selected row opens in the Report tab. The reports are read again every `refresh_seconds`
+    (0: never), so new audits appear without a restart."""
     board = gr.Dataframe(
-        handlers.leaderboard(store),
+        handlers.leaderboard(ui.store),
+        headers=handlers.LEADERBOARD_COLUMNS,
+        datatype=handlers.LEADERBOARD_DATATYPES,
         interactive=False,
+        show_search="filter",
+        pinned_columns=1,
+        buttons=["fullscreen", "copy"],
+        max_height=640,
         elem_id="leaderboard",
         label="Audited pairs: select a row to open its report",
     )
-    if store.skipped:
-        gr.Markdown(f"{len(store.skipped)} file(s) were skipped: not valid reports.")
+    gr.Markdown(BOARD_NOTE)
+    skipped = gr.Markdown(_skipped_note(ui.store))
+    timer = gr.Timer(refresh_seconds or 1.0, active=refresh_seconds > 0)
 
     @_safe
-    def show_board(o, s, v, by, desc):
-        return handlers.leaderboard(store, o, s, v, by, desc)
+    def show_board(extra_reports):
+        refresh(ui.store, max_age=refresh_seconds)
+        return (
+            handlers.leaderboard(ui.store),
+            _skipped_note(ui.store),
+            ui.picker_update(extra_reports),
+        )
 
     @_safe
     def open_from_board(extra_reports, evt: gr.SelectData):
-        report_id = evt.row_value[0] if evt.row_value else None
+        report_id = evt.row_value[-1] if evt.row_value else None
         return ui.opened(report_id, extra_reports)
 
-    def wire() -> None:
-        # One event per control; only the first is named so the API has one `/board` endpoint.
-        filters = [org, size, verdict, sort_by, descending]
-        for i, control in enumerate(filters):
-            control.change(show_board, filters, board, api_name="board" if i == 0 else False)
+    def wire(demo: gr.Blocks) -> None:
+        outputs = [board, skipped, ui.picker]
+        timer.tick(show_board, ui.extra, outputs, api_name="board", show_progress="hidden")
+        demo.load(show_board, ui.extra, outputs, api_name=False, show_progress="hidden")
         board.select(open_from_board, ui.extra, ui.open_outputs, api_name=False)
 
     return wire
+
+
+def _skipped_note(store: ReportStore) -> str:
+    return f"{len(store.skipped)} file(s) were skipped: not valid reports." if store.skipped else ""
 
 
 def _report_tab(ui: Shared) -> Callable[[gr.Blocks], None]:
@@ -475,7 +494,10 @@ def launch(args: argparse.Namespace, token: str | None = None) -> gr.Blocks:
     store = load_store(args.reports, hub_repo=hub_repo, token=token)
     space_host = os.environ.get("SPACE_HOST")  # set by the Hub on a running Space
     space_url = args.space_url or (f"https://{space_host}" if space_host else None)
-    demo = build_app(store, space_url=space_url)
+    refresh_seconds = args.refresh_seconds
+    if refresh_seconds is None:
+        refresh_seconds = float(os.environ.get("DEPTHCARD_REFRESH_SECONDS", REFRESH_SECONDS))
+    demo = build_app(store, space_url=space_url, refresh_seconds=refresh_seconds)
     demo.queue(default_concurrency_limit=4, max_size=MAX_QUEUE)
     demo.launch(
         server_name=args.host,

@@ -6,7 +6,9 @@ is: `README.md` (from space/README.md), a two-line root `app.py` that calls
 which the Space's `sdk_version` provides), and the package `depthcard/` with the subpackages
 the Space needs: `space`, `report`, `analysis` (with the calibration pair the Run tab audits),
 `schemas`, `prompts`, and `cli` (the Run tab starts `python -m depthcard audit` in a
-subprocess). The bot and the calibration lab are not shipped. Used by
+subprocess), and `docs/card-standard.md`, which the bot's pull requests link to. The bot
+and the calibration lab are not shipped. With `--results-repo` the card's `datasets:` names
+that results dataset instead of the default. Used by
 `.github/workflows/space-deploy.yml`:
 
     python space/deploy.py --repo org/depthcard       # stage, then upload_folder
@@ -36,14 +38,30 @@ ROOT_APP = '"""Hub Space entry point: the app lives in depthcard/space/app.py.""
 REQUIREMENTS_HEADER = "--extra-index-url https://download.pytorch.org/whl/cpu\n"
 
 
+DEFAULT_RESULTS_REPO = "depthcard/results"  # what space/README.md lists under `datasets:`
+CARD_STANDARD = Path("docs") / "card-standard.md"
+
+
 def requirements(pyproject: Path = ROOT / "pyproject.toml") -> str:
-    """requirements.txt for the Space: the project's dependencies without gradio."""
-    deps = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+    """requirements.txt for the Space: the project's dependencies and its `space` extra (when
+    pyproject has one), without gradio, which the Space's `sdk_version` provides."""
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    deps = project["dependencies"] + project.get("optional-dependencies", {}).get("space", [])
     kept = [d for d in deps if not d.replace("_", "-").lower().startswith("gradio")]
-    return REQUIREMENTS_HEADER + "\n".join(kept) + "\n"
+    return REQUIREMENTS_HEADER + "\n".join(dict.fromkeys(kept)) + "\n"
 
 
-def stage(dest: Path, root: Path = ROOT) -> Path:
+def space_card(readme: str, results_repo: str | None) -> str:
+    """The Space's README with `results_repo` as its dataset (unchanged when None)."""
+    if results_repo is None:
+        return readme
+    old = f"\n  - {DEFAULT_RESULTS_REPO}\n"
+    if old not in readme:
+        raise ValueError(f"space/README.md lists no `- {DEFAULT_RESULTS_REPO}` to replace")
+    return readme.replace(old, f"\n  - {results_repo}\n", 1)
+
+
+def stage(dest: Path, root: Path = ROOT, results_repo: str | None = None) -> Path:
     """Copy everything the Space needs into `dest` (created; must not exist or be empty)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -52,7 +70,10 @@ def stage(dest: Path, root: Path = ROOT) -> Path:
     shutil.copytree(root / "depthcard", dest / "depthcard", ignore=IGNORED)
     for package in PACKAGES:
         shutil.copytree(root / package, dest / "depthcard" / package, ignore=IGNORED)
-    shutil.copyfile(root / "space" / "README.md", dest / "README.md")
+    readme = (root / "space" / "README.md").read_text(encoding="utf-8")
+    (dest / "README.md").write_text(space_card(readme, results_repo), encoding="utf-8")
+    (dest / CARD_STANDARD).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(root / CARD_STANDARD, dest / CARD_STANDARD)
     (dest / "app.py").write_text(ROOT_APP, encoding="utf-8")
     (dest / "requirements.txt").write_text(requirements(root / "pyproject.toml"), "utf-8")
     return dest
@@ -82,15 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", help="Space repo id, e.g. org/depthcard")
     parser.add_argument("--stage-only", type=Path, help="only stage into this folder")
     parser.add_argument("--message", default="Deploy the depthcard Space", help="commit message")
+    parser.add_argument(
+        "--results-repo",
+        default=os.environ.get("DEPTHCARD_RESULTS_REPO"),
+        help="results dataset the Space reads, listed in its card (env DEPTHCARD_RESULTS_REPO)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.stage_only:
-        print(stage(args.stage_only))
+        print(stage(args.stage_only, results_repo=args.results_repo))
         return 0
     if not args.repo:
         parser.error("--repo is required unless --stage-only is given")
     with tempfile.TemporaryDirectory(prefix="depthcard-space-") as tmp:
-        folder = stage(Path(tmp) / "space-repo")
+        folder = stage(Path(tmp) / "space-repo", results_repo=args.results_repo)
         print(upload(folder, args.repo, os.environ.get("HF_TOKEN"), args.message))
     return 0
 

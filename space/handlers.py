@@ -7,33 +7,40 @@ into Markdown.
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from depthcard.report.card import render_card_section
-from depthcard.report.metrics import METRICS, metric_row, metric_rows
+from depthcard.report.leaderboard import NUMBER_COLUMNS, board_numbers, params_text
+from depthcard.report.metrics import metric_rows
 from depthcard.report.reproduce import reproduce_command
 from depthcard.schemas.report import AuditReport, ModelRef
-from depthcard.space.store import ReportEntry, ReportStore, size_bucket
+from depthcard.space.store import ReportEntry, ReportStore
 from depthcard.space.upload import UploadCheck
 
-ALL = "all"
-# The headline columns are the metric table's labels (report.metrics), in its order.
-HEADLINE_COLUMNS = [m.label for m in METRICS if m.source == "headline"]
+# The board leads with the numbers people compare (report.leaderboard), each a number rounded
+# as the card rounds it, so Gradio's own column sort orders by value. The report id comes last:
+# a selected row opens it, whatever order the visitor sorted or filtered the rows into.
+NUMBER_HEADERS = [c.header for c in NUMBER_COLUMNS]
 LEADERBOARD_COLUMNS = [
-    "report",
-    "child model",
+    "model",
+    *NUMBER_HEADERS,
     "base model",
-    "org",
-    "size",
-    "params (B)",
-    "kind",
     "verdict",
+    "kind",
+    "params",
     "l*",
-    *HEADLINE_COLUMNS,
     "analysis",
     "date",
+    "report",
 ]
-SORTABLE = LEADERBOARD_COLUMNS[1:]
+LEADERBOARD_DATATYPES = [
+    "markdown", *["number"] * len(NUMBER_HEADERS), "markdown",
+    "str", "str", "str", "number", "str", "str", "str",
+]  # fmt: skip
+HUB_URL = "https://huggingface.co"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ERROR_COLUMNS = ["field path", "problem", "value"]
 
 
@@ -52,83 +59,44 @@ def model_name(ref: ModelRef | None) -> str:
     return ref.repo_id if ref.source == "hub" else ref.path
 
 
+def model_link(ref: ModelRef | None) -> str:
+    """Markdown: a Hub model as a link to its page; a local folder as plain (escaped) text."""
+    if ref is not None and ref.source == "hub" and _REPO_ID.match(ref.repo_id or ""):
+        return f"[{ref.repo_id}]({HUB_URL}/{ref.repo_id})"
+    return md_text(model_name(ref))
+
+
 # ---- leaderboard ----------------------------------------------------------------------------
 
 
 def leaderboard_row(entry: ReportEntry) -> dict:
-    """One leaderboard row: identity, size, verdict and the raw headline values (for sorting)."""
-    r, h = entry.report, entry.report.headline
+    """One leaderboard row: the model, the leading numbers as the card rounds them, context."""
+    r = entry.report
     return {
-        "report": entry.id,
-        "child model": model_name(r.models.child),
-        "base model": model_name(r.models.base),
-        "org": entry.org,
-        "size": entry.size,
-        "params (B)": round(r.models.child.num_parameters / 1e9, 3),
-        "kind": r.kind,
+        "model": model_link(r.models.third or r.models.child),
+        **board_numbers(r),
+        "base model": model_link(r.models.base),
         "verdict": r.verdict.code,
-        "l*": h.layer,
-        **{m.label: getattr(h, m.field) for m in METRICS if m.source == "headline"},
+        "kind": r.kind,
+        "params": params_text(r.models.child.num_parameters),
+        "l*": r.headline.layer,
         "analysis": r.tool.analysis_version,
         "date": r.created_at.strftime("%Y-%m-%d"),
+        "report": entry.id,
     }
 
 
-def leaderboard_cells(report: AuditReport) -> dict[str, str | None]:
-    """The headline columns as the card writes them; None where the card has no row."""
-    cells: dict[str, str | None] = dict.fromkeys(HEADLINE_COLUMNS)
-    for m in METRICS:
-        row = metric_row(report, m) if m.source == "headline" else None
-        if row is not None and row.number != "—":
-            cells[m.label] = row.value
-    return cells
+def leaderboard(store: ReportStore) -> pd.DataFrame:
+    """The leaderboard table, deepest first (unmeasured depth last); the visitor re-sorts it.
 
-
-def filter_choices(store: ReportStore) -> dict[str, list[str]]:
-    """Choices of the leaderboard filters: 'all' first, then the values present."""
-    entries = list(store.entries.values())
-    sizes = {e.size for e in entries}
-    ordered_sizes = [s for s in _size_order() if s in sizes]
-    return {
-        "org": [ALL, *sorted({e.org for e in entries})],
-        "size": [ALL, *ordered_sizes],
-        "verdict": [ALL, *sorted({e.report.verdict.code for e in entries})],
-    }
-
-
-def _size_order() -> list[str]:
-    return [size_bucket(int(n)) for n in (1e8, 2e9, 5e9, 2e10, 1e11)]
-
-
-def leaderboard(
-    store: ReportStore,
-    org: str = ALL,
-    size: str = ALL,
-    verdict: str = ALL,
-    sort_by: str = "ρ_ε aligned",
-    descending: bool = False,
-) -> pd.DataFrame:
-    """The leaderboard table, filtered and sorted (missing values always last).
-
-    Raises:
-        ValueError: `sort_by` is not a column.
+    Object columns keep a count an int and a missing number None (an empty cell, not NaN).
     """
-    if sort_by not in SORTABLE:
-        raise ValueError(f"cannot sort by {sort_by!r}; choose one of {SORTABLE}")
-    entries = [
-        e
-        for e in store.entries.values()
-        if org in (ALL, e.org) and size in (ALL, e.size) and verdict in (ALL, e.report.verdict.code)
-    ]
-    frame = pd.DataFrame([leaderboard_row(e) for e in entries], columns=LEADERBOARD_COLUMNS)
-    if frame.empty:
-        return frame
-    # Sort on the raw values, then show the card's formatted text in the headline columns.
-    frame = frame.sort_values(sort_by, ascending=not descending, na_position="last", kind="stable")
-    shown = pd.DataFrame([leaderboard_cells(entries[i].report) for i in frame.index])
-    frame = frame.reset_index(drop=True)
-    frame[HEADLINE_COLUMNS] = shown[HEADLINE_COLUMNS].astype(object)
-    return frame
+    rows = [leaderboard_row(e) for e in store.entries.values()]
+    frame = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS, dtype=object)
+    frame = frame.sort_values(
+        NUMBER_HEADERS[0], ascending=False, na_position="last", kind="stable", key=pd.to_numeric
+    )
+    return frame.reset_index(drop=True)
 
 
 # ---- report view ----------------------------------------------------------------------------

@@ -29,3 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="public URL of the Space, for the report links in card sections",
     )
+    p.add_argument(
+        "--refresh-seconds",
+        type=float,
+        default=None,
+        help="read the reports again this often so new audits appear (0: never; default 300, "
+        "env DEPTHCARD_REFRESH_SECONDS)",
+    )

@@ -10,6 +10,8 @@ validate is skipped with its reason recorded, never shown as if it were a report
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,13 +29,6 @@ REPORT_FILE = "report.json"
 SAMPLES_FILE = "samples.jsonl"
 # Reports larger than this are refused before parsing, in folders and in uploads alike.
 MAX_REPORT_BYTES = 8 * 1024 * 1024
-SIZE_BUCKETS: tuple[tuple[str, float], ...] = (
-    ("< 1B", 1e9),
-    ("1–3B", 3e9),
-    ("3–10B", 10e9),
-    ("10–30B", 30e9),
-    ("≥ 30B", float("inf")),
-)
 
 
 @dataclass(frozen=True)
@@ -49,18 +44,29 @@ class ReportEntry:
         """Organisation of the child model ('local' for a local folder)."""
         return self.id.split("/", 1)[0]
 
-    @property
-    def size(self) -> str:
-        """Parameter-count bucket of the child model, e.g. '< 1B'."""
-        return size_bucket(self.report.models.child.num_parameters)
+
+@dataclass(frozen=True)
+class StoreSource:
+    """Where a store's reports come from, so it can be read again (`refresh`)."""
+
+    reports_dir: Path | None = None
+    hub_repo: str | None = None
+    token: str | None = None
 
 
 @dataclass
 class ReportStore:
-    """Reports by id, in the order they were found, plus the files that were skipped."""
+    """Reports by id, in the order they were found, plus the files that were skipped.
+
+    `source` and `loaded_at` (time.monotonic() of the last read) are set by `load_store`;
+    a store built by hand has no source and `refresh` leaves it as it is.
+    """
 
     entries: dict[str, ReportEntry] = field(default_factory=dict)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    source: StoreSource | None = None
+    loaded_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, entry: ReportEntry) -> None:
         """Add a report; a later report with the same id replaces the earlier one."""
@@ -87,11 +93,6 @@ def samples_path(entry: ReportEntry) -> Path | None:
     """The entry's samples.jsonl (every judged answer), when its folder has one."""
     path = entry.source.with_name(SAMPLES_FILE)
     return path if path.is_file() else None
-
-
-def size_bucket(num_parameters: int) -> str:
-    """The leaderboard's size label for a parameter count."""
-    return next(label for label, upper in SIZE_BUCKETS if num_parameters < upper)
 
 
 def read_report(path: Path) -> AuditReport:
@@ -153,7 +154,7 @@ def load_store(
         hub_repo: the results dataset repo (`org/name`); its reports are downloaded.
         token: Hub token for a private results repo.
     """
-    store = ReportStore()
+    store = ReportStore(source=StoreSource(reports_dir, hub_repo, token))
     if hub_repo:
         folders = [download_reports(hub_repo, token=token)]
     elif reports_dir is not None:
@@ -162,5 +163,32 @@ def load_store(
         folders = default_folders()
     for folder in folders:
         load_folder(folder, store)
+    store.loaded_at = time.monotonic()
     log.info("loaded %d report(s), skipped %d", len(store.entries), len(store.skipped))
     return store
+
+
+def refresh(store: ReportStore, max_age: float) -> bool:
+    """Read the store's source again when its reports are older than `max_age` seconds.
+
+    Every visitor's page asks on its own timer; only one read runs at a time, and a read
+    within `max_age` of the last is skipped, so the Hub sees one download per period however
+    many pages are open. The entries are swapped in one assignment: a reader sees the old
+    reports or the new ones, never half of each. A read that fails keeps the old reports.
+
+    Returns:
+        True when the reports were read again.
+    """
+    if store.source is None or time.monotonic() - store.loaded_at < max_age:
+        return False
+    with store._lock:
+        if time.monotonic() - store.loaded_at < max_age:
+            return False  # another page refreshed it while this one waited
+        store.loaded_at = time.monotonic()
+        try:
+            fresh = load_store(**vars(store.source))
+        except Exception:  # the Hub or the disk failed: keep showing what we have
+            log.warning("refreshing the reports failed; keeping the old ones", exc_info=True)
+            return False
+        store.entries, store.skipped = fresh.entries, fresh.skipped
+        return True

@@ -29,12 +29,25 @@ def ids() -> list[str]:
     return support.store().ids()
 
 
-def test_leaderboard_endpoint_filters_and_sorts(client):
-    table = client.predict("alpha-lab", "all", "all", "params (B)", True, api_name="/board")
-    rows = table["data"]
-    assert {row[3] for row in rows} == {"alpha-lab"}
-    params = [row[table["headers"].index("params (B)")] for row in rows]
-    assert params == sorted(params, reverse=True)
+def test_leaderboard_endpoint_leads_with_numbers_and_links_models(client):
+    table, _skipped, picker = client.predict(api_name="/board")
+    headers, rows = table["headers"], table["data"]
+    assert headers[:2] == ["model", "depth score"] and headers[-1] == "report"
+    alpha = next(r for r in rows if r[-1].startswith("alpha-lab/Alpha-7B"))
+    assert alpha[0].startswith("[alpha-lab/Alpha-7B-Instruct](https://huggingface.co/")
+    assert alpha[1] == 0.265  # a number with the card's digits, sortable in the browser
+    assert any(c[0] == alpha[-1] for c in picker["choices"])
+
+
+def test_the_board_uses_gradios_own_search_sort_and_pinned_column():
+    from depthcard.space.app import build_app
+
+    demo = build_app(support.store(), refresh_seconds=60)
+    board = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "leaderboard")
+    assert board.show_search == "filter" and board.pinned_columns == 1
+    assert board.datatype[0] == "markdown" and "number" in board.datatype
+    timers = [b for b in demo.blocks.values() if type(b).__name__ == "Timer"]
+    assert [t.value for t in timers] == [60] and timers[0].active
 
 
 def test_open_report_returns_the_headline_and_plot_data(client, ids):

@@ -23,6 +23,17 @@ def test_readme_header_declares_a_gradio_space_matching_the_installed_gradio():
     header = _header()
     assert header["sdk"] == "gradio" and header["app_file"] == "app.py"
     assert header["sdk_version"] == gradio.__version__
+    # the code needs 3.11; the Hub's default Python is older
+    assert header["python_version"] == "3.11"
+    assert header["datasets"] == [deploy.DEFAULT_RESULTS_REPO]
+
+
+def test_stage_names_the_results_dataset_and_ships_the_card_standard(tmp_path):
+    out = deploy.stage(tmp_path / "repo", results_repo="acme/depthcard-results")
+    _, front, _ = (out / "README.md").read_text(encoding="utf-8").split("---\n", 2)
+    assert yaml.safe_load(front)["datasets"] == ["acme/depthcard-results"]
+    standard = out / "docs" / "card-standard.md"
+    assert standard.read_bytes() == (ROOT / "docs" / "card-standard.md").read_bytes()
 
 
 def test_stage_lays_out_a_space_repo(tmp_path):

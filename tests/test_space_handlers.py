@@ -34,35 +34,56 @@ def test_store_reads_every_valid_report_and_records_the_broken_one(store):
 
 
 @pytest.mark.slow
-def test_leaderboard_filters_by_org_size_and_verdict(store):
-    choices = handlers.filter_choices(store)
-    assert choices["org"][:1] == [handlers.ALL] and "alpha-lab" in choices["org"]
-    alpha = handlers.leaderboard(store, org="alpha-lab")
-    assert set(alpha["org"]) == {"alpha-lab"} and len(alpha) == 2
-    big = handlers.leaderboard(store, size="≥ 30B")
-    assert list(big["verdict"]) == ["identical-models"]
-    measured = handlers.leaderboard(store, verdict="measured")
-    assert len(measured) and set(measured["verdict"]) == {"measured"}
-    assert handlers.leaderboard(store, org="nobody").empty
+def test_leaderboard_leads_with_the_compared_numbers_as_the_card_rounds_them(store):
+    board = handlers.leaderboard(store)
+    assert list(board.columns[:7]) == [
+        "model", "depth score", "depth null (95th pct)", "min k (coherent)",
+        "KL at min k (nats)", "baseline refusal (%)", "ρ_ε aligned",
+    ]  # fmt: skip
+    assert board.columns[-1] == "report" and len(board) == 5
+    alpha = board[board["report"].str.startswith("alpha-lab/Alpha-7B")].iloc[0]
+    # numbers, so Gradio sorts by value, with the card's digits (0.265, 94.0 %, 0.0208)
+    assert alpha["depth score"] == 0.265 and alpha["depth null (95th pct)"] == 0.159
+    assert alpha["baseline refusal (%)"] == 94.0 and alpha["KL at min k (nats)"] == 0.0208
+    assert alpha["ρ_ε aligned"] == 0.007812 and isinstance(alpha["min k (coherent)"], int)
+    assert alpha["model"] == (
+        "[alpha-lab/Alpha-7B-Instruct](https://huggingface.co/alpha-lab/Alpha-7B-Instruct)"
+    )
+    assert alpha["params"] == "7B"
+    # deepest first, unmeasured depth last; missing numbers are empty cells, not NaN
+    depth = list(board["depth score"])
+    measured = [d for d in depth if d is not None]
+    assert depth[: len(measured)] == sorted(measured, reverse=True) and depth[-1] is None
 
 
-@pytest.mark.slow
-def test_leaderboard_sorts_with_missing_values_last(store):
-    up = handlers.leaderboard(store, sort_by="params (B)")
-    assert list(up["params (B)"]) == sorted(up["params (B)"])
-    down = handlers.leaderboard(store, sort_by="alignment depth score", descending=True)
-    depth = down["alignment depth score"]
-    assert depth.notna().iloc[0] and depth.isna().iloc[-1]
-    # Sorted on the numbers, shown as the card writes them (beside the null where the report
-    # has one): 0.265 above 0.223.
-    first, second = depth.iloc[:2]
-    assert first.startswith("0.265 (permutation null 0.132")
-    assert second.startswith("not above null (0.223)")
-    rho = handlers.leaderboard(store, sort_by="ρ_ε aligned")["ρ_ε aligned"]
-    assert rho.iloc[1].startswith("0.007812 (rank 7 of d = 896); ρ_ε of M_DiD")
-    assert rho.isna().iloc[-1]
-    with pytest.raises(ValueError, match="cannot sort"):
-        handlers.leaderboard(store, sort_by="nope")
+def test_params_read_as_model_pages_write_them():
+    from depthcard.report.leaderboard import params_text
+
+    assert [params_text(n) for n in (345_000, 1_200_000_000, 7_000_000_000, 135_000_000)] == [
+        "345K", "1.2B", "7B", "135M",
+    ]  # fmt: skip
+
+
+def test_a_local_or_odd_model_name_is_escaped_text_not_a_link():
+    report = make_report(models={"child": {"repo_id": "gamma/<b>Gamma</b>|x"}})
+    cell = handlers.model_link(report.models.child)
+    assert "](" not in cell and "<b>" not in cell
+
+
+def test_the_store_reads_its_source_again_only_when_stale(tmp_path):
+    from depthcard.space.store import load_store, refresh
+
+    root = tmp_path / "reports"
+    first = make_report(models={"child": {"repo_id": "a/One"}})
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "report.json").write_text(first.model_dump_json(), encoding="utf-8")
+    store = load_store(root)
+    assert len(store.entries) == 1
+    second = make_report(models={"child": {"repo_id": "b/Two"}})
+    (root / "b").mkdir()
+    (root / "b" / "report.json").write_text(second.model_dump_json(), encoding="utf-8")
+    assert not refresh(store, max_age=3600) and len(store.entries) == 1
+    assert refresh(store, max_age=0) and len(store.entries) == 2
 
 
 def test_report_view_of_a_full_factory_report_has_every_plot():
