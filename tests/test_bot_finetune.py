@@ -51,7 +51,8 @@ def test_a_three_model_job_passes_third_and_files_under_the_finetune(tmp_path):
                             f"kim/x-ft@{SHA_F}"]  # fmt: skip
     assert job.target == ("kim/x-ft", SHA_F)
     cfg = BotConfig(backend="hf-jobs", results_repo="depthcard/results", work_dir=tmp_path,
-                    jobs={"namespace": "depthcard"})  # fmt: skip
+                    jobs={"namespace": "depthcard",
+                          "install": f"depthcard @ git+https://g/d@{SHA_B}"})  # fmt: skip
     script = JobsBackend(cfg, api=None, token=None, download=None).command(job)[-1]
     audit = next(part for part in script.split("; ") if part.startswith("depthcard audit"))
     assert shlex.split(audit)[2:6] == job.models()
