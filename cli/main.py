@@ -9,7 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from depthcard.cli import audit_command, bot_commands, estimate_command
+from depthcard.cli import audit_command, benchmark_command, bot_commands, estimate_command
 from depthcard.cli.errors import describe_error
 from depthcard.schemas.errors import UserError
 
@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibration_suite.add_arguments(calibrate)
     calibrate.set_defaults(handler=calibration_suite.run)
     bot_commands.add_parsers(sub)
+    bench = sub.add_parser(
+        "publish-benchmark", help="publish the prompt sets as a Hub benchmark dataset"
+    )
+    benchmark_command.add_arguments(bench)
+    bench.set_defaults(handler=benchmark_command.run)
     return parser
 
 

@@ -1,0 +1,96 @@
+"""An audit as Hub evaluation results: `.eval_results/depthcard.yaml` for the model's repo.
+
+Each headline number that a leaderboard can rank becomes one entry naming the depthcard
+benchmark dataset (`report.benchmark`) and one of its tasks, with the card's rounding, the
+report's date and its Space page as the source. The card section stays the full account; the
+entries only put the numbers where the model page and the benchmark's leaderboards show them.
+Numbers are comparable only within one analysis version, so each entry's notes say which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+
+from depthcard.report.metrics import FormatKind, card_number
+from depthcard.schemas.eval_results import EvalDataset, EvalResult, EvalResultsFile, EvalSource
+from depthcard.schemas.report import AuditReport
+
+EVAL_RESULTS_PATH = ".eval_results/depthcard.yaml"
+SOURCE_NAME = "depthcard report"
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task of the depthcard benchmark: one headline field, ranked on its own leaderboard."""
+
+    id: str
+    field: str
+    fmt: FormatKind
+    description: str
+
+
+TASKS: tuple[Task, ...] = (
+    Task("alignment_depth", "alignment_depth_score", "score",
+         "alignment depth score at l* (0 = chance, 1 = safety fully entangled with capability)"),
+    Task("abliteration_min_k", "abliteration_min_k", "count",
+         "fewest directions whose ablation removes refusal without breaking the model"),
+    Task("baseline_refusal", "baseline_refusal_rate", "percent",
+         "% of held-out harmful prompts the model refuses with nothing removed"),
+    Task("rho_eps_aligned", "rho_eps_aligned", "rho",
+         "share of the residual width the alignment shift fills (ρ_ε, template held fixed)"),
+)  # fmt: skip
+
+
+def _notes(report: AuditReport, task: Task) -> str:
+    h = report.headline
+    notes = f"depthcard analysis {report.tool.analysis_version}, layer l*={h.layer}"
+    if task.field == "alignment_depth_score" and h.depth_above_null is False:
+        notes += f"; not above its permutation null (95th pct {h.depth_null_p95:.3f})"
+    if task.field == "baseline_refusal_rate" and h.judge:
+        notes += f"; judge {h.judge}"
+    return notes
+
+
+def eval_results(
+    report: AuditReport,
+    benchmark_repo: str,
+    report_url: str | None,
+    benchmark_revision: str | None = None,
+) -> list[EvalResult]:
+    """The report's entries for `.eval_results/depthcard.yaml`; measured numbers only.
+
+    Args:
+        report: a validated audit report.
+        benchmark_repo: the depthcard benchmark dataset (org/name).
+        report_url: the report's page in the Space (the entries' source), or None.
+        benchmark_revision: the benchmark dataset's commit, when known.
+    """
+    source = EvalSource(url=report_url, name=SOURCE_NAME) if report_url else None
+    entries = []
+    for task in TASKS:
+        value = card_number(task.fmt, getattr(report.headline, task.field))
+        if value is None:
+            continue
+        dataset = EvalDataset(id=benchmark_repo, task_id=task.id, revision=benchmark_revision)
+        entries.append(
+            EvalResult(
+                dataset=dataset,
+                value=value,
+                date=report.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                source=source,
+                notes=_notes(report, task),
+            )
+        )
+    return entries
+
+
+def eval_results_yaml(entries: list[EvalResult]) -> str:
+    """The file's text, validated as a whole (`schemas.eval_results.EvalResultsFile`).
+
+    Raises:
+        pydantic.ValidationError: no entries, or an entry the schema refuses.
+    """
+    data = EvalResultsFile(entries).model_dump(mode="json", by_alias=True, exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
