@@ -1,11 +1,18 @@
 """A Hugging Face Hub double: a real HTTP server on loopback serving the REST routes that the
 real `huggingface_hub` client calls, so the bot is tested through the real client.
 
-Routes (checked against huggingface_hub 2.x: hf_api.py, file_download.py, _commit_api.py):
-list models, model/dataset info (head or revision, `refs/pr/N` included), tree listing, file
-resolve (HEAD + GET with X-Repo-Commit / ETag), validate-yaml, preupload, commit (NDJSON,
-`create_pr` based on `parentCommit` when given; a stale `parentCommit` on a direct commit →
-412), discussions list and details, comments on a discussion, repo creation.
+Routes (checked against huggingface_hub 2.x: hf_api.py, file_download.py, _commit_api.py,
+utils/_pagination.py): list models (newest first, paged with a `Link: <...>; rel="next"`
+header as `paginate` follows, filtered by author, gated, pipeline_tag, num_parameters and
+tags), model/dataset info (head or revision, `refs/pr/N` included, `expand=` honoured), tree
+listing, file resolve (HEAD + GET with X-Repo-Commit / ETag), validate-yaml, preupload, commit
+(NDJSON, `create_pr` based on `parentCommit` when given; a stale `parentCommit` on a direct
+commit → 412), discussions list and details, comments on a discussion, repo creation.
+
+What the Hub derives from a repo, the double derives too: the `safetensors` library tag and
+the parameter count from the weight headers, `pipeline_tag` from the card or a
+`*ForCausalLM` architecture, and the model tree (`base_model:{relation}:{id}` tags and
+`baseModels`) from the card's `base_model`.
 Faults are injected per route: a status (429 with Retry-After, 500), a delay (timeouts).
 """
 
@@ -22,16 +29,44 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import yaml
 
 _EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 _REPO = r"(?P<repo>[^/]+/[^/]+)"
+# Fields of a listing or info that `expand=` cannot remove (the Hub always sends the id).
+_ALWAYS = ("id", "_id")
+_SUFFIX = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 
 
 def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def safetensors_parameters(data: bytes) -> int | None:
+    """Parameters in one safetensors file, read from its header; None when it is not one."""
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+        shapes = [v["shape"] for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    total = 0
+    for shape in shapes:
+        n = 1
+        for dim in shape:
+            n *= dim
+        total += n
+    return total
+
+
+def parse_count(text: str) -> int:
+    """`6B`, `500M`, `1000` → a parameter count (the `num_parameters` range syntax)."""
+    text = text.strip().upper()
+    if text and text[-1] in _SUFFIX:
+        return int(float(text[:-1]) * _SUFFIX[text[-1]])
+    return int(float(text))
 
 
 def blob_sha(data: bytes) -> str:
@@ -102,6 +137,9 @@ class HubDouble:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        # Most models in one page of /api/models. The real Hub's cap is not documented in
+        # huggingface_hub (it follows `Link` until there is none); tests set it small.
+        self.page_size = 1000
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> HubDouble:
@@ -160,10 +198,16 @@ class HubDouble:
 
     # -- JSON views ----------------------------------------------------------------------
 
-    def model_json(self, repo: Repo, rev: str = "main") -> dict:
+    def model_json(self, repo: Repo, rev: str = "main", expand: list[str] | None = None) -> dict:
         sha = repo.resolve(rev)
         files = repo.commits[sha]
         card = _card_data(files.get("README.md", b"").decode("utf-8", "replace"))
+        parameters = repo.parameters
+        if parameters is None and any(n.endswith(".safetensors") for n in files):
+            counts = [safetensors_parameters(d) for n, d in files.items()
+                      if n.endswith(".safetensors")]  # fmt: skip
+            parameters = sum(c for c in counts if c is not None) or None
+        tags, tree = _derived_tags(repo, files, card)
         out = {
             "id": repo.repo_id,
             "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24],
@@ -174,15 +218,24 @@ class HubDouble:
             "disabled": False,
             "createdAt": _iso(repo.created),
             "lastModified": _iso(repo.created),
-            "tags": list(repo.tags),
+            "tags": tags,
+            "pipeline_tag": _pipeline_tag(files, card),
             "siblings": [{"rfilename": name} for name in sorted(files)],
             "cardData": card or None,
             "likes": 0,
             "downloads": 0,
         }
-        if repo.parameters is not None:
-            out["safetensors"] = {"parameters": {"F32": repo.parameters}, "total": repo.parameters}
-        return out
+        if parameters is not None:
+            out["safetensors"] = {"parameters": {"F32": parameters}, "total": parameters}
+        if expand is None:
+            return out
+        # `expand` lists the properties to return: "When used, only the properties in the list
+        # will be returned" (HfApi.model_info / list_models docstrings). `baseModels` comes only
+        # when asked; its payload shape is not documented by huggingface_hub (ModelInfo keeps it
+        # raw): the double sends {"relation": ..., "models": [{"id": ...}]}, an assumption.
+        if "baseModels" in expand and tree:
+            out["baseModels"] = tree
+        return {k: v for k, v in out.items() if k in expand or k in _ALWAYS}
 
     def pr_json(self, repo: Repo, pr: PR) -> dict:
         return {
@@ -206,6 +259,40 @@ class HubDouble:
         for pr in self.repo(repo_id).prs:
             if pr.num == num:
                 pr.status = "closed"
+
+
+def _pipeline_tag(files: dict[str, bytes], card: dict) -> str | None:
+    """The card's `pipeline_tag`, else text-generation for a causal LM config (the Hub infers
+    it from transformers' architectures; only this one case is modelled)."""
+    if isinstance(card.get("pipeline_tag"), str):
+        return card["pipeline_tag"]
+    try:
+        arch = json.loads(files.get("config.json", b"{}")).get("architectures") or []
+    except (ValueError, AttributeError):
+        return None
+    return "text-generation" if any(str(a).endswith("ForCausalLM") for a in arch) else None
+
+
+def _derived_tags(repo: Repo, files: dict[str, bytes], card: dict) -> tuple[list[str], dict]:
+    """(tags, model tree) as the Hub derives them: the `safetensors` library tag, and for each
+    card `base_model` the tags `base_model:{id}` and `base_model:{relation}:{id}`. The relation
+    is the card's `base_model_relation`, else inferred (adapter_config.json → adapter, a .gguf
+    → quantized, otherwise finetune; the Hub's full inference rules are not public)."""
+    tags = list(repo.tags)
+    if any(n.endswith(".safetensors") for n in files) and "safetensors" not in tags:
+        tags.append("safetensors")
+    bases = card.get("base_model")
+    bases = [bases] if isinstance(bases, str) else [b for b in bases or [] if isinstance(b, str)]
+    relation = card.get("base_model_relation")
+    if not isinstance(relation, str):
+        relation = ("adapter" if "adapter_config.json" in files
+                    else "quantized" if any(n.endswith(".gguf") for n in files)
+                    else "finetune")  # fmt: skip
+    for base in bases:
+        tags += [t for t in (f"base_model:{base}", f"base_model:{relation}:{base}")
+                 if t not in tags]  # fmt: skip
+    tree = {"relation": relation, "models": [{"id": b} for b in bases]} if bases else {}
+    return tags, tree
 
 
 def _card_data(text: str) -> dict:
@@ -354,19 +441,61 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes ----------------------------------------------------------------------------
 
     def _list_models(self) -> int:
-        author = self._q("author")
-        limit = int(self._q("limit", "1000"))
-        models = [r for r in self.double.repos.values() if r.repo_type == "model"]
+        d = self.double
+        expand = self.query.get("expand")
+        author, gated = self._q("author"), self._q("gated")
+        models = [r for r in d.repos.values() if r.repo_type == "model" and not r.private]
         models = [r for r in models if author is None or r.repo_id.split("/")[0] == author]
-        models = [r for r in models if not r.private]
-        models.sort(key=lambda r: r.created, reverse=True)
-        return self._json(200, [self.double.model_json(r) for r in models[:limit]])
+        if gated is not None:  # gated=false: "only non-gated models are returned"
+            models = [r for r in models if bool(r.gated) == (gated.lower() == "true")]
+        if self._q("sort") not in (None, "createdAt"):
+            return self._json(400, {"error": "the double sorts by createdAt only"})
+        # Newest first, ties by id; a page starts after the cursor's (createdAt, id), so models
+        # created while a client pages do not shift the pages it has not read yet.
+        models.sort(key=lambda r: (r.created, r.repo_id), reverse=True)
+        cursor = self._q("cursor")
+        if cursor is not None:
+            after = tuple(json.loads(base64.urlsafe_b64decode(cursor)))
+            models = [r for r in models if (_iso(r.created), r.repo_id) < after]
+        views = [(r, d.model_json(r)) for r in models]
+        views = [(r, v) for r, v in views if self._matches(v)]
+        size = min(int(self._q("limit") or d.page_size), d.page_size)
+        page, more = views[:size], len(views) > size
+        headers = {}
+        if more:
+            last = page[-1][0]
+            key = json.dumps([_iso(last.created), last.repo_id]).encode()
+            query = {k: v for k, v in self.query.items() if k != "cursor"}
+            query["cursor"] = [base64.urlsafe_b64encode(key).decode()]
+            headers["Link"] = f'<{d.url}/api/models?{urlencode(query, doseq=True)}>; rel="next"'
+        payload = [d.model_json(r, expand=expand) for r, _ in page]
+        return self._json(200, payload, headers)
+
+    def _matches(self, view: dict) -> bool:
+        """The listing filters on one model's full view: pipeline_tag, tags (`filter`), and the
+        `num_parameters` range (`min:6B,max:128B`). A model without a parameter count fails a
+        range (an assumption: the Hub counts from safetensors and has nothing else)."""
+        if self._q("pipeline_tag") not in (None, view.get("pipeline_tag")):
+            return False
+        if not set(self.query.get("filter", [])) <= set(view["tags"]):
+            return False
+        wanted = self._q("num_parameters")
+        if wanted is None:
+            return True
+        total = (view.get("safetensors") or {}).get("total")
+        if total is None:
+            return False
+        bounds = dict(part.split(":", 1) for part in wanted.split(","))
+        low, high = bounds.get("min"), bounds.get("max")
+        return (low is None or total >= parse_count(low)) and (
+            high is None or total <= parse_count(high)
+        )
 
     def _info(self) -> int:
         repo = self._repo()
         rev = self.params.get("rev") or "main"
         try:
-            return self._json(200, self.double.model_json(repo, rev))
+            return self._json(200, self.double.model_json(repo, rev, self.query.get("expand")))
         except KeyError:
             return self._json(404, {"error": "Revision not found"},
                               {"X-Error-Code": "RevisionNotFound"})  # fmt: skip
