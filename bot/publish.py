@@ -35,8 +35,10 @@ from depthcard.report.card import (
     render_card_section,
     splice_section,
 )
+from depthcard.report.card_format import ParsedCard
+from depthcard.report.eval_results import EVAL_RESULTS_PATH, eval_results, eval_results_yaml
 from depthcard.report.markdown import md_code, md_escape, md_fence
-from depthcard.report.metrics import metric_rows
+from depthcard.report.metrics import METRICS, MISSING, format_value, metric_rows
 from depthcard.report.reproduce import reproduce_command
 from depthcard.schemas.report import AuditReport, ModelRef
 
@@ -45,6 +47,11 @@ log = logging.getLogger(__name__)
 PR_TITLE = "depthcard: safety-alignment depth audit of {child} ({rev})"
 TITLE_PREFIX = "depthcard: "
 PR_BODY = """\
+> **Automated audit.** depthcard, an open tool, audited this model without anyone at \
+depthcard choosing it by hand, and opened this pull request. The section follows the \
+depthcard card standard ({card_standard}); the full report is on the depthcard Space \
+({report_url}). Questions, or a number that looks wrong: {contact}.
+
 This pull request adds a **depthcard** section to the model card: an audit of how deep the \
 safety alignment of {child} goes, measured against its base model {base}.
 
@@ -73,7 +80,8 @@ works, and a large ρ does not show the model is safe.
 
 **Only the marked section changes.** Everything in README.md outside the \
 `<!-- depthcard:start ... -->` and `<!-- depthcard:end -->` markers is byte-for-byte unchanged. \
-When a new revision of the model is audited, this same pull request is updated.
+When a new revision of the model is audited, this same pull request is updated, with a \
+comment saying what changed.{eval_results}
 
 **Don't want these?** Close this pull request without merging and the bot will never open \
 another one on this repo. You can also add `{opt_out_key}: opt-out` to the card's YAML \
@@ -86,6 +94,19 @@ FINETUNE_NOTE = """
 {child}'s alignment the fine-tune kept.
 """
 NUMBER_LINE = "- {label}: {value} — {unit}"
+EVAL_RESULTS_NOTE = """
+
+**Evaluation results.** The pull request also adds `{path}`, the Hub's format for results \
+on the model page, pointing at the depthcard benchmark dataset `{benchmark}`. It holds the \
+same numbers as the section; delete the file from the pull request if you prefer only the \
+section."""
+UPDATE_COMMENT = """\
+depthcard updated this pull request: {what}.
+
+{changes}
+
+The section and the full report ({report_url}) now describe {model} at `{revision}`."""
+CHANGE_LINE = "- {label}: {old} → {new}"
 
 Action = Literal[
     "opened", "updated", "unchanged", "dry-run", "blocked", "capped", "conflict", "busy"
@@ -100,6 +121,40 @@ class PublishResult:
     action: Action
     pr_num: int | None = None
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class PrLinks:
+    """What a PR names besides the report: the card standard, a contact, the benchmark."""
+
+    card_standard_url: str
+    contact: str
+    benchmark_repo: str | None = None  # set: the PR adds .eval_results/depthcard.yaml
+
+    @classmethod
+    def for_space(cls, space_url: str, **given: str | None) -> PrLinks:
+        """Links of a Space; those not `given` (or None) point into it: its repo ships the
+        card standard (space.deploy) and its discussions are the contact."""
+        space = space_url.rstrip("/")
+        return cls(
+            card_standard_url=given.get("card_standard_url")
+            or f"{space}/blob/main/docs/card-standard.md",
+            contact=given.get("contact") or f"{space}/discussions",
+            benchmark_repo=given.get("benchmark_repo"),
+        )
+
+    @classmethod
+    def from_config(cls, cfg) -> PrLinks:
+        """From a `BotConfig`."""
+        return cls.for_space(
+            cfg.space_url,
+            card_standard_url=cfg.card_standard_url,
+            contact=cfg.contact,
+            benchmark_repo=cfg.benchmark_repo,
+        )
+
+
+DEFAULT_LINKS = PrLinks.for_space("https://huggingface.co/spaces/depthcard/depthcard")
 
 
 def report_url(space_url: str, child_repo: str, child_sha: str) -> str:
@@ -118,8 +173,9 @@ def render_title(report: AuditReport) -> str:
     return PR_TITLE.format(child=model.repo_id, rev=(model.revision or "")[:7])
 
 
-def render_body(report: AuditReport, url: str) -> str:
-    """The PR description: measured what, numbers, revisions, reproduce, limits, opt-out.
+def render_body(report: AuditReport, url: str, links: PrLinks = DEFAULT_LINKS) -> str:
+    """The PR description: an automated audit (standard, report, contact), measured what,
+    numbers, revisions, reproduce, limits, what changes, opt-out.
 
     Every string taken from the report goes through `md_escape`, `md_code` or `md_fence`: a
     report.json edited before publishing must not put a heading, link or HTML into the PR.
@@ -140,12 +196,53 @@ def render_body(report: AuditReport, url: str) -> str:
         reproduce="\n".join(md_fence(reproduce_command(report), "sh")),
         report_url=md_escape(url),
         opt_out_key=OPT_OUT_KEY,
+        card_standard=links.card_standard_url,
+        contact=links.contact,
+        eval_results=_eval_results_note(links),
     )
     if m.third is None:
         return body
     note = FINETUNE_NOTE.format(third=md_code(_name(m.third)), third_rev=m.third.revision,
                                 child=md_code(_name(m.child)))  # fmt: skip
     return body.rstrip("\n") + note
+
+
+def _eval_results_note(links: PrLinks) -> str:
+    if links.benchmark_repo is None:
+        return ""
+    return EVAL_RESULTS_NOTE.format(path=EVAL_RESULTS_PATH, benchmark=links.benchmark_repo)
+
+
+def render_update_comment(previous: ParsedCard | None, report: AuditReport, url: str) -> str:
+    """The comment left when the PR is updated: the new revision and the numbers that moved."""
+    model = card_model(report)
+    rev = (model.revision or "")[:7]
+    if previous is None:
+        what = f"the section now describes revision `{rev}`"
+    else:
+        before = previous.third or previous.child
+        old_rev = (before.revision or before.content_sha256 or "")[:7]
+        what = f"revision `{old_rev}` → `{rev}`"
+        if previous.analysis_version != report.tool.analysis_version:
+            what += (f", analysis version {md_code(previous.analysis_version)} → "
+                     f"{md_code(report.tool.analysis_version)}")  # fmt: skip
+    changes = []
+    for metric in METRICS:
+        if metric.source != "headline" or metric.fmt == "text":
+            continue
+        new = format_value(metric.fmt, getattr(report.headline, metric.field))
+        old = MISSING if previous is None else format_value(
+            metric.fmt, getattr(previous.headline, metric.field)
+        )  # fmt: skip
+        if old != new:
+            changes.append(CHANGE_LINE.format(label=metric.label, old=old, new=new))
+    return UPDATE_COMMENT.format(
+        what=what,
+        changes="\n".join(changes) or "No headline number changed.",
+        report_url=md_escape(url),
+        model=md_code(_name(model)),
+        revision=model.revision,
+    )
 
 
 def _name(ref: ModelRef) -> str:
@@ -222,6 +319,7 @@ class Target:
     hub_user: str | None
     dry_run: bool
     key: str | None = None
+    links: PrLinks = DEFAULT_LINKS
 
 
 def publish_report(
@@ -275,9 +373,10 @@ def publish_report(
         record("open-pr", "intent", title)
     elif not reserve_open(title):
         return PublishResult("capped", detail="daily cap of new PRs for this organisation")
+    body = render_body(report, _url(target, report), target.links)
     try:
-        info = hub.open_pr(target.repo, readme=readme, parent_commit=head,
-                           title=title, body=render_body(report, _url(target, report)))  # fmt: skip
+        info = hub.open_pr(target.repo, readme=readme, parent_commit=head, title=title,
+                           body=body, extra=extra_files(report, target))  # fmt: skip
     except HfHubHTTPError as exc:
         record("open-pr", "failed", str(exc).splitlines()[0])
         raise
@@ -293,6 +392,15 @@ def _content_moved(hub: Hub, repo: str, audited: str, head: str) -> bool:
     return before != after
 
 
+def extra_files(report: AuditReport, target: Target) -> dict[str, bytes]:
+    """Files the PR adds beside README.md: `.eval_results/depthcard.yaml` when the config
+    names the benchmark dataset and the report has a number to rank; else nothing."""
+    if target.links.benchmark_repo is None:
+        return {}
+    entries = eval_results(report, target.links.benchmark_repo, _url(target, report))
+    return {EVAL_RESULTS_PATH: eval_results_yaml(entries).encode("utf-8")} if entries else {}
+
+
 def _url(target: Target, report: AuditReport) -> str:
     child = card_model(report)
     return report_url(target.space_url, child.repo_id, child.revision)
@@ -305,18 +413,41 @@ def _update(hub, target, report, pr_num, readme, title, record) -> PublishResult
         card = parse_card_section(current)
     except CardParseError:
         card = None
+    extra = extra_files(report, target)
+    same_files = all(
+        hub.read_text(target.repo, path, pr_head) == data.decode("utf-8")
+        for path, data in extra.items()
+    )
     if card is not None and card.audit_key == report.audit_key and current == readme:
-        return PublishResult("unchanged", pr_num, "the PR already carries this audit")
+        if same_files:
+            return PublishResult("unchanged", pr_num, "the PR already carries this audit")
     if target.dry_run:
         record("update-pr", "dry-run", f"PR #{pr_num}: {title}")
         return PublishResult("dry-run", pr_num, title)
     record("update-pr", "intent", f"PR #{pr_num}")
     try:
-        hub.update_pr(target.repo, pr_num, readme=readme, parent_commit=pr_head, title=title)
+        hub.update_pr(target.repo, pr_num, readme=readme, parent_commit=pr_head, title=title,
+                      extra=extra)  # fmt: skip
     except HfHubHTTPError as exc:
         record("update-pr", "failed", str(exc).splitlines()[0])
         if getattr(exc.response, "status_code", None) in (409, 412):
             return PublishResult("conflict", pr_num, str(exc).splitlines()[0])
         raise
     record("update-pr", "done", f"PR #{pr_num}")
+    if card is None or card.audit_key != report.audit_key:
+        _comment(hub, target, pr_num, render_update_comment(card, report, _url(target, report)),
+                 record)  # fmt: skip
     return PublishResult("updated", pr_num)
+
+
+def _comment(hub: Hub, target: Target, pr_num: int, text: str, record) -> None:
+    """Say on the PR what the update changed. A failed comment does not undo the update: the
+    commit is there, and the comment is only its explanation."""
+    record("comment", "intent", f"PR #{pr_num}")
+    try:
+        hub.comment(target.repo, pr_num, text)
+    except HfHubHTTPError as exc:
+        record("comment", "failed", str(exc).splitlines()[0])
+        log.warning("PR #%d on %s updated, but its comment failed: %s", pr_num, target.repo, exc)
+        return
+    record("comment", "done", f"PR #{pr_num}")

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from depthcard.bot import discover
 from depthcard.bot.dispatch import AuditJob, Backend, Outcome
 from depthcard.bot.hub import Hub, HubUnavailable, UnreadableFile
-from depthcard.bot.publish import Target, load_report, publish_report
+from depthcard.bot.publish import PrLinks, Target, load_report, publish_report
 from depthcard.bot.state import AuditRow, StateStore
 from depthcard.report.card import CardParseError
 from depthcard.schemas.bot_config import BotConfig
@@ -204,7 +204,8 @@ def publish_row(r: Round, row: AuditRow) -> None:
                          error=f"report rejected: {str(exc)[:500]}")  # fmt: skip
         return
     org = repo.split("/", 1)[0]
-    target = Target(repo, r.cfg.space_url, r.cfg.hub_user, r.cfg.dry_run, row.key)
+    links = PrLinks.from_config(r.cfg)
+    target = Target(repo, r.cfg.space_url, r.cfg.hub_user, r.cfg.dry_run, row.key, links)
     result = publish_report(
         r.hub,
         report,

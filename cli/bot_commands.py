@@ -39,6 +39,12 @@ def add_parsers(sub) -> None:
     publish.add_argument("report_dir", type=Path, help="report folder of `depthcard audit`")
     publish.add_argument("--repo", required=True, help="the child model repo (org/name)")
     publish.add_argument("--dry-run", action="store_true", help="show the PR, open nothing")
+    publish.add_argument(
+        "--upload-report",
+        action="store_true",
+        help="also upload the report folder (and the rebuilt leaderboard.jsonl) to the config's "
+        "results_repo, so the card's link to the Space resolves",
+    )
     _config_arg(publish)
     publish.set_defaults(handler=run_publish)
 
@@ -178,6 +184,7 @@ def run_retry(args, token: str | None) -> int:
 def run_publish(args, token: str | None) -> int:
     """`depthcard publish REPORT_DIR --repo CHILD`: the maintainer's path to the PR."""
     from depthcard.bot.publish import (
+        PrLinks,
         Target,
         card_model,
         load_report,
@@ -194,8 +201,15 @@ def run_publish(args, token: str | None) -> int:
         raise UserError(f"the report audits {audited}, not {args.repo}")
     if not args.dry_run and not token:
         raise UserError("set HF_TOKEN to open a pull request (or pass --dry-run)")
+    if args.upload_report and cfg.results_repo is None:
+        raise UserError("--upload-report needs results_repo in the bot config")
     hub = _hub(cfg, token)
-    target = Target(args.repo, cfg.space_url, None, args.dry_run)
+    if args.upload_report and not args.dry_run:
+        from depthcard.bot.results_upload import results_folder, upload_report
+
+        upload_report(hub, cfg.results_repo, args.report_dir, report, cfg.space_url)
+        print(f"depthcard: uploaded the report to {cfg.results_repo}/{results_folder(report)}")
+    target = Target(args.repo, cfg.space_url, None, args.dry_run, links=PrLinks.from_config(cfg))
     result = publish_report(
         hub, report, target, record=lambda a, p, d: log.info("hub write %s %s: %s", p, a, d)
     )
@@ -207,14 +221,25 @@ def run_publish(args, token: str | None) -> int:
 
 
 def _show_dry_run(hub, report, cfg, title: str, render_body) -> None:
-    from depthcard.bot.publish import card_model, render_section, report_url
+    from depthcard.bot.publish import (
+        PrLinks,
+        Target,
+        card_model,
+        extra_files,
+        render_section,
+        report_url,
+    )
     from depthcard.report.card import splice_section
 
     model = card_model(report)  # the card the PR goes to: the fine-tune's in a three-model audit
     before = hub.read_text(model.repo_id, "README.md", hub.head(model.repo_id)) or ""
     after = splice_section(before, render_section(report, cfg.space_url))
+    links = PrLinks.from_config(cfg)
     print(f"title: {title}\n")
-    print(render_body(report, report_url(cfg.space_url, model.repo_id, model.revision)))
+    print(render_body(report, report_url(cfg.space_url, model.repo_id, model.revision), links))
+    target = Target(model.repo_id, cfg.space_url, None, True, links=links)
+    for path, data in extra_files(report, target).items():
+        print(f"--- {path} (added by the PR)\n{data.decode('utf-8')}")
     diff = difflib.unified_diff(before.splitlines(True), after.splitlines(True),
                                 "README.md", "README.md (PR)")  # fmt: skip
     print("".join(diff))
