@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import logging
 import os
 from pathlib import Path
@@ -33,6 +34,7 @@ def add_parsers(sub) -> None:
 
     status = sub.add_parser("status", help="table of audits by state, with reasons")
     _config_arg(status)
+    status.add_argument("--json", action="store_true", help="one JSON document (BotStatus)")
     status.set_defaults(handler=run_status)
 
     publish = sub.add_parser("publish", help="open (or update) the PR for a report you ran")
@@ -103,7 +105,10 @@ def run_watch(args, token: str | None) -> int:
     store.close()
     if synced:
         state_sync.push(hub, cfg.results_repo, cfg.state_path, parent)
-    print(format_counts(counts, dry_run=cfg.dry_run))
+    if args.log_format == "json":
+        print(json.dumps({"audits": counts, "dry_run": cfg.dry_run}))
+    else:
+        print(format_counts(counts, dry_run=cfg.dry_run))
     return 0
 
 
@@ -123,7 +128,11 @@ def run_serve(args, token: str | None) -> int:
     cfg = _config(args)
     server = make_server(cfg, os.environ.get(SECRET_ENV, ""), cfg.state_path)
     host, port = server.server_address[:2]
-    print(f"depthcard: webhook server on http://{host}:{port}/ (state {cfg.state_path})")
+    url = f"http://{host}:{port}/"
+    if args.log_format == "json":
+        print(json.dumps({"webhook_server": url, "state": str(cfg.state_path)}), flush=True)
+    else:
+        print(f"depthcard: webhook server on {url} (state {cfg.state_path})", flush=True)
     try:
         server.serve_forever()
     finally:
@@ -162,8 +171,30 @@ def run_status(args, token: str | None) -> int:
     if not Path(cfg.state_path).exists():
         raise UserError(f"no state file at {cfg.state_path} (run `depthcard watch` first)")
     store = StateStore(cfg.state_path)
-    print(status_table(store.rows()))
+    rows = store.rows()
+    print(status_json(rows) if args.json else status_table(rows))
     return 0
+
+
+def status_json(rows) -> str:
+    """`depthcard status --json`: a `schemas.bot_status.BotStatus` document."""
+    from datetime import UTC, datetime
+
+    from depthcard.schemas.bot_status import BotStatus, StatusAudit
+
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    audits = [
+        StatusAudit(
+            key=r.key, state=r.state, card_repo=r.target_repo, child_repo=r.child_repo,
+            child_sha=r.child_sha, base_repo=r.base_repo, third_repo=r.third_repo,
+            attempts=r.attempts, pr_num=r.pr_num, reason=r.error or r.reason,
+            updated=datetime.fromtimestamp(r.updated, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        for r in rows
+    ]  # fmt: skip
+    return BotStatus(counts=counts, audits=audits).model_dump_json(indent=1)
 
 
 def run_retry(args, token: str | None) -> int:

@@ -9,7 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from depthcard.cli import audit_command, benchmark_command, bot_commands, estimate_command
+from depthcard.cli import audit_command, benchmark_command, bot_commands, estimate_command, logs
 from depthcard.cli.errors import describe_error
 from depthcard.schemas.errors import UserError
 
@@ -20,6 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure how deep the safety alignment of an open-weight model goes.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as text (watch and serve add a UTC time) or one JSON object each",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     audit = sub.add_parser("audit", help="audit a base/instruct pair (or --demo, --child-only)")
     audit_command.add_arguments(audit)
@@ -65,10 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     2, never a traceback, also under -v; anything else is a bug: an "internal error" line,
     the traceback, and exit 1."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.INFO if args.verbose else logging.WARNING
+    logs.configure(level, args.log_format, args.command)
     token = os.environ.get("HF_TOKEN")
     try:
         return args.handler(args, token)
