@@ -82,8 +82,10 @@ class ReportStore:
 
 
 def report_id(report: AuditReport) -> str:
-    """`{org}/{model}/{child revision}`; local models are `local/{folder}/{hash[:12]}`."""
-    child = report.models.child
+    """`{org}/{model}/{revision}` of the model whose card links here (the fine-tune's in a
+    three-model audit, as `bot.publish.card_model`); local models are
+    `local/{folder}/{hash[:12]}`."""
+    child = report.models.third or report.models.child
     if child.source == "hub":
         return f"{child.repo_id}/{child.revision}"
     return f"local/{Path(child.path).name}/{child.content_sha256[:12]}"

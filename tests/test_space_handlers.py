@@ -155,7 +155,8 @@ def test_session_reports_come_first_and_never_shadow_the_store(store):
 
 @pytest.mark.slow
 def test_compare_overlays_two_reports_on_relative_depth(store):
-    ids = [i for i in store.ids() if i.startswith("alpha-lab/")]
+    # the 7B pair and the three-model audit (listed under its fine-tune, whose card links it)
+    ids = [i for i in store.ids() if i.startswith(("alpha-lab/", "example-org/"))]
     frame, note = rv.compare_view(ids, "refusal-direction recovery |cos|", True, store)
     assert set(frame["report"]) == set(ids)
     assert frame["x"].between(0, 1).all()
@@ -240,3 +241,13 @@ def test_headline_table_is_a_frame_with_units():
     table = handlers.headline_table(make_report(with_ablation=True))
     assert isinstance(table, pd.DataFrame)
     assert "abliteration min k" in list(table["quantity"])
+
+
+def test_a_three_model_report_is_found_where_the_fine_tunes_card_links():
+    from depthcard.bot.publish import card_model, report_url
+    from depthcard.space.store import report_id
+
+    report = make_report(kind="three-model", with_erosion=True)
+    model = card_model(report)
+    link = report_url("https://x.hf.space/", model.repo_id, model.revision)
+    assert link.endswith(f"?report={report_id(report)}")
