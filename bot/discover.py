@@ -1,8 +1,14 @@
 """Find new children on the Hub and turn each into an audit row (queued, or skipped with why).
 
-Polling reads `list_models(sort="created_at")` newest first and stops at the stored cursor;
-webhook events and re-checks of known children arrive through the state's inbox and the
-watched list. All three end in `examine_child`, so every source feeds the same queue.
+Polling reads `list_models(sort="created_at")` newest first, page by page, back to the stored
+cursor however many models arrived since (the first poll, with no cursor, reads `poll_limit`),
+with the filters the server can answer (`listing_filters`); webhook events and re-checks of
+known children arrive through the state's inbox and the watched list. All three end in
+`examine_child`, so every source feeds the same queue.
+
+A repo's base comes from its card's `base_model`, else from the Hub's model tree (the
+`base_model:{relation}:{id}` tags and `baseModels`, which the Hub also fills in for relations
+it infers), else from the name rules (`pairs.name_rule_bases`).
 
 A fine-tune of an instruct model (`base_model_relation: finetune`) becomes one three-model
 audit: base = the instruct parent's base, child = the instruct parent, third = the fine-tune,
@@ -11,8 +17,10 @@ whose card gets the section.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass
 
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -35,19 +43,37 @@ from depthcard.schemas.bot_config import BotConfig
 
 log = logging.getLogger(__name__)
 CURSOR = "cursor:{scope}"
+RELATIONS = ("finetune", "adapter", "quantized", "merge")
+
+
+def listing_filters(cfg: BotConfig) -> dict:
+    """`list_models` arguments that let the server drop what the bot would skip anyway: no
+    safetensors, gated, another task, more than `parameter_budget` parameters (rounded up to
+    whole billions, the `num_parameters` syntax of the docstring: "min:6B,max:128B")."""
+    if not cfg.server_filters:
+        return {}
+    filters = {"filter": "safetensors", "gated": False,
+               "num_parameters": f"max:{math.ceil(cfg.parameter_budget / 1e9)}B"}  # fmt: skip
+    if cfg.pipeline_tag:
+        filters["pipeline_tag"] = cfg.pipeline_tag
+    return filters
 
 
 def poll(hub: Hub, store: StateStore, cfg: BotConfig) -> list[str]:
     """Repos created since the stored cursor (per watched organisation, or the whole Hub).
 
-    The cursor moves only after the new repos are in the inbox, so a crash re-reads them.
+    Pages back to the cursor, so none is missed when more than `poll_limit` arrived since the
+    last poll; only the first poll (no cursor) stops at `poll_limit`. The cursor moves only
+    after the new repos are in the inbox, so a crash re-reads them.
     """
     found: list[str] = []
+    filters = listing_filters(cfg)
     for author in cfg.organizations or [None]:
         name = CURSOR.format(scope=author or "*")
         cursor = store.get_value(name)
         newest = cursor
-        for info in hub.new_models(author=author, limit=cfg.poll_limit):
+        limit = cfg.poll_limit if cursor is None else None
+        for info in hub.new_models(author=author, limit=limit, filters=filters):
             created = info.created_at.isoformat() if info.created_at else None
             if created is None or (cursor is not None and created <= cursor):
                 break  # newest first: everything after this was seen by an earlier poll
@@ -83,10 +109,45 @@ def repo_facts(hub: Hub, repo_id: str, revision: str | None = None) -> RepoFacts
         if getattr(exc.response, "status_code", None) in (401, 403, 404):
             return None
         raise
-    facts = facts_from_info(info)
+    facts = with_hub_lineage(facts_from_info(info), info)
     if facts.private or facts.gated:
         return facts  # never read files of a gated/private repo: the skip reason is enough
-    return facts_from_info(info, read_config(hub, facts))
+    return dataclasses.replace(facts, config=read_config(hub, facts))
+
+
+def hub_lineage(info) -> tuple[list[str], str | None]:
+    """(bases, relation) from the Hub's model tree: `baseModels` of model_info, else the
+    `base_model:{relation}:{id}` tags (also in listings). huggingface_hub keeps `baseModels`
+    raw and does not document its shape; both a list of ids and {"relation", "models": [{"id"}]}
+    are read."""
+    tree = getattr(info, "base_models", None)
+    bases: list[str] = []
+    relation = None
+    if isinstance(tree, dict):
+        relation = tree.get("relation") if isinstance(tree.get("relation"), str) else None
+        tree = tree.get("models")
+    for entry in tree if isinstance(tree, list) else []:
+        base = entry.get("id") if isinstance(entry, dict) else entry
+        if isinstance(base, str):
+            bases.append(base)
+    for tag in getattr(info, "tags", None) or []:
+        kind, _, rest = tag.removeprefix("base_model:").partition(":")
+        if tag.startswith("base_model:") and kind in RELATIONS and rest:
+            relation = relation or kind
+            bases += [rest] if rest not in bases else []
+    return bases, relation
+
+
+def with_hub_lineage(facts: RepoFacts, info) -> RepoFacts:
+    """`facts` with the Hub's model tree filling what the card does not say: `base_model`
+    and `base_model_relation` (the card's own values win)."""
+    bases, relation = hub_lineage(info)
+    card = dict(facts.card)
+    if bases and not card.get("base_model"):
+        card["base_model"] = bases
+    if relation and not card.get("base_model_relation"):
+        card["base_model_relation"] = relation
+    return dataclasses.replace(facts, card=card) if card != facts.card else facts
 
 
 def find_base(hub: Hub, child: RepoFacts) -> tuple[RepoFacts | None, str | None]:

@@ -111,26 +111,35 @@ class Hub:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def new_models(self, *, author: str | None, limit: int) -> Iterator:
-        """Models newest first (ModelInfo with the fields the bot reads)."""
+    def new_models(
+        self, *, author: str | None, limit: int | None, filters: dict | None = None
+    ) -> Iterator:
+        """Models newest first (ModelInfo with the fields the bot reads), read lazily page by
+        page: the caller stops where it has read enough, and the pages after are never asked
+        for. Each page is retried by huggingface_hub itself (`paginate` uses `http_backoff`:
+        429 and 5xx, `max_retries=5`), so this does not wrap it in `call`.
+
+        Args:
+            author: the organisation or user, or None for the whole Hub.
+            limit: most models to read; None = every page.
+            filters: further `list_models` arguments (gated, pipeline_tag, num_parameters,
+                filter), answered by the server.
+        """
         return iter(
-            self.call(
-                "list_models",
-                lambda: list(
-                    self.api.list_models(
-                        author=author, sort="created_at", expand=EXPAND, limit=limit
-                    )
-                ),
+            self.api.list_models(
+                author=author, sort="created_at", expand=EXPAND, limit=limit, **(filters or {})
             )
         )
 
     def model_info(self, repo_id: str, revision: str | None = None):
-        """ModelInfo of a repo (at a revision), with card data, siblings and safetensors."""
+        """ModelInfo of a repo (at a revision): card data, siblings, safetensors, and the
+        Hub's model tree (`baseModels`)."""
         return self.call(
             f"model_info {repo_id}",
             self.api.model_info,
             repo_id,
             revision=revision,
+            expand=[*EXPAND, "baseModels"],
             timeout=self.timeout,
         )
 

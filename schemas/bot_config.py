@@ -157,7 +157,23 @@ class BotConfig(Strict):
     )
     state_path: Path = Field(Path("depthcard-state.sqlite"), description="SQLite state file.")
     work_dir: Path = Field(Path("depthcard-work"), description="Report folders of local audits.")
-    poll_limit: int = Field(500, ge=1, description="Most new models read per poll.")
+    poll_limit: int = Field(
+        500,
+        ge=1,
+        description="Models read by the first poll (no cursor yet); later polls page back to "
+        "the cursor, however many arrived since.",
+    )
+    server_filters: bool = Field(
+        True,
+        description="Ask list_models for candidates only: safetensors, not gated, "
+        "`pipeline_tag`, at most parameter_budget parameters. The bot re-checks every rule, "
+        "and webhook events and re-checks are not filtered.",
+    )
+    pipeline_tag: str | None = Field(
+        "text-generation",
+        description="Task the polled models must have on the Hub (None = any, e.g. for "
+        "image-text-to-text wrappers of a language model); used with server_filters.",
+    )
     recheck_limit: int = Field(50, ge=0, description="Known children re-checked per run.")
     max_parallel: int = Field(1, ge=1, description="Audits running at once.")
     max_attempts: int = Field(3, ge=1, description="Attempts before an audit stays failed.")

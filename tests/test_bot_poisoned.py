@@ -35,8 +35,11 @@ def test_a_round_publishes_every_healthy_repo_past_poisoned_ones(tmp_path):
             double.add_folder(repo, CALIBRATION / "instruct", parameters=400_000,
                               tags=["base_model:finetune:acme/tiny"])  # fmt: skip
             double.push(repo, {"README.md": readme})
+        # Its card names the task: the Hub cannot infer one from this config, and the poll
+        # asks for text-generation models only.
+        cfg_card = "---\nbase_model: acme/tiny\npipeline_tag: text-generation\n---\n# cfg\n"
         double.add_folder("acme/cfg-Instruct", CALIBRATION / "instruct", parameters=400_000,
-                          readme=CARD.format(name="cfg"))  # fmt: skip
+                          readme=cfg_card)  # fmt: skip
         double.push("acme/cfg-Instruct", {"config.json": b'{"hidden_size": "\xff"}'})
         for repo in HEALTHY:
             double.add_folder(repo, CALIBRATION / "instruct", readme=CARD.format(name=repo),

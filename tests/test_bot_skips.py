@@ -51,7 +51,10 @@ def _populate(hub: HubDouble) -> None:
 def test_skips_have_reasons_in_status(tmp_path):
     with HubDouble() as hub:
         _populate(hub)
-        cfg = load_bot_config(write_config(tmp_path, parameter_budget=1_000_000_000))
+        # No server filters: every repo reaches the bot's own rules, as webhook events do.
+        cfg = load_bot_config(
+            write_config(tmp_path, parameter_budget=1_000_000_000, server_filters=False)
+        )
         api = Hub(None, endpoint=hub.url, sleep=lambda s: None, cache_dir=tmp_path / "c")
         store = StateStore(cfg.state_path)
         counts = run_round(Round(api, store, cfg, LocalBackend(cfg), ANALYSIS_VERSION))
