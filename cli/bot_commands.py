@@ -91,7 +91,7 @@ def run_watch(args, token: str | None) -> int:
     if args.publish:
         cfg = cfg.model_copy(update={"dry_run": False})
     if not cfg.dry_run and not token:
-        raise UserError("dry_run is off but HF_TOKEN is not set: the bot cannot open PRs")
+        raise UserError("dry_run is off but there is no Hub token (HF_TOKEN or `hf auth login`)")
     hub = _hub(cfg, token)
     synced = cfg.keep_state_in_results_repo
     if synced and not args.once:
@@ -231,7 +231,7 @@ def run_publish(args, token: str | None) -> int:
     if audited != args.repo:
         raise UserError(f"the report audits {audited}, not {args.repo}")
     if not args.dry_run and not token:
-        raise UserError("set HF_TOKEN to open a pull request (or pass --dry-run)")
+        raise UserError("no Hub token: set HF_TOKEN or run `hf auth login` (or pass --dry-run)")
     if args.upload_report and cfg.results_repo is None:
         raise UserError("--upload-report needs results_repo in the bot config")
     hub = _hub(cfg, token)

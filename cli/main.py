@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 from pathlib import Path
+
+from huggingface_hub import get_token
 
 from depthcard.cli import audit_command, benchmark_command, bot_commands, estimate_command, logs
 from depthcard.cli.errors import describe_error
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING
     logs.configure(level, args.log_format, args.command)
-    token = os.environ.get("HF_TOKEN")
+    # huggingface_hub's own lookup, as the `hf` CLI does: HF_TOKEN, then the `hf auth login` one.
+    token = get_token()
     try:
         return args.handler(args, token)
     except KeyboardInterrupt:
