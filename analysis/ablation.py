@@ -17,6 +17,14 @@ from torch import nn
 from depthcard.analysis.capture import pad_left
 from depthcard.analysis.hooks import residual_hooks
 from depthcard.analysis.models import input_device
+from depthcard.analysis.prefix_cache import (
+    MIN_PREFIX,
+    last_logits_after,
+    opening_cache,
+    record_check,
+    shared_prefix_length,
+    verified,
+)
 from depthcard.analysis.progress import purpose
 
 # Words that open a refusal in the chat models we audit; their first tokens (with and
@@ -76,29 +84,53 @@ def refusal_token_ids(tokenizer) -> list[int]:
 
 @purpose("first-token")
 def first_token_logprobs(
-    model: nn.Module, ids: list[list[int]], pad_id: int, batch_size: int = 16
+    model: nn.Module,
+    ids: list[list[int]],
+    pad_id: int,
+    batch_size: int = 16,
+    reuse_opening: bool = False,
 ) -> torch.Tensor:
     """(prompt, vocab) float32 log-probabilities of the first response token.
 
-    Only the last position's logits are computed (`logits_to_keep=1`), sorted batches.
+    Only the last position's logits are computed (`logits_to_keep=1`), sorted batches. With
+    `reuse_opening`, the tokens every prompt opens with (the chat template's system prompt
+    and role markers) run once and their cache is reused for every batch
+    (`analysis.prefix_cache`; checked against the plain pass on the model's first batch).
     """
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: list[torch.Tensor | None] = [None] * len(ids)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        x, mask, pos = pad_left([ids[i] for i in chunk], pad_id, input_device(model))
-        with torch.inference_mode():
-            logits = model(
-                input_ids=x,
-                attention_mask=mask,
-                position_ids=pos,
-                use_cache=False,
-                logits_to_keep=1,
-            ).logits[:, -1, :]
-        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
-        for row, i in enumerate(chunk):
-            out[i] = logp[row]
+    device = input_device(model)
+    p = shared_prefix_length(ids) if reuse_opening and verified(model) is not False else 0
+    with torch.inference_mode():
+        cache = opening_cache(model, ids[0][:p], device) if p >= MIN_PREFIX else None
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            rows = [ids[i] for i in chunk]
+            if cache is None:
+                logits = _plain_last_logits(model, rows, pad_id, device)
+            else:
+                suffixes = [r[p:] for r in rows]
+                logits = last_logits_after(model, cache, suffixes, pad_id, p, device)
+                if verified(model) is None:
+                    plain = _plain_last_logits(model, rows, pad_id, device)
+                    if not record_check(model, _logp(logits), _logp(plain)):
+                        cache, logits = None, plain
+            logp = _logp(logits).cpu()
+            for row, i in enumerate(chunk):
+                out[i] = logp[row]
     return torch.stack(out)  # type: ignore[arg-type]
+
+
+def _logp(logits: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _plain_last_logits(model: nn.Module, rows: list[list[int]], pad_id: int, device):
+    """(batch, vocab) last-token logits of left-padded rows, no cache."""
+    x, mask, pos = pad_left(rows, pad_id, device)
+    return model(
+        input_ids=x, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=1
+    ).logits[:, -1, :]
 
 
 def refusal_log_odds(logprobs: torch.Tensor, refusal_ids: list[int]) -> torch.Tensor:

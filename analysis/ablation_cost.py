@@ -71,6 +71,7 @@ class AblationSettings:
     min_k_search: str = "all"  # "bisect": judge only the k a bisection for min_k visits
     early_stop: bool = False  # stop an ablated answer once its verdict is decided
     capability_ce: str = "every-point"  # "attack": on attack points; "judged": judged points
+    reuse_opening: bool = False  # first-token passes reuse the prompts' shared opening's cache
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,12 @@ class Evaluator:
         """Mean refusal log-odds on Ds and first-token log-probs on Dh under `basis`."""
         d, bs = self.data, self.s.batch_size
         with ablated(self.layers, basis):
-            lp_s = first_token_logprobs(self.model, d.harmful_ids, d.pad_id, bs)
-            lp_h = first_token_logprobs(self.model, d.harmless_ids, d.pad_id, bs)
+            lp_s = first_token_logprobs(
+                self.model, d.harmful_ids, d.pad_id, bs, self.s.reuse_opening
+            )
+            lp_h = first_token_logprobs(
+                self.model, d.harmless_ids, d.pad_id, bs, self.s.reuse_opening
+            )
         return float(refusal_log_odds(lp_s, d.refusal_ids).mean()), lp_h
 
     def answers_and_nll(
@@ -395,9 +400,9 @@ def select_layer_by_ablation(
     averaged, choose the same layer; no forward pass per resample.
     """
     d, s = ev.data, ev.s
-    lp_s = first_token_logprobs(ev.model, d.harmful_ids, d.pad_id, s.batch_size)
+    lp_s = first_token_logprobs(ev.model, d.harmful_ids, d.pad_id, s.batch_size, s.reuse_opening)
     base_score = refusal_log_odds(lp_s, d.refusal_ids).double()  # (prompt,)
-    base_h = first_token_logprobs(ev.model, d.harmless_ids, d.pad_id, s.batch_size)
+    base_h = first_token_logprobs(ev.model, d.harmless_ids, d.pad_id, s.batch_size, s.reuse_opening)
     layers, drops, kls = [], [], []
     window_layers = range(window[0], window[1] + 1)
     with task("layer search", total=len(window_layers), unit="layer") as bar:
@@ -407,8 +412,12 @@ def select_layer_by_ablation(
             if float(r.norm()) == 0.0:
                 continue
             with ablated(ev.layers, orthonormal_basis(r[None])):
-                a_s = first_token_logprobs(ev.model, d.harmful_ids, d.pad_id, s.batch_size)
-                a_h = first_token_logprobs(ev.model, d.harmless_ids, d.pad_id, s.batch_size)
+                a_s = first_token_logprobs(
+                    ev.model, d.harmful_ids, d.pad_id, s.batch_size, s.reuse_opening
+                )
+                a_h = first_token_logprobs(
+                    ev.model, d.harmless_ids, d.pad_id, s.batch_size, s.reuse_opening
+                )
             layers.append(layer)
             drops.append(base_score - refusal_log_odds(a_s, d.refusal_ids).double())
             kls.append((base_h.exp() * (base_h - a_h)).sum(-1).clamp_min(0.0).double())

@@ -98,6 +98,7 @@ def ablation_stage(
         min_k_search=cfg.min_k_search,
         early_stop=cfg.early_stop,
         capability_ce=cfg.capability_ce,
+        reuse_opening=cfg.reuse_opening,
     )
     ev = Evaluator(model, layers, tokenizer, data, settings)
     base = ev.measure_baseline()

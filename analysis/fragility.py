@@ -45,6 +45,7 @@ from depthcard.analysis.fragility_law import (
     sgd_deltas,
 )
 from depthcard.analysis.models import decoder_layers, input_device
+from depthcard.analysis.progress import purpose, task
 from depthcard.schemas.sections import Fragility, FragilitySettings
 
 log = logging.getLogger(__name__)
@@ -206,18 +207,23 @@ class Curvature:
 
 def _curvature(model, params, align, benign, settings: FragilitySettings) -> Curvature:
     align_terms = loss_terms(model, align)
-    loss_a, grad_a = gradient(align_terms, params)
-    _, grad_f = gradient(loss_terms(model, benign), params)
+    with purpose("gradient"):
+        loss_a, grad_a = gradient(align_terms, params)
+        _, grad_f = gradient(loss_terms(model, benign), params)
     calls = 0
+    cap = settings.power_iterations + 1  # the power iteration's cap, then the coupling's HVP
 
-    def hvp(v: Vector) -> Vector:
-        nonlocal calls
-        calls += 1
-        return hessian_vector_product(align_terms, params, v)
+    with purpose("hvp"), task("power iteration", total=cap, unit="HVP") as bar:
 
-    start = random_unit(params, settings.seed)
-    sharp = power_iteration(hvp, start, settings.power_iterations, settings.tolerance)
-    coupled = coupling(grad_a, grad_f, hvp)
+        def hvp(v: Vector) -> Vector:
+            nonlocal calls
+            calls += 1
+            bar.advance()
+            return hessian_vector_product(align_terms, params, v)
+
+        start = random_unit(params, settings.seed)
+        sharp = power_iteration(hvp, start, settings.power_iterations, settings.tolerance)
+        coupled = coupling(grad_a, grad_f, hvp)
     return Curvature(loss_a, grad_a, sharp, coupled, calls)
 
 
@@ -235,15 +241,25 @@ def _benign_run(model, params, align, benign, grad_a, settings) -> tuple[StepSiz
         target = settings.target_first_step
         size = choose_step_size(grad_a, first_grad, theta, target, settings.max_step_fraction)
         limit = OVERSHOOT * target
-    run = sgd_deltas(
-        params,
-        step_terms,
-        lambda: mean_loss(model, align),
-        settings.steps,
-        size.learning_rate,
-        first_grad=first_grad,
-        first_move_limit=limit,
-    )
+    with purpose("benign fine-tune"), task("benign fine-tune", settings.steps, "step") as bar:
+        evaluations = 0
+
+        def evaluate() -> float:
+            nonlocal evaluations
+            evaluations += 1
+            if evaluations > 1:  # the first one is L_A before any step
+                bar.advance()
+            return mean_loss(model, align)
+
+        run = sgd_deltas(
+            params,
+            step_terms,
+            evaluate,
+            settings.steps,
+            size.learning_rate,
+            first_grad=first_grad,
+            first_move_limit=limit,
+        )
     return size, run
 
 

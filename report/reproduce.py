@@ -49,6 +49,7 @@ AUDIT_FLAGS: tuple[ConfigFlag, ...] = (
     ConfigFlag("--min-k-search", ("min_k_search",)),
     ConfigFlag("--no-early-stop", ("early_stop",), switch_off=True),
     ConfigFlag("--capability-ce", ("capability_ce",)),
+    ConfigFlag("--no-reuse-opening", ("reuse_opening",), switch_off=True),
     ConfigFlag("--capability-k", ("capability_k",)),
     ConfigFlag("--eval-fraction", ("eval_fraction",)),
     ConfigFlag("--layer-bootstraps", ("layer_bootstraps",)),

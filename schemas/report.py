@@ -177,6 +177,12 @@ class AuditConfig(Strict):
         "judged attack points (where refusal shares are; min_k among them), every attack "
         "point, or also the SVD and single-direction points.",
     )
+    reuse_opening: bool = Field(
+        True,
+        description="First-token passes run the tokens every prompt opens with (the chat "
+        "template's system prompt and role markers) once per ablation setting and reuse "
+        "their cache; checked against the plain pass on the model's first batch.",
+    )
     capability_k: int = Field(16, ge=1, description="K_c, capability subspace size.")
     mode_k: int = Field(8, ge=1, description="Principal modes per layer in the catalogue.")
     tau_species: Unit = Field(0.7, description="τ_s: |cos| linking modes of adjacent layers.")

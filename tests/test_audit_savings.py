@@ -14,7 +14,12 @@ from depthcard.analysis.progress import Progress, reporting
 from depthcard.analysis.prompt_inputs import load_prompt_inputs
 from depthcard.schemas.report import AuditConfig
 
-SAVINGS_OFF = {"min_k_search": "all", "early_stop": False, "capability_ce": "every-point"}
+SAVINGS_OFF = {
+    "min_k_search": "all",
+    "early_stop": False,
+    "capability_ce": "every-point",
+    "reuse_opening": False,
+}
 
 
 def _audit(**update):
@@ -51,17 +56,19 @@ def test_savings_leave_every_reported_number_unchanged(both) -> None:
         b.min_k_reason,
         b.broken_share_at_min_k,
     )
-    assert a.kl_at_min_k == b.kl_at_min_k and a.delta_ce_at_min_k == b.delta_ce_at_min_k
+    for x, y in ((a.kl_at_min_k, b.kl_at_min_k), (a.delta_ce_at_min_k, b.delta_ce_at_min_k)):
+        assert (x is None) == (y is None) and (x is None or x == pytest.approx(y, abs=1e-4))
     full_points = {(p.basis, p.k): p for p in b.curve}
     judged = 0
     for p in a.curve:
         q = full_points[(p.basis, p.k)]
-        # first-token quantities are measured at every point either way
-        assert p.refusal_score == pytest.approx(q.refusal_score, abs=1e-6)
-        assert p.kl == pytest.approx(q.kl, abs=1e-6)
+        # first-token quantities are measured at every point either way; the cached opening
+        # moves them by float rounding only (a few 1e-6 on this pair)
+        assert p.refusal_score == pytest.approx(q.refusal_score, abs=1e-4)
+        assert p.kl == pytest.approx(q.kl, abs=1e-4)
         if p.refusal_rate is not None:  # a judged point: the same classes as the full run
             judged += 1
-            assert p.delta_ce == pytest.approx(q.delta_ce, abs=1e-6)
+            assert p.delta_ce == pytest.approx(q.delta_ce, abs=1e-4)
             assert (p.refusal_rate, p.compliance_share, p.broken_share) == (
                 q.refusal_rate,
                 q.compliance_share,
@@ -70,7 +77,7 @@ def test_savings_leave_every_reported_number_unchanged(both) -> None:
     attack = [p for p in b.curve if p.basis == "attack"]
     assert 2 <= judged < len(attack)  # the baseline and the bisection's points, not all
     assert fast.headline.alignment_depth_score == full.headline.alignment_depth_score
-    assert fast.depth == full.depth and fast.layers == full.layers
+    assert fast.depth == full.depth and fast.layers == full.layers  # captures: no savings
 
 
 @pytest.mark.slow
@@ -80,7 +87,8 @@ def test_savings_skip_work(both) -> None:
     assert w_fast.generated_tokens < 0.75 * w_full.generated_tokens
     ce_fast, ce_full = w_fast.work["cross-entropy"].calls, w_full.work["cross-entropy"].calls
     assert ce_fast < 0.6 * ce_full  # the judged points only, of all 3K + 2
-    assert w_fast.work["first-token"].calls == w_full.work["first-token"].calls
+    tokens_fast, tokens_full = w_fast.work["first-token"].tokens, w_full.work["first-token"].tokens
+    assert tokens_fast < 0.95 * tokens_full  # the shared opening (short here) runs once
 
 
 def test_savings_are_on_by_default_and_off_by_flag() -> None:

