@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HASHED_SUFFIXES = (".json", ".safetensors", ".jinja", ".model", ".txt")
+WEIGHTS_INDEX = "model.safetensors.index.json"
+# What a snapshot takes besides the weights: config, tokenizer, chat template, generation config.
+_SIDE_FILES = ("*.json", "*.jinja", "tokenizer.model", "*.txt")
 # Candidate attribute paths of the decoder block list, most common first.
 LAYER_PATHS = (
     "model.layers",  # Llama, Mistral, Qwen2/3, Gemma 1-3 text, Phi-3
@@ -98,9 +101,45 @@ def read_config(folder: Path) -> dict:
     return config
 
 
+def weight_names(names: list[str], index: dict | None) -> list[str]:
+    """The safetensors files transformers loads from a repo or folder whose files are `names`:
+    the shards the index's `weight_map` names (so a `consolidated.safetensors` beside them, as
+    Mistral repos ship, is left out), else `model.safetensors`, else every top-level
+    `*.safetensors`."""
+    shards = (index or {}).get("weight_map") or {}
+    if isinstance(shards, dict) and shards:
+        return sorted({str(v) for v in shards.values()})
+    if "model.safetensors" in names:
+        return ["model.safetensors"]
+    return sorted(n for n in names if n.endswith(".safetensors") and "/" not in n)
+
+
+def _read_index(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object")
+    return data
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files of a folder (`weight_names`); refuses an index whose shards are missing."""
+    index = _read_index(folder / WEIGHTS_INDEX) if (folder / WEIGHTS_INDEX).is_file() else None
+    names = [p.name for p in folder.iterdir()]
+    files = [folder / n for n in weight_names(names, index)]
+    missing = [p.name for p in files if not p.is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"{folder}: {WEIGHTS_INDEX} names shards that are not there: {', '.join(missing)}"
+        )
+    return files
+
+
 def check_weights(folder: Path) -> list[Path]:
     """The safetensors weight files of a folder; refuse pickle-only folders."""
-    safetensors = sorted(folder.glob("*.safetensors"))
+    safetensors = weight_files(folder)
     if safetensors:
         return safetensors
     pickles = [p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt"}]
@@ -126,7 +165,7 @@ def check_weight_headers(folder: Path) -> None:
     from safetensors import SafetensorError, safe_open
 
     hidden = read_config(folder).get("hidden_size")
-    for path in sorted(folder.glob("*.safetensors")):
+    for path in weight_files(folder):
         try:
             with safe_open(str(path), framework="pt") as fh:
                 names = [n for n in fh.keys() if n.endswith(_EMBEDDING_NAMES)]
@@ -167,21 +206,29 @@ def resolve_model(spec: ModelSpec, token: str | None = None) -> ResolvedModel:
 
 
 def _resolve_hub(spec: ModelSpec, token: str | None) -> ResolvedModel:
-    from huggingface_hub import HfApi, snapshot_download
+    """Download the files an audit reads, at the commit sha the revision resolves to: the
+    weights `weight_names` picks (the index is read first when the repo has one), config,
+    tokenizer and templates."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(token=token)
     try:
         info = api.model_info(spec.repo_id, revision=spec.revision)
+        names = [s.rfilename for s in info.siblings or []]
+        index = None
+        if WEIGHTS_INDEX in names:
+            index = _read_index(Path(hf_hub_download(
+                spec.repo_id, WEIGHTS_INDEX, revision=info.sha, token=token)))  # fmt: skip
+        weights = weight_names(names, index)
+        if not weights:
+            raise ModelLoadError(f"{spec.text}: the repo has no safetensors weights")
+        patterns = [*_SIDE_FILES, *weights]
+        folder = Path(
+            snapshot_download(spec.repo_id, revision=info.sha, allow_patterns=patterns, token=token)
+        )
     except HfHubHTTPError as exc:
         raise ModelLoadError(f"{spec.text}: cannot read from the Hub ({exc})") from exc
-    names = [s.rfilename for s in info.siblings or []]
-    if not any(n.endswith(".safetensors") for n in names):
-        raise ModelLoadError(f"{spec.text}: the repo has no safetensors weights")
-    patterns = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
-    folder = Path(
-        snapshot_download(spec.repo_id, revision=info.sha, allow_patterns=patterns, token=token)
-    )
     config = read_config(folder)
     check_weights(folder)
     check_weight_headers(folder)
