@@ -146,3 +146,15 @@ def test_the_installed_huggingface_hub_meets_the_floor():
     assert {"gated", "num_parameters", "pipeline_tag"} <= set(
         inspect.signature(HfApi.list_models).parameters
     )
+
+
+def test_the_space_without_its_extra_says_what_to_install(monkeypatch, capsys):
+    """`depthcard space` on a core install: one line naming the extra, not a traceback."""
+    from depthcard.cli.main import main
+
+    for name in [m for m in sys.modules if m == "depthcard.space.app"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio → ModuleNotFoundError
+    assert main(["space"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "install the space extra" in err and len(err.splitlines()) == 1
