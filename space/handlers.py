@@ -8,6 +8,7 @@ into Markdown.
 from __future__ import annotations
 
 import re
+from pathlib import PurePath
 
 import pandas as pd
 
@@ -63,6 +64,9 @@ def model_link(ref: ModelRef | None) -> str:
     """Markdown: a Hub model as a link to its page; a local folder as plain (escaped) text."""
     if ref is not None and ref.source == "hub" and _REPO_ID.match(ref.repo_id or ""):
         return f"[{ref.repo_id}]({HUB_URL}/{ref.repo_id})"
+    if ref is not None and ref.source == "local":
+        # the folder's name: the audit machine's full path means nothing to a visitor
+        return md_text(f"{PurePath(ref.path).name} (local)")
     return md_text(model_name(ref))
 
 

@@ -13,6 +13,7 @@ browser is Debian's).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -150,3 +151,41 @@ def test_not_json_upload_gives_a_plain_message(page, app_url, tmp_path):
     page.locator("#upload input[type=file]").set_input_files(str(junk))
     page.locator("#check-message").get_by_text("not valid JSON").wait_for()
     assert_no_traceback(page)
+
+
+def test_leaderboard_leads_with_numbers_and_links_models(page, app_url, shots):
+    page.set_viewport_size({"width": 1300, "height": 900})
+    page.goto(app_url)
+    board = page.locator("#leaderboard")
+    # gradio keeps hidden copies of cells; only the visible ones count
+    board.locator("text=depth score >> visible=true").first.wait_for()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shots / "leaderboard-1300.png"), full_page=True)
+    for header in ("model", "min k (coherent)", "baseline refusal (%)"):
+        board.locator(f"text={header} >> visible=true").first.wait_for()
+    link = board.locator("a:visible", has_text="alpha-lab/Alpha-7B-Instruct").first
+    assert link.get_attribute("href") == "https://huggingface.co/alpha-lab/Alpha-7B-Instruct"
+    board.locator("text=0.265 >> visible=true").first.wait_for()  # the card's digits
+    assert "0.26472727" not in board.inner_text()
+    assert_no_traceback(page)
+
+
+def test_run_tab_shows_the_audits_own_stage_progress(page, app_url, shots):
+    page.goto(app_url)
+    page.get_by_role("tab", name="Run").click()
+    page.get_by_role("button", name="Audit the calibration pair").click()
+    # The progress text comes from the audit's JSON stage events: "stage 3/8 capture-child …"
+    seen: set[str] = set()
+    deadline_ms, waited = 240_000, 0
+    while waited < deadline_ms:
+        text = page.inner_text("body")
+        seen.update(re.findall(r"stage \d/\d [a-z-]+", text))
+        if "Done: opened" in text:
+            break
+        page.wait_for_timeout(250)
+        waited += 250
+    page.screenshot(path=str(shots / "run-done.png"), full_page=True)
+    stages = {s.split()[-1] for s in seen}
+    assert {"capture-base", "capture-child"} & stages, seen
+    assert len(stages) >= 2, seen
+    page.locator("#report-summary").get_by_text("Verdict").wait_for()

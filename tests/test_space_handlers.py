@@ -68,6 +68,18 @@ def test_a_local_or_odd_model_name_is_escaped_text_not_a_link():
     report = make_report(models={"child": {"repo_id": "gamma/<b>Gamma</b>|x"}})
     cell = handlers.model_link(report.models.child)
     assert "](" not in cell and "<b>" not in cell
+    local = make_report(
+        models={
+            "child": {
+                "source": "local",
+                "path": "/srv/audits/my-model",
+                "repo_id": None,
+                "revision": None,
+                "content_sha256": "a" * 64,
+            }
+        }
+    )
+    assert handlers.model_link(local.models.child) == "my-model (local)"
 
 
 def test_the_store_reads_its_source_again_only_when_stale(tmp_path):
