@@ -271,6 +271,7 @@ class JobsBackend:
         download,
         read_config: Callable[[str, str], dict | None] | None = None,
         ship: Callable[[], str] | None = None,
+        call: Callable | None = None,
     ):
         if cfg.jobs is None or cfg.results_repo is None:
             raise ValueError("backend hf-jobs needs `jobs` and `results_repo` in the config")
@@ -280,6 +281,9 @@ class JobsBackend:
         self.download = download  # (repo, path_in_repo, local_dir) -> Path
         self.read_config = read_config  # (repo, sha) -> parsed config.json, or None
         self.ship = ship  # () -> path in results_repo of the wheel the job installs
+        # (what, fn, *args, **kwargs) -> fn(...), retried on 429/5xx/timeouts: Hub.call. The
+        # library retries list_jobs (paginate → http_backoff) but not inspect_job.
+        self.call = call or (lambda what, fn, *args, **kwargs: fn(*args, **kwargs))
         self._wheel: str | None = None
         self.work_dir = Path(cfg.work_dir)
 
@@ -338,7 +342,8 @@ class JobsBackend:
 
     def poll(self, job: AuditJob, handle: str) -> Outcome | None:
         """None while the job runs; the downloaded, validated report once it completed."""
-        info = self.api.inspect_job(job_id=handle, namespace=self.jobs.namespace)
+        info = self.call(f"inspect_job {handle}", self.api.inspect_job, job_id=handle,
+                         namespace=self.jobs.namespace)  # fmt: skip
         stage = str(getattr(info.status.stage, "value", info.status.stage))
         if stage in TERMINAL_FAILURES:
             why = f"job {handle} ended {stage}: {info.status.message or ''}"
@@ -398,4 +403,4 @@ def make_backend(cfg: BotConfig, hub, token: str | None) -> Backend:
             )
         return ship_wheel(hub, cfg.results_repo, root)
 
-    return JobsBackend(cfg, hub.api, token, download, read_config, ship)
+    return JobsBackend(cfg, hub.api, token, download, read_config, ship, hub.call)

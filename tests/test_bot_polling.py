@@ -4,6 +4,7 @@ they finish; the local backend just sleeps the interval."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from depthcard.bot.dispatch import Outcome
 from depthcard.bot.state import StateStore
@@ -67,3 +68,31 @@ def test_nothing_running_or_local_backend_sleeps_the_interval(tmp_path):
     slept: list[float] = []
     wait_for_next_round(r, slept.append)
     assert slept == [100] and backend.polls == []
+
+
+def test_a_transient_hub_error_while_inspecting_a_job_is_retried_not_a_failure(tmp_path):
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from depthcard.bot.dispatch import AuditJob, JobsBackend
+    from depthcard.bot.hub import Hub
+
+    class FlakyApi:
+        def __init__(self):
+            self.inspections = 0
+
+        def inspect_job(self, **kw):
+            self.inspections += 1
+            if self.inspections == 1:
+                request = httpx2.Request("GET", "http://hub/api/jobs/d/job1")
+                raise HfHubHTTPError("busy", response=httpx2.Response(503, request=request))
+            return SimpleNamespace(status=SimpleNamespace(stage="RUNNING", message=None))
+
+    cfg = BotConfig(backend="hf-jobs", results_repo="d/r", work_dir=tmp_path,
+                    jobs={"namespace": "d"})  # fmt: skip
+    hub, slept = Hub(None, sleep=lambda s: slept.append(s)), []
+    api = FlakyApi()
+    backend = JobsBackend(cfg, api, None, None, call=hub.call)
+    job = AuditJob("k", "a/b", SHA_B, "a/b-it", SHA_C, None)
+    assert backend.poll(job, "job1") is None  # still running, after one retry
+    assert api.inspections == 2 and slept == [1.0]
