@@ -3,13 +3,18 @@
 The results dataset holds `reports/{org}/{model}/{revision}/` per audit (docs/design.md,
 Where results live), which the Space reads and the card's link opens, and
 `leaderboard.jsonl`, one flat row per report (`report.leaderboard`), which the Hub's dataset
-viewer shows. `depthcard publish --upload-report` uploads both in one commit.
+viewer shows. `depthcard publish --upload-report` uploads both in one commit; after a
+`depthcard watch --once` round (jobs upload their report folders themselves) the leaderboard
+is rebuilt from what the dataset holds, after the state file is pushed: a commit in between
+would make that push fail as if another watcher had run.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+
+from huggingface_hub.errors import RepositoryNotFoundError
 
 from depthcard.bot.hub import Hub
 from depthcard.bot.publish import card_model, report_url
@@ -54,22 +59,54 @@ def upload_report(hub: Hub, results_repo: str, folder: Path, report: AuditReport
     """Upload a report folder to the results dataset with the leaderboard file rebuilt, in one
     commit, so the card's link to the Space resolves and the dataset viewer lists the audit.
 
-    The leaderboard is rebuilt from every valid report.json already in the dataset plus this
-    one; a file that does not validate is left out of it (and logged). A dataset without a
-    README gets one declaring the leaderboard as its viewer config.
-
     Returns:
         The commit's info (`CommitInfo`).
     """
     hub.call(f"create {results_repo}", hub.api.create_repo, results_repo,
              repo_type="dataset", exist_ok=True)  # fmt: skip
     dest = results_folder(report)
+    files = {
+        f"{dest}/{p.relative_to(folder).as_posix()}": p.read_bytes()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file() and not p.name.endswith(".log")
+    }
+    files.update(leaderboard_files(hub, results_repo, space_url, {dest: report}))
+    message = f"depthcard: report {dest.removeprefix('reports/')}"
+    return hub.commit_files(results_repo, files, message)
+
+
+def refresh_leaderboard(hub: Hub, results_repo: str, space_url: str) -> bool:
+    """Rebuild `leaderboard.jsonl` from the reports in the dataset (say, after jobs uploaded
+    new ones) and commit it when it changed. Returns True when it committed."""
+    try:
+        files = leaderboard_files(hub, results_repo, space_url)
+    except RepositoryNotFoundError:
+        log.warning("no results dataset %s yet: no leaderboard to rebuild", results_repo)
+        return False
+    head = hub.call(f"head {results_repo}", lambda: hub.api.dataset_info(results_repo).sha)
+    now = hub.read_text(results_repo, LEADERBOARD_FILE, head, repo_type="dataset")
+    if "README.md" not in files and now == files[LEADERBOARD_FILE].decode("utf-8"):
+        return False
+    hub.commit_files(results_repo, files, "depthcard: rebuild the leaderboard")
+    return True
+
+
+def leaderboard_files(
+    hub: Hub, results_repo: str, space_url: str, adding: dict[str, AuditReport] | None = None
+) -> dict[str, bytes]:
+    """`leaderboard.jsonl` over every valid report.json in the dataset (and `adding`, by
+    folder), plus a dataset card declaring it as the viewer's config when there is none.
+
+    A report.json that does not validate is left out (and logged), never fails the rebuild.
+    """
     present = hub.list_files(results_repo)
     head = hub.call(f"head {results_repo}", lambda: hub.api.dataset_info(results_repo).sha)
-    reports = {dest: report}
+    reports = dict(adding or {})
     for path in present:
         where = path.removesuffix("/report.json")
-        if not path.endswith("/report.json") or not path.startswith("reports/") or where == dest:
+        if not path.endswith("/report.json") or not path.startswith("reports/"):
+            continue
+        if where in reports:
             continue
         text = hub.read_text(results_repo, path, head, repo_type="dataset")
         try:
@@ -80,17 +117,11 @@ def upload_report(hub: Hub, results_repo: str, folder: Path, report: AuditReport
         flat_record(r, where.removeprefix("reports/"), _space_link(space_url, r))
         for where, r in sorted(reports.items())
     ]
-    files = {
-        f"{dest}/{p.relative_to(folder).as_posix()}": p.read_bytes()
-        for p in sorted(Path(folder).rglob("*"))
-        if p.is_file() and not p.name.endswith(".log")
-    }
-    files[LEADERBOARD_FILE] = leaderboard_jsonl(records).encode("utf-8")
+    files = {LEADERBOARD_FILE: leaderboard_jsonl(records).encode("utf-8")}
     if "README.md" not in present:
         readme = RESULTS_README.format(config=DATASET_CONFIG, file=LEADERBOARD_FILE)
         files["README.md"] = readme.encode("utf-8")
-    message = f"depthcard: report {dest.removeprefix('reports/')}"
-    return hub.commit_files(results_repo, files, message)
+    return files
 
 
 def _space_link(space_url: str, report: AuditReport) -> str | None:

@@ -105,6 +105,11 @@ def run_watch(args, token: str | None) -> int:
     store.close()
     if synced:
         state_sync.push(hub, cfg.results_repo, cfg.state_path, parent)
+    if args.once and cfg.results_repo and not cfg.dry_run:
+        from depthcard.bot.results_upload import refresh_leaderboard
+
+        if refresh_leaderboard(hub, cfg.results_repo, cfg.space_url):
+            log.info("leaderboard.jsonl rebuilt in %s", cfg.results_repo)
     if args.log_format == "json":
         print(json.dumps({"audits": counts, "dry_run": cfg.dry_run}))
     else:

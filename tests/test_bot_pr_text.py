@@ -137,3 +137,23 @@ def test_publish_upload_report_fills_the_results_dataset(tmp_path):
         (config,) = yaml.safe_load(front)["configs"]
         assert config["data_files"][0]["path"] == "leaderboard.jsonl"
         assert "opened PR #1" in out.stdout
+
+
+def test_the_leaderboard_is_rebuilt_from_the_dataset_only_when_it_changed(tmp_path):
+    from depthcard.bot.results_upload import refresh_leaderboard
+
+    with HubDouble(token=TOKEN) as double:
+        hub = Hub(TOKEN, endpoint=double.url, sleep=lambda s: None, cache_dir=tmp_path / "c")
+        assert not refresh_leaderboard(hub, "acme/results", SPACE)  # no dataset yet
+        report = _report("b" * 40, "c" * 40)
+        double.add_repo("acme/results", {
+            f"reports/{CHILD}/{'c' * 40}/report.json": report.model_dump_json(),
+            "reports/broken/x/y/report.json": "{}",  # left out, never fails the rebuild
+        }, repo_type="dataset")  # fmt: skip
+        assert refresh_leaderboard(hub, "acme/results", SPACE)
+        files = double.repo("acme/results", "dataset").files()
+        (row,) = [json.loads(x) for x in files["leaderboard.jsonl"].decode().splitlines()]
+        assert row["report"] == f"{CHILD}/{'c' * 40}" and "README.md" in files
+        commits = len(double.repo("acme/results", "dataset").commits)
+        assert not refresh_leaderboard(hub, "acme/results", SPACE)  # nothing changed
+        assert len(double.repo("acme/results", "dataset").commits) == commits
