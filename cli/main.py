@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 import traceback
@@ -62,6 +63,10 @@ def _import_gguf(args, token: str | None) -> int:
 
     if not args.file.is_file():
         raise UserError(f"{args.file}: no such GGUF file")
+    if importlib.util.find_spec("gguf") is None:  # transformers reads GGUF files through it
+        raise UserError(
+            'import-gguf needs the gguf package: install the gguf extra (pip install ".[gguf]")'
+        )
     out = convert_gguf(args.file, args.out) if args.out else cached_conversion(args.file)
     print(out)
     return 0

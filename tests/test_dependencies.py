@@ -158,3 +158,21 @@ def test_the_space_without_its_extra_says_what_to_install(monkeypatch, capsys):
     assert main(["space"]) == 2
     err = capsys.readouterr().err.strip()
     assert "install the space extra" in err and len(err.splitlines()) == 1
+
+
+def test_import_gguf_without_its_extra_says_what_to_install(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    from depthcard.cli.main import main
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gguf" else find_spec(name, *a),
+    )
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    assert main(["import-gguf", str(model)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "install the gguf extra" in err and len(err.splitlines()) == 1
