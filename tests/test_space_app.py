@@ -79,7 +79,8 @@ def test_unknown_report_is_a_message_not_an_error(client):
 
 
 def test_compare_endpoint_overlays_reports(client, ids):
-    alpha = [i for i in ids if i.startswith("alpha-lab/")]
+    # the 7B pair and the three-model audit (listed under its fine-tune's repo)
+    alpha = [i for i in ids if i.startswith(("alpha-lab/", "example-org/"))]
     plot, note = client.predict(
         alpha, "refusal-direction recovery |cos|", True, api_name="/compare"
     )
