@@ -25,6 +25,7 @@ from depthcard.analysis.capture import pad_left
 from depthcard.analysis.curvature import (
     Coupling,
     LossTerms,
+    RetainedHessian,
     Sharpness,
     Vector,
     coupling,
@@ -33,6 +34,7 @@ from depthcard.analysis.curvature import (
     norm,
     power_iteration,
     random_unit,
+    retained_graph_bytes,
 )
 from depthcard.analysis.fragility_law import (
     OVERSHOOT,
@@ -213,18 +215,42 @@ def _curvature(model, params, align, benign, settings: FragilitySettings) -> Cur
     calls = 0
     cap = settings.power_iterations + 1  # the power iteration's cap, then the coupling's HVP
 
+    retained = RetainedHessian(align_terms, params) if _graphs_fit(model, align) else None
+
     with purpose("hvp"), task("power iteration", total=cap, unit="HVP") as bar:
 
         def hvp(v: Vector) -> Vector:
             nonlocal calls
             calls += 1
             bar.advance()
+            if retained is not None:
+                return retained(v)
             return hessian_vector_product(align_terms, params, v)
 
         start = random_unit(params, settings.seed)
         sharp = power_iteration(hvp, start, settings.power_iterations, settings.tolerance)
         coupled = coupling(grad_a, grad_f, hvp)
+    if retained is not None:
+        retained.release()
     return Curvature(loss_a, grad_a, sharp, coupled, calls)
+
+
+RETAIN_BUDGET_BYTES = 2 * 1024**3
+"""Largest estimated graph (`retained_graph_bytes`) kept for the HVPs: 2 GiB, so a small
+model's power iteration skips the repeated forward pass and a large one's memory stays
+one batch's."""
+
+
+def _graphs_fit(model: nn.Module, batches: list[ScoredBatch]) -> bool:
+    """Whether every L_A batch's double-backward graph fits `RETAIN_BUDGET_BYTES`."""
+    cfg = getattr(model, "config", None)
+    vocab = getattr(cfg, "vocab_size", None)
+    hidden = getattr(cfg, "hidden_size", None)
+    layers = getattr(cfg, "num_hidden_layers", None)
+    if not (vocab and hidden and layers):
+        return False
+    tokens = sum(int(b.input_ids.numel()) for b in batches)
+    return retained_graph_bytes(tokens, vocab, hidden, layers) <= RETAIN_BUDGET_BYTES
 
 
 def _benign_run(model, params, align, benign, grad_a, settings) -> tuple[StepSize, BenignRun]:

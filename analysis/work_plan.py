@@ -183,8 +183,10 @@ def ablation_items(
 
     The curve ablates the attack basis (K+1 directions), the SVD basis (K) and each SVD
     direction alone (K); every point reads first-token log-probs, the capability
-    cross-entropy is computed at the attack points k = 0..K+1 (`capability_ce` "attack") or at
-    every point ("every-point"), and only the generation points generate.
+    cross-entropy is computed at the judged points (`capability_ce` "judged": the baseline and
+    the generation points), the attack points k = 0..K+1 ("attack") or every point
+    ("every-point"), and only the generation points generate. First-token passes are counted
+    in full: reusing the prompts' cached opening (`reuse_opening`) makes them cheaper.
     """
     k, bs, new = cfg.num_directions, cfg.batch_size, cfg.max_new_tokens
     ev, fit = lengths.eval, lengths.fit
@@ -199,7 +201,9 @@ def ablation_items(
         "harmless_chat", fit["harmless"]
     )
     score_settings = 1 + (k + 1) + k + k  # baseline, attack, svd, single
-    ce_settings = k + 2 if getattr(cfg, "capability_ce", "attack") == "attack" else score_settings
+    where = getattr(cfg, "capability_ce", "attack")
+    judged = 1 + generation_points(k, search)  # the baseline and the points that generate
+    ce_settings = {"judged": judged, "attack": k + 2}.get(where, score_settings)
     items = [
         _forward("ablation", "first token: refusal score + harmless",
                  score_settings, e_s + e_h, eval_tok, _batches(e_s, bs) + _batches(e_h, bs),
