@@ -7,7 +7,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-ANALYSIS_VERSION = "a2"  # a2: held-out split, positive-drop l* rule, nulls
+ANALYSIS_VERSION = "a3"  # a2: held-out split, positive-drop l* rule, nulls; a3: fragility η per model, min_k by bisection
 """Version of the method; part of the audit key, bumped whenever a number's meaning changes."""
 
 try:
