@@ -7,7 +7,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-ANALYSIS_VERSION = "a3"  # a2: held-out split, positive-drop l* rule, nulls; a3: fragility η per model, min_k by bisection
+# a2: held-out split, positive-drop l* rule, nulls; a3: fragility η per model, min_k bisected
+ANALYSIS_VERSION = "a3"
 """Version of the method; part of the audit key, bumped whenever a number's meaning changes."""
 
 try:

@@ -70,7 +70,7 @@ class AblationSettings:
     max_broken_share: float = 0.10  # min_k: broken share allowed where refusal is gone
     min_k_search: str = "all"  # "bisect": judge only the k a bisection for min_k visits
     early_stop: bool = False  # stop an ablated answer once its verdict is decided
-    capability_ce: str = "every-point"  # "attack": on attack points; "judged": judged points
+    capability_ce: str = "every-point"  # else "attack", "judged" or "min-k" (where ΔCE is)
     reuse_opening: bool = False  # first-token passes reuse the prompts' shared opening's cache
 
 
@@ -311,6 +311,9 @@ def ablation_curve(
         if not every:
             judge_by_bisection(ev, attack_curve, attack, layer)
         min_k, reason = pick_min_k(attack_curve, ev.s.threshold, ev.s.max_broken_share)
+        if min_k is not None and ev.s.capability_ce == "min-k":
+            delta = ev.delta_ce(attack[:min_k].T)
+            attack_curve[min_k] = attack_curve[min_k].model_copy(update={"delta_ce": delta})
         curve = list(attack_curve)
         for k in range(1, svd.shape[0] + 1):
             curve.append(ev.point("svd", k, svd[:k].T, generate=False))

@@ -183,8 +183,9 @@ def ablation_items(
 
     The curve ablates the attack basis (K+1 directions), the SVD basis (K) and each SVD
     direction alone (K); every point reads first-token log-probs, the capability
-    cross-entropy is computed at the judged points (`capability_ce` "judged": the baseline and
-    the generation points), the attack points k = 0..K+1 ("attack") or every point
+    cross-entropy is computed at the baseline and min_k (`capability_ce` "min-k", counted as 2
+    settings: at most, since min_k may be absent), the judged points ("judged": the baseline
+    and the generation points), the attack points k = 0..K+1 ("attack") or every point
     ("every-point"), and only the generation points generate. First-token passes are counted
     in full: reusing the prompts' cached opening (`reuse_opening`) makes them cheaper.
     """
@@ -203,7 +204,7 @@ def ablation_items(
     score_settings = 1 + (k + 1) + k + k  # baseline, attack, svd, single
     where = getattr(cfg, "capability_ce", "attack")
     judged = 1 + generation_points(k, search)  # the baseline and the points that generate
-    ce_settings = {"judged": judged, "attack": k + 2}.get(where, score_settings)
+    ce_settings = {"min-k": 2, "judged": judged, "attack": k + 2}.get(where, score_settings)
     items = [
         _forward("ablation", "first token: refusal score + harmless",
                  score_settings, e_s + e_h, eval_tok, _batches(e_s, bs) + _batches(e_h, bs),

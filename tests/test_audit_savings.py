@@ -68,7 +68,8 @@ def test_savings_leave_every_reported_number_unchanged(both) -> None:
         assert p.kl == pytest.approx(q.kl, abs=1e-4)
         if p.refusal_rate is not None:  # a judged point: the same classes as the full run
             judged += 1
-            assert p.delta_ce == pytest.approx(q.delta_ce, abs=1e-4)
+            if p.delta_ce is not None:  # measured at min_k only
+                assert p.delta_ce == pytest.approx(q.delta_ce, abs=1e-4)
             assert (p.refusal_rate, p.compliance_share, p.broken_share) == (
                 q.refusal_rate,
                 q.compliance_share,
@@ -86,13 +87,13 @@ def test_savings_skip_work(both) -> None:
     w_fast, w_full = _ablation_work(fast), _ablation_work(full)
     assert w_fast.generated_tokens < 0.75 * w_full.generated_tokens
     ce_fast, ce_full = w_fast.work["cross-entropy"].calls, w_full.work["cross-entropy"].calls
-    assert ce_fast < 0.6 * ce_full  # the judged points only, of all 3K + 2
+    assert ce_fast < 0.6 * ce_full  # the baseline (and min_k where reached), of all 3K + 2
     tokens_fast, tokens_full = w_fast.work["first-token"].tokens, w_full.work["first-token"].tokens
     assert tokens_fast < 0.95 * tokens_full  # the shared opening (short here) runs once
 
 
 def test_savings_are_on_by_default_and_off_by_flag() -> None:
     cfg = AuditConfig()
-    assert (cfg.min_k_search, cfg.early_stop, cfg.capability_ce) == ("bisect", True, "judged")
+    assert (cfg.min_k_search, cfg.early_stop, cfg.capability_ce) == ("bisect", True, "min-k")
     off = AuditConfig(**SAVINGS_OFF)
     assert off.min_k_search == "all" and not off.early_stop

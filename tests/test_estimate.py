@@ -113,8 +113,8 @@ def test_work_plan_counts_a_hand_computed_case():
         ("ablation", "first token: refusal score + harmless"): (11, 44, 440, 22),
         # 1 + 4 layers × fit (2 + 2 rows, 21 + 11 tokens)
         ("ablation", "layer search"): (5, 20, 160, 10),
-        # the judged points (baseline + the bisection's 3) × eval capability (2 rows, 70 tokens)
-        ("ablation", "capability cross-entropy"): (4, 8, 280, 4),
+        # the baseline and min_k × eval capability (2 rows, 70 tokens)
+        ("ablation", "capability cross-entropy"): (2, 4, 140, 2),
         # bisection over k = 1..4 judges ≤ 1 + ⌈log2 4⌉ = 3 points; rows: Dh 2 + (1 + 3) × Ds 2
         ("ablation", "greedy answers: baseline Ds + Dh"): (4, 10, 115 + 50, 25),
         ("ablation", "answer NLL"): (1, 10, 10 * (3 + 5), 5),
@@ -128,7 +128,7 @@ def test_work_plan_counts_a_hand_computed_case():
     assert (gen.generated_tokens, gen.decode_steps) == (50, 25)
     f = PassFlops(size)
     body, head = body_parameters(size), size.head_parameters
-    assert got[("ablation", "capability cross-entropy")].flops == 2 * (body + head) * 280
+    assert got[("ablation", "capability cross-entropy")].flops == 2 * (body + head) * 140
     assert got[("capture-child", "activations of 3 sets")].flops == 2 * body * 177
     assert gen.flops == f.first_token(115, 10) + 2 * (body + head) * 50
     hvp = got[("fragility", "Hessian-vector products")]

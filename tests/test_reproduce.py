@@ -57,7 +57,7 @@ def _non_default(flag: ConfigFlag):
         "max_broken_share": 0.25,
         "eval_fraction": 0.4,
         "min_k_search": "all",
-        "capability_ce": "attack",
+        "capability_ce": "judged",
     }
     value = others.get(flag.path[-1], default + 3 if isinstance(default, int) else None)
     assert value is not None and value != default, flag
