@@ -198,7 +198,8 @@ METRICS: tuple[Metric, ...] = (
            "ratio"),
     Metric("alignment_depth_score", "alignment depth score", "0–1, 0 = chance (K_c/d = {chance})",
            "How entangled the safety directions are with capability directions, read against "
-           "a label-permutation null; that a high score means costly to remove is not shown.",
+           "a label-permutation null; in calibration it tracked trained entanglement but did "
+           "not predict the cost of removal.",
            "score", companions=(Companion("depth_chance_level", "chance", "null", "rho"),
                                 Companion("depth_null_mean", "null", "null", "score"),
                                 Companion("depth_null_p95", "p95", "null", "score"),
