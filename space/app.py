@@ -270,16 +270,24 @@ def _leaderboard_tab(ui: Shared, refresh_seconds: float) -> Callable[[gr.Blocks]
     )
     gr.Markdown(BOARD_NOTE)
     skipped = gr.Markdown(_skipped_note(ui.store))
+    shown = gr.State(ui.store.version)  # the store version this page's board shows
     timer = gr.Timer(refresh_seconds or 1.0, active=refresh_seconds > 0)
 
     @_safe
-    def show_board(extra_reports):
+    def show_board(extra_reports, shown_version):
         refresh(ui.store, max_age=refresh_seconds)
-        return (
-            handlers.leaderboard(ui.store),
-            _skipped_note(ui.store),
-            ui.picker_update(extra_reports),
-        )
+        if ui.store.version == shown_version:
+            # Nothing new: leave the table alone (a redraw would swallow a visitor's click).
+            return gr.skip(), gr.skip(), gr.skip(), shown_version
+        board_now = handlers.leaderboard(ui.store)
+        picker = ui.picker_update(extra_reports)
+        return board_now, _skipped_note(ui.store), picker, ui.store.version
+
+    @_safe
+    def board_rows() -> list[dict]:
+        """The leaderboard as rows (column: value), freshest reports first read again."""
+        refresh(ui.store, max_age=refresh_seconds)
+        return handlers.leaderboard(ui.store).to_dict("records")
 
     @_safe
     def open_from_board(extra_reports, evt: gr.SelectData):
@@ -287,9 +295,10 @@ def _leaderboard_tab(ui: Shared, refresh_seconds: float) -> Callable[[gr.Blocks]
         return ui.opened(report_id, extra_reports)
 
     def wire(demo: gr.Blocks) -> None:
-        outputs = [board, skipped, ui.picker]
-        timer.tick(show_board, ui.extra, outputs, api_name="board", show_progress="hidden")
-        demo.load(show_board, ui.extra, outputs, api_name=False, show_progress="hidden")
+        inputs, outputs = [ui.extra, shown], [board, skipped, ui.picker, shown]
+        timer.tick(show_board, inputs, outputs, api_name=False, show_progress="hidden")
+        demo.load(show_board, inputs, outputs, api_name=False, show_progress="hidden")
+        gr.api(board_rows, api_name="board")
         board.select(open_from_board, ui.extra, ui.open_outputs, api_name=False)
 
     return wire

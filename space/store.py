@@ -66,6 +66,7 @@ class ReportStore:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     source: StoreSource | None = None
     loaded_at: float = 0.0
+    version: int = 0  # bumped by every refresh, so a page can tell whether it is behind
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, entry: ReportEntry) -> None:
@@ -193,4 +194,5 @@ def refresh(store: ReportStore, max_age: float) -> bool:
             log.warning("refreshing the reports failed; keeping the old ones", exc_info=True)
             return False
         store.entries, store.skipped = fresh.entries, fresh.skipped
+        store.version += 1
         return True

@@ -104,7 +104,8 @@ def wait_for_plots(page, keys: tuple[str, ...]) -> None:
 def test_leaderboard_row_opens_the_report_with_plots(page, app_url, shots):
     page.goto(app_url)
     board = page.locator("#leaderboard")
-    board.get_by_text(demo_id()).first.click()
+    # the report id sits in the last column; gradio keeps hidden copies of cells
+    board.locator(f"text={demo_id()} >> visible=true").first.click()
     page.locator("#report-summary").get_by_text("Verdict").wait_for()
     wait_for_plots(page, ("rank", "recovery", "projection"))
     assert page.locator("#headline").get_by_text("ρ_ε aligned").count() >= 1

@@ -96,6 +96,7 @@ def test_the_store_reads_its_source_again_only_when_stale(tmp_path):
     (root / "b" / "report.json").write_text(second.model_dump_json(), encoding="utf-8")
     assert not refresh(store, max_age=3600) and len(store.entries) == 1
     assert refresh(store, max_age=0) and len(store.entries) == 2
+    assert store.version == 1  # a page showing version 0 redraws; others are left alone
 
 
 def test_report_view_of_a_full_factory_report_has_every_plot():
