@@ -18,7 +18,7 @@ from torch import nn
 
 from depthcard.analysis import report_parts as parts
 from depthcard.analysis.ablation_stage import AblationOutcome, ablation_stage
-from depthcard.analysis.capture import capture_sets, free_model
+from depthcard.analysis.capture import capture_sets, free_model, halving_on_oom
 from depthcard.analysis.crossdomain import cross_domain
 from depthcard.analysis.depth_stage import alignment_depth, mode_catalogue
 from depthcard.analysis.erosion_stage import (
@@ -188,8 +188,11 @@ def audit_models(
     outcome = AblationOutcome(absent=[AbsentSection(section="ablation", reason="disabled")])
     if cfg.ablation:
         with stage("ablation", timings):
-            outcome = ablation_stage(
-                child_model, tokenizer, tok, prompts, analysis, cfg, layers_path, split
+            outcome, cfg = halving_on_oom(
+                lambda c: ablation_stage(
+                    child_model, tokenizer, tok, prompts, analysis, c, layers_path, split
+                ),
+                cfg,
             )
     fragile = _fragility(child_model, tokenizer, tok, outcome, cfg, layers_path, timings)
     free_model(child_model)

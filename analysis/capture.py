@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -19,8 +21,10 @@ from torch import nn
 from depthcard.analysis.hooks import residual_hooks
 from depthcard.analysis.models import decoder_layers, input_device
 from depthcard.analysis.progress import purpose, task
+from depthcard.schemas.report import AuditConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SENTINEL = "\u2063DEPTHCARD_SENTINEL\u2063"
 
@@ -174,6 +178,24 @@ def _is_oom(exc: BaseException) -> bool:
     from accelerate.utils.memory import should_reduce_batch_size  # only when something failed
 
     return isinstance(exc, torch.OutOfMemoryError) or should_reduce_batch_size(exc)
+
+
+def halving_on_oom(run: Callable[[AuditConfig], T], cfg: AuditConfig) -> tuple[T, AuditConfig]:
+    """`run(cfg)`, retried with half the batch size after each out-of-memory error (down to
+    1); the result and the config that ran. Other errors pass through."""
+    while True:
+        try:
+            return run(cfg), cfg
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            size = int(cfg.batch_size)
+            if size <= 1 or not _is_oom(exc):
+                raise
+            log.warning(
+                "out of memory at batch size %d; running the stage again at %d", size, size // 2
+            )
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            cfg = cfg.model_copy(update={"batch_size": size // 2})
 
 
 def capture(

@@ -23,7 +23,7 @@ from typing import Literal
 
 from depthcard.schemas.errors import UserError
 from depthcard.schemas.estimate import ModelSize, PlanTotals, WorkItem
-from depthcard.schemas.report import AuditConfig
+from depthcard.schemas.report import AUTO_BATCH_GPU, AuditConfig
 
 EXACT_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 _UNTIED_BY_DEFAULT = EXACT_TYPES  # their config classes default tie_word_embeddings to False
@@ -324,6 +324,8 @@ def work_plan(
     Returns:
         Work items in the order the audit runs them.
     """
+    if cfg.batch_size == "auto":  # counted at the GPU start size; a CPU run starts at 16
+        cfg = cfg.model_copy(update={"batch_size": AUTO_BATCH_GPU})
     f = PassFlops(size)
     items = capture_items(cfg, lengths, paired, f)
     if cfg.ablation:

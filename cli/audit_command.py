@@ -67,9 +67,25 @@ def _field(path: tuple[str, ...]) -> FieldInfo:
     return info
 
 
+def int_or_auto(text: str) -> int | str:
+    """An argparse type for `int | Literal["auto"]` fields (e.g. `--batch-size auto`)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
+
+
 def _value_type(info: FieldInfo) -> tuple[type, tuple | None]:
-    """(argparse type, choices) of a field; `X | None` is read as X."""
+    """(argparse type, choices) of a field; `X | None` is read as X, `int | "auto"` as
+    `int_or_auto`."""
     annotation = info.annotation
+    args = typing.get_args(annotation)
+    if any(
+        typing.get_origin(a) is typing.Literal and typing.get_args(a) == ("auto",) for a in args
+    ):
+        return int_or_auto, None  # type: ignore[return-value]
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
     if typing.get_origin(annotation) is typing.Literal:

@@ -27,6 +27,8 @@ from depthcard.schemas.sections import (
 
 SCHEMA_VERSION = "2.0"  # 2.0: held-out split, nulls, placebos, intervals (1.0 still reads)
 
+AUTO_BATCH_GPU = 64
+AUTO_BATCH_CPU = 16
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNeg = Annotated[float, Field(ge=0.0)]
 Cosine = Annotated[float, Field(ge=0.0, le=1.0 + 1e-6)]
@@ -130,7 +132,12 @@ class AuditConfig(Strict):
         description="Token position read: the last prompt token, or the mean over the "
         "template suffix.",
     )
-    batch_size: int = Field(16, ge=1, description="Initial capture batch size.")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        16,
+        description="Prompts per forward pass; auto starts at 64 on a GPU and 16 on the CPU. "
+        "Capture and the ablation stage halve it on out-of-memory either way; a written "
+        "report records the size that ran.",
+    )
     max_prompts: int | None = Field(None, ge=1, description="Cap on prompts per set (None = all).")
     seed: int = Field(0, description="Seed for --max-prompts subsampling.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Requested device.")
@@ -209,16 +216,20 @@ class AuditConfig(Strict):
     )
 
     def with_concrete_dtype(self, cuda_available: bool) -> AuditConfig:
-        """This config with `dtype` fixed: auto becomes bfloat16 on GPU, float32 on CPU.
+        """This config with `dtype` and `batch_size` fixed: auto becomes bfloat16 and 64 on
+        GPU, float32 and 16 on CPU.
 
         Args:
             cuda_available: whether a CUDA device is usable (`torch.cuda.is_available()`,
                 asked by the caller so this module stays free of torch).
         """
-        if self.dtype is not None:
-            return self
         gpu = cuda_available and self.device != "cpu"
-        return self.model_copy(update={"dtype": "bfloat16" if gpu else "float32"})
+        update: dict = {}
+        if self.dtype is None:
+            update["dtype"] = "bfloat16" if gpu else "float32"
+        if self.batch_size == "auto":
+            update["batch_size"] = AUTO_BATCH_GPU if gpu else AUTO_BATCH_CPU
+        return self.model_copy(update=update) if update else self
 
 
 class Environment(Strict):
