@@ -52,6 +52,10 @@ from depthcard.schemas.sections import Fragility, FragilitySettings
 
 log = logging.getLogger(__name__)
 
+EVAL_BATCH = 16
+"""Sequences per pass when L_A is only evaluated (before and after each benign step): no
+graph is kept, so wider batches than the gradients' cost little memory and save calls."""
+
 
 @dataclass(frozen=True)
 class FragilityInputs:
@@ -254,7 +258,11 @@ def _graphs_fit(model: nn.Module, batches: list[ScoredBatch]) -> bool:
 
 
 def _benign_run(model, params, align, benign, grad_a, settings) -> tuple[StepSize, BenignRun]:
-    """The step size (set or auto) and the SGD run at it; auto backs off an overshoot."""
+    """The step size (set or auto) and the SGD run at it; auto backs off an overshoot.
+
+    `align` here is L_A's batches for evaluation only (no graph), so they may be larger than
+    the ones its gradient and HVPs use: L_A is a sum over batches, the same up to rounding.
+    """
 
     def step_terms(t: int) -> LossTerms:
         return loss_terms(model, [benign[t % len(benign)]])
@@ -323,7 +331,10 @@ def fragility(
     )
     with only_trainable(model, params):
         curv = _curvature(model, params, align, benign, settings)
-        size, run = _benign_run(model, params, align, benign, curv.grad, settings)
+        wide = scored_batches(
+            inputs.refusal_ids, inputs.prompt_lengths, inputs.pad_id, max(bs, EVAL_BATCH), device
+        )
+        size, run = _benign_run(model, params, wide, benign, curv.grad, settings)
     fit = fit_power_law(run.deltas, settings.margin, settings.fit_steps)
     log.info(
         "fragility: L_A %.4g, λ %.4g (%d HVPs), η %.3g (%s), p %s",

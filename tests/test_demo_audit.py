@@ -109,7 +109,8 @@ def test_base_organism_is_reported_as_not_refusing(tmp_path) -> None:
 
 
 def _close(got, want, path: str) -> None:
-    """Floats equal to 1e-5 (relative) or 1e-7 (absolute); everything else exactly."""
+    """Floats equal to 1e-5 (relative) or 1e-7 (absolute), fragility's to 1e-3 or 1e-6;
+    everything else exactly."""
     if isinstance(want, dict):
         assert set(got) >= set(want), path
         for key, value in want.items():
@@ -119,7 +120,10 @@ def _close(got, want, path: str) -> None:
         for i, (g, w) in enumerate(zip(got, want, strict=True)):
             _close(g, w, f"{path}[{i}]")
     elif isinstance(want, float) and isinstance(got, float | int):
-        assert got == pytest.approx(want, rel=1e-5, abs=1e-7), path
+        # Fragility fits a power law to ΔL_A of order 1e-4, differences of float32 losses: a
+        # different BLAS thread count moves them by ~1e-7 and the fit by ~1e-4 (relative).
+        rel, abs_ = (1e-3, 1e-6) if path.startswith("report.fragility") else (1e-5, 1e-7)
+        assert got == pytest.approx(want, rel=rel, abs=abs_), path
     else:
         assert got == want, path
 

@@ -154,7 +154,9 @@ def test_a_set_rate_is_exactly_the_old_plain_sgd():
     with torch.no_grad():
         for p, s in zip(params, saved, strict=True):
             p.copy_(s)
-    assert section.delta_loss == want  # bit for bit
+    # the same SGD run; L_A is evaluated in wider batches (fragility.EVAL_BATCH), which moves
+    # its float32 sums by rounding only
+    assert section.delta_loss == pytest.approx(want, rel=0, abs=1e-6)
 
 
 def test_power_iteration_stops_on_its_tolerance_and_counts_what_it_used():
