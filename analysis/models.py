@@ -87,12 +87,7 @@ def read_config(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.is_file():
         raise ModelLoadError(f"{folder}: no config.json; not a transformers model folder")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(config, dict):
-        raise ModelLoadError(f"{path}: expected a JSON object")
+    config = _read_index(path)
     if "auto_map" in config:
         raise ModelLoadError(
             f"{folder}: config.json has auto_map, so the model needs remote code; "
@@ -115,6 +110,7 @@ def weight_names(names: list[str], index: dict | None) -> list[str]:
 
 
 def _read_index(path: Path) -> dict:
+    """A JSON object file (config.json, the safetensors index), or a ModelLoadError."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -36,10 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FINETUNE",
         help="a fine-tune of CHILD: three-model audit with erosion curves (needs BASE)",
     )
-    p.add_argument("--harmful", type=Path, help="harmful prompt set (YAML); default harmful-core")
-    p.add_argument("--harmless", type=Path, help="harmless prompt set; default harmless-core")
-    p.add_argument("--capability", type=Path, help="capability text set; default capability-core")
-    p.add_argument("--domain", type=Path, action="append", default=[], help="domain set (repeat)")
+    add_prompt_arguments(p)
     p.add_argument(
         "--layers-path",
         default=None,
@@ -55,6 +52,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(auto), or none",
     )
     add_config_arguments(p)
+
+
+def add_prompt_arguments(p: argparse.ArgumentParser) -> None:
+    """The prompt-set files an audit reads (shared with `depthcard estimate`)."""
+    p.add_argument("--harmful", type=Path, help="harmful prompt set (YAML); default harmful-core")
+    p.add_argument("--harmless", type=Path, help="harmless prompt set; default harmless-core")
+    p.add_argument("--capability", type=Path, help="capability text set; default capability-core")
+    p.add_argument("--domain", type=Path, action="append", default=[], help="domain set (repeat)")
 
 
 def _field(path: tuple[str, ...]) -> FieldInfo:

@@ -10,7 +10,6 @@ prints the `schemas.estimate.AuditEstimate`.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from depthcard.cli import audit_command
 from depthcard.schemas.bot_config import JobsConfig
@@ -26,10 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("child", nargs="?", help="instruct (child) model: folder or org/name[@rev]")
     p.add_argument("--demo", action="store_true", help="estimate the bundled calibration pair")
     p.add_argument("--child-only", metavar="CHILD", help="estimate a child-only audit of CHILD")
-    p.add_argument("--harmful", type=Path, help="harmful prompt set (YAML); default harmful-core")
-    p.add_argument("--harmless", type=Path, help="harmless prompt set; default harmless-core")
-    p.add_argument("--capability", type=Path, help="capability text set; default capability-core")
-    p.add_argument("--domain", type=Path, action="append", default=[], help="domain set (repeat)")
+    audit_command.add_prompt_arguments(p)
     p.add_argument(
         "--flavour",
         action="append",

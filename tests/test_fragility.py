@@ -87,7 +87,8 @@ def float64_llama():
     return model
 
 
-def test_hessian_vector_product_matches_finite_differences():
+def _trainable_subset():
+    """A float64 tiny llama with only θ_S trainable, and four scored sequences for L_A."""
     model = float64_llama()
     _, params = select_parameters(model, FragilitySettings())
     batches = scored_batches(random_ids(4, 8, seed=2), [3] * 4, 0, 2, CPU)
@@ -95,6 +96,11 @@ def test_hessian_vector_product_matches_finite_differences():
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
+    return model, params, batches
+
+
+def test_hessian_vector_product_matches_finite_differences():
+    model, params, batches = _trainable_subset()
     terms, v = loss_terms(model, batches), random_unit(params, seed=3)
     hv = hessian_vector_product(terms, params, v)
     eps, grads = 1e-4, []
@@ -243,13 +249,7 @@ def test_parameter_subset_defaults_to_middle_third_down_projections():
 def test_retained_hessian_gives_the_plain_products_call_after_call():
     from depthcard.analysis.curvature import RetainedHessian, retained_graph_bytes
 
-    model = float64_llama()
-    _, params = select_parameters(model, FragilitySettings())
-    batches = scored_batches(random_ids(4, 8, seed=2), [3] * 4, 0, 2, CPU)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
+    model, params, batches = _trainable_subset()
     terms = loss_terms(model, batches)
     retained = RetainedHessian(terms, params)
     for seed in (3, 4, 5):  # the graph built on the first call serves the later ones
