@@ -7,7 +7,6 @@ audit must find those facts from activations and generations alone.
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -16,16 +15,16 @@ from depthcard.cli.main import main
 from depthcard.lab import organisms as org
 from depthcard.report.card import parse_card_section
 from depthcard.schemas.report import AuditReport
+from tests.demo_pin import DEMO_ARGS, PIN, compare, pinned_view
 
 PAIR = org.DEFAULT_DIR
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """`depthcard audit --demo`, small enough for CI: 48 prompts a set, 24 new tokens."""
+    """`depthcard audit --demo`, small enough for CI: 48 prompts a set, 24 new tokens, fp32."""
     out = tmp_path_factory.mktemp("demo") / "audit"
-    args = ["audit", "--demo", "--out", str(out), "--max-prompts", "48", "--max-new-tokens", "24"]
-    assert main(args) == 0
+    assert main(["audit", "--demo", "--out", str(out), *DEMO_ARGS]) == 0
     return out
 
 
@@ -108,48 +107,15 @@ def test_base_organism_is_reported_as_not_refusing(tmp_path) -> None:
     assert {a.section for a in report.absent} >= {"ablation", "depth"}
 
 
-def _close(got, want, path: str) -> None:
-    """Floats equal to 1e-5 (relative) or 1e-7 (absolute), fragility's to 1e-3 or 1e-6;
-    everything else exactly."""
-    if isinstance(want, dict):
-        assert set(got) >= set(want), path
-        for key, value in want.items():
-            _close(got[key], value, f"{path}.{key}")
-    elif isinstance(want, list):
-        assert len(got) == len(want), path
-        for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            _close(g, w, f"{path}[{i}]")
-    elif isinstance(want, float) and isinstance(got, float | int):
-        # Fragility fits a power law to ΔL_A of order 1e-4, differences of float32 losses: a
-        # different BLAS thread count moves them by ~1e-7 and the fit by ~1e-4 (relative).
-        rel, abs_ = (1e-3, 1e-6) if path.startswith("report.fragility") else (1e-5, 1e-7)
-        assert got == pytest.approx(want, rel=rel, abs=abs_), path
-    else:
-        assert got == want, path
-
-
 @pytest.mark.slow
 def test_demo_numbers_are_pinned(demo) -> None:
-    """The demo's numbers, as measured before the restructure (tests/data/demo_pin.json).
+    """The demo's numbers against tests/data/demo_pin.json, each float within the tolerance
+    measured for it across CPU variants (tests/demo_pin.py), every discrete outcome exactly.
 
-    A change that means to move a number updates the pin in the same commit and says why.
+    A change that means to move a number re-pins with `python -m tests.demo_pin update` in the
+    same commit and says why in the pin's note.
     """
-    pin = json.loads((Path(__file__).parent / "data" / "demo_pin.json").read_text("utf-8"))
-    r = json.loads((demo / "report.json").read_text(encoding="utf-8"))
-    got = {
-        "headline": r["headline"],
-        "selected_layer": r["selected_layer"],
-        "layers": [
-            {
-                "layer": m["layer"],
-                "norm_ratio": m["norm_ratio"],
-                "recovery_cosine": m["recovery_cosine"],
-                "rho": {n: [x["rho"] for x in s["uncentered"]] for n, s in m["ranks"].items()},
-            }
-            for m in r["layers"]
-        ],
-        "ablation_curve": r["ablation"]["curve"],
-        "depth_score": r["depth"]["score"],
-        "fragility": r["fragility"],
-    }
-    _close(got, {k: v for k, v in pin.items() if k != "note"}, "report")
+    pin = json.loads(PIN.read_text(encoding="utf-8"))
+    got = pinned_view(json.loads((demo / "report.json").read_text(encoding="utf-8")))
+    bad = compare(got, pin)
+    assert not bad, "\n".join(bad)
