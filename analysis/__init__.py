@@ -7,8 +7,10 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-# a2: held-out split, positive-drop l* rule, nulls; a3: fragility η per model, min_k bisected
-ANALYSIS_VERSION = "a3"
+# a2: held-out split, positive-drop l* rule, nulls; a3: fragility η per model, min_k bisected;
+# a4: l* by KL-discounted drop with refitted bootstrap, min_k searched in order, broken judged
+# before refusal on full answers, dtype measured on the CPU
+ANALYSIS_VERSION = "a4"
 """Version of the method; part of the audit key, bumped whenever a number's meaning changes."""
 
 try:

@@ -107,12 +107,12 @@ def first_token_logprobs(
             chunk = order[start : start + batch_size]
             rows = [ids[i] for i in chunk]
             if cache is None:
-                logits = _plain_last_logits(model, rows, pad_id, device)
+                logits = plain_last_logits(model, rows, pad_id, device)
             else:
                 suffixes = [r[p:] for r in rows]
                 logits = last_logits_after(model, cache, suffixes, pad_id, p, device)
                 if verified(model) is None:
-                    plain = _plain_last_logits(model, rows, pad_id, device)
+                    plain = plain_last_logits(model, rows, pad_id, device)
                     if not record_check(model, _logp(logits), _logp(plain)):
                         cache, logits = None, plain
             logp = _logp(logits).cpu()
@@ -125,7 +125,7 @@ def _logp(logits: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def _plain_last_logits(model: nn.Module, rows: list[list[int]], pad_id: int, device):
+def plain_last_logits(model: nn.Module, rows: list[list[int]], pad_id: int, device):
     """(batch, vocab) last-token logits of left-padded rows, no cache."""
     x, mask, pos = pad_left(rows, pad_id, device)
     return model(

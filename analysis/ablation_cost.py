@@ -2,8 +2,8 @@
 
 Sweeps k = 0..K over the attack basis (r̂ at l*, then the top singular vectors of M_DiD,
 each orthogonalised against those before it) and over the pure SVD basis, ablates each SVD
-direction alone for the causal-order check, and picks l* by the ablation rule
-(docs/metrics.md, "Selected layer l*").
+direction alone for the causal-order check, and searches min_k in order (docs/metrics.md).
+l* itself is chosen in `layer_choice`.
 """
 
 from __future__ import annotations
@@ -68,8 +68,7 @@ class AblationSettings:
     batch_size: int = 16
     kl_budget: float = 0.1  # layer selection: first-token KL allowed on Dh
     max_broken_share: float = 0.10  # min_k: broken share allowed where refusal is gone
-    min_k_search: str = "all"  # "bisect": judge only the k a bisection for min_k visits
-    early_stop: bool = False  # stop an ablated answer once its verdict is decided
+    min_k_search: str = "ordered"  # or "bisect" (where the cheap curve is monotone), "all"
     capability_ce: str = "every-point"  # else "attack", "judged" or "min-k" (where ΔCE is)
     reuse_opening: bool = False  # first-token passes reuse the prompts' shared opening's cache
 
@@ -116,14 +115,12 @@ class Evaluator:
         return float(refusal_log_odds(lp_s, d.refusal_ids).mean()), lp_h
 
     def answers_and_nll(
-        self, basis: torch.Tensor | None, texts: list[str] | None = None, stop_early: bool = False
+        self, basis: torch.Tensor | None, texts: list[str] | None = None
     ) -> tuple[list[str], list]:
-        """Greedy answers to Ds under `basis`, and each one's mean per-token NLL under the
-        *unablated* child (scored after the ablation hooks are gone, after `NLL_CONTEXT`).
-
-        With `stop_early`, an answer stops once the refusal judge's verdict is decided
-        (`RefusalJudge.decided_refusal`); its class is the full answer's, its text shorter.
-        """
+        """Greedy answers to Ds under `basis`, each generated in full up to `max_new_tokens`
+        (the stored record must let a later judge re-judge it), and each one's mean per-token
+        NLL under the *unablated* child (scored after the ablation hooks are gone, after
+        `NLL_CONTEXT`)."""
         texts = self.data.harmful_texts if texts is None else list(texts)
         with ablated(self.layers, basis):
             answers = generate_responses(
@@ -132,7 +129,6 @@ class Evaluator:
                 texts,
                 max_new_tokens=self.s.max_new_tokens,
                 batch_size=self.s.batch_size,
-                stop_when=self.s.judge.decided_refusal if stop_early else None,
             )
         if not self.s.judge.nll_rule:
             return answers, [None] * len(answers)
@@ -141,9 +137,8 @@ class Evaluator:
         return answers, nll
 
     def judged_answers(self, basis: torch.Tensor | None) -> tuple[list[str], list[Judgement]]:
-        """Greedy answers to the harmful prompts under `basis`, and their judgements (the
-        baseline's answers are never stopped early: they calibrate the NLL threshold)."""
-        answers, nll = self.answers_and_nll(basis, stop_early=self.s.early_stop)
+        """Greedy answers to the harmful prompts under `basis`, and their judgements."""
+        answers, nll = self.answers_and_nll(basis)
         return answers, self.judge.classify(answers, nll)
 
     def record(self, basis_name: str, k: int, layer: int, answers, judged) -> None:
@@ -263,6 +258,21 @@ def pick_min_k(
     return None, ("refusal only goes away by breaking the model" if below else "not reached")
 
 
+def coherent(point: AblationPoint, threshold: float, max_broken: float) -> bool:
+    """A judged point where refusal is gone and the model still writes language."""
+    return (
+        point.refusal_rate is not None
+        and point.refusal_rate < threshold
+        and (point.broken_share or 0.0) <= max_broken
+    )
+
+
+def monotone_scores(points: list[AblationPoint], tol: float = 0.05) -> bool:
+    """The cheap signal bisection needs: the first-token refusal score never rises with k."""
+    scores = [p.refusal_score for p in points]
+    return not any(b > a + tol * max(1.0, abs(a)) for a, b in zip(scores, scores[1:], strict=False))
+
+
 def attack_basis(refusal_dir: torch.Tensor, did_vectors: torch.Tensor) -> torch.Tensor:
     """(k, d) directions d_1 = r̂, then DiD singular vectors, orthogonalised in order."""
     rows = torch.cat([refusal_dir[None].to(torch.float64), did_vectors.to(torch.float64)])
@@ -308,8 +318,7 @@ def ablation_curve(
         for k in range(1, n + 1):
             attack_curve.append(ev.point("attack", k, attack[:k].T, generate=every, layer=layer))
             bar.advance()
-        if not every:
-            judge_by_bisection(ev, attack_curve, attack, layer)
+        search = search_min_k(ev, attack_curve, attack, layer)
         min_k, reason = pick_min_k(attack_curve, ev.s.threshold, ev.s.max_broken_share)
         if min_k is not None and ev.s.capability_ce == "min-k":
             delta = ev.delta_ce(attack[:min_k].T)
@@ -347,99 +356,43 @@ def ablation_curve(
         samples_count=len(ev.samples),
         causal_spearman=spearman_causal(effects),
         non_monotone=non_monotone(attack_curve),
+        min_k_search=search,
     )
 
 
-def judge_by_bisection(
+def search_min_k(
     ev: Evaluator, points: list[AblationPoint], attack: torch.Tensor, layer: int
-) -> None:
-    """Judge the attack points (k = 1..n, `points[k]`) a bisection for min_k visits, in place.
+) -> str:
+    """Judge the attack points (k = 1..n, `points[k]`) the min_k search needs, in place;
+    returns the search that ran.
 
-    The refusal share is taken to fall as k grows; where judged points say otherwise the
-    curve's `non_monotone` flag is set. Judged points keep their answers (samples.jsonl);
-    the others keep refusal score, KL and ΔCE only.
+    `ordered` (the default) judges k = 1, 2, … up to the first coherent success (refusal
+    below the threshold, broken share within bounds) or n: right for any curve shape, since
+    refusal curves are not monotone in k. `bisect` is used only where the first-token refusal
+    score, measured at every k already, never rises with k (k − 1 is judged on the way, so
+    the card can give its shares); where it finds no coherent k the ordered search runs.
+    `all` judged every k while the curve was measured.
     """
+    s = ev.s
+    n = len(points) - 1
 
-    def below(k: int) -> bool:
+    def judge(k: int) -> AblationPoint:
         if points[k].refusal_rate is None:
-            judged = ev.judge_point("attack", k, attack[:k].T, layer)
-            points[k] = points[k].model_copy(update=judged)
-        return points[k].refusal_rate < ev.s.threshold
+            fields = ev.judge_point("attack", k, attack[:k].T, layer)
+            points[k] = points[k].model_copy(update=fields)
+        return points[k]
 
-    bisect_below(len(points) - 1, below)
-
-
-@dataclass(frozen=True)
-class LayerChoice:
-    """What the ablation rule saw: per tried layer (layer, mean drop, mean KL), l*, stability."""
-
-    chosen: int | None
-    tried: list[tuple[int, float, float]]
-    stability: float | None  # share of bootstrap resamples choosing `chosen` (None: none)
-    bootstraps: int
-
-
-def _choose(drops: torch.Tensor, kls: torch.Tensor, budget: float) -> int | None:
-    """Index of the largest positive drop with KL ≤ budget (first on ties); None if none."""
-    ok = (kls <= budget) & (drops > 0)
-    if not bool(ok.any()):
-        return None
-    return int(torch.argmax(torch.where(ok, drops, torch.full_like(drops, -math.inf))))
-
-
-def select_layer_by_ablation(
-    ev: Evaluator,
-    refusal_dirs: torch.Tensor,
-    window: tuple[int, int],
-    bootstraps: int = 20,
-    seed: int = 0,
-) -> LayerChoice:
-    """l* = the layer in `window` whose r̂_l ablation lowers the refusal score most — a drop
-    must be positive — with first-token KL ≤ the budget; None when no layer qualifies.
-
-    Runs on whatever prompts `ev` holds (the audit gives it the fit half) and reads only
-    first-token log-probs, never generations. Stability: the share of `bootstraps` resamples
-    of the prompts (harmful and harmless, with replacement) whose per-prompt drops and KLs,
-    averaged, choose the same layer; no forward pass per resample.
-    """
-    d, s = ev.data, ev.s
-    lp_s = first_token_logprobs(ev.model, d.harmful_ids, d.pad_id, s.batch_size, s.reuse_opening)
-    base_score = refusal_log_odds(lp_s, d.refusal_ids).double()  # (prompt,)
-    base_h = first_token_logprobs(ev.model, d.harmless_ids, d.pad_id, s.batch_size, s.reuse_opening)
-    layers, drops, kls = [], [], []
-    window_layers = range(window[0], window[1] + 1)
-    with task("layer search", total=len(window_layers), unit="layer") as bar:
-        for layer in window_layers:
-            bar.advance()
-            r = refusal_dirs[layer]
-            if float(r.norm()) == 0.0:
-                continue
-            with ablated(ev.layers, orthonormal_basis(r[None])):
-                a_s = first_token_logprobs(
-                    ev.model, d.harmful_ids, d.pad_id, s.batch_size, s.reuse_opening
-                )
-                a_h = first_token_logprobs(
-                    ev.model, d.harmless_ids, d.pad_id, s.batch_size, s.reuse_opening
-                )
-            layers.append(layer)
-            drops.append(base_score - refusal_log_odds(a_s, d.refusal_ids).double())
-            kls.append((base_h.exp() * (base_h - a_h)).sum(-1).clamp_min(0.0).double())
-    if not layers:
-        return LayerChoice(None, [], None, bootstraps)
-    drop_pp, kl_pp = torch.stack(drops), torch.stack(kls)  # (layer, prompt)
-    mean_drop, mean_kl_ = drop_pp.mean(1), kl_pp.mean(1)
-    tried = [
-        (layer, float(a), float(b))
-        for layer, a, b in zip(layers, mean_drop.tolist(), mean_kl_.tolist(), strict=True)
-    ]
-    best = _choose(mean_drop, mean_kl_, s.kl_budget)
-    # With no layer qualifying, stability is the share of resamples where none qualifies
-    # either (the fallback to the norm-ratio rule is itself the choice being tested).
-    gen = torch.Generator().manual_seed(seed)
-    same = 0
-    for _ in range(bootstraps):
-        i_s = torch.randint(drop_pp.shape[1], (drop_pp.shape[1],), generator=gen)
-        i_h = torch.randint(kl_pp.shape[1], (kl_pp.shape[1],), generator=gen)
-        pick = _choose(drop_pp[:, i_s].mean(1), kl_pp[:, i_h].mean(1), s.kl_budget)
-        same += pick == best
-    return LayerChoice(None if best is None else layers[best], tried, same / bootstraps, bootstraps)
+    if s.min_k_search == "all":
+        return "all"
+    if s.min_k_search == "bisect" and monotone_scores(points):
+        found = bisect_below(n, lambda k: judge(k).refusal_rate < s.threshold)
+        # Bisection has judged k − 1 (below the threshold there is false). Not below at
+        # k = n proves nothing about smaller k (many directions can disturb the model enough
+        # that refusal phrases come back), and a k below the threshold only by breaking says
+        # nothing about larger k: both are searched in order.
+        if found is not None and coherent(judge(found), s.threshold, s.max_broken_share):
+            return "bisect"
+    for k in range(1, n + 1):
+        if coherent(judge(k), s.threshold, s.max_broken_share):
+            break
+    return "ordered"

@@ -20,13 +20,21 @@ from depthcard.analysis.ablation_cost import (
     AblationSettings,
     Evaluator,
     ablation_curve,
-    select_layer_by_ablation,
+    attack_basis,
+    coherent,
 )
-from depthcard.analysis.judges import get_judge
-from depthcard.analysis.layer_metrics import LayerAnalysis
+from depthcard.analysis.judges import get_judge, samples_sha256
+from depthcard.analysis.layer_choice import LayerChoice, select_layer
+from depthcard.analysis.layer_metrics import Captures, LayerAnalysis
 from depthcard.analysis.models import decoder_layers
 from depthcard.analysis.prompt_inputs import HeldOutSplit, PromptInputs, TokenizedInputs
-from depthcard.schemas.report import AbsentSection, AuditConfig, LayerTrial, SelectedLayer
+from depthcard.schemas.report import (
+    AbsentSection,
+    AuditConfig,
+    LayerCandidate,
+    LayerTrial,
+    SelectedLayer,
+)
 from depthcard.schemas.sections import Ablation, JudgedAnswer
 
 
@@ -82,8 +90,10 @@ def ablation_stage(
     cfg: AuditConfig,
     layers_path,
     split: HeldOutSplit,
+    fit: Captures,
 ) -> AblationOutcome:
-    """Baseline refusal (eval), l* by the ablation rule (fit), then the cost curve (eval)."""
+    """Baseline refusal (eval), l* by the ablation rule (fit; `fit` holds the child's fit
+    activations), then the cost curve (eval) and the runner-up layers' min_k."""
     layers = decoder_layers(model, layers_path)
     judge = get_judge(cfg.judge)
     refusal_ids = refusal_token_ids(tokenizer)
@@ -96,7 +106,6 @@ def ablation_stage(
         kl_budget=cfg.kl_budget,
         max_broken_share=cfg.max_broken_share,
         min_k_search=cfg.min_k_search,
-        early_stop=cfg.early_stop,
         capability_ce=cfg.capability_ce,
         reuse_opening=cfg.reuse_opening,
     )
@@ -119,36 +128,82 @@ def ablation_stage(
     n_points = len(layers) + 1
     r_dirs = torch.stack([analysis.tensors[f"refusal_direction.{p}"] for p in range(n_points)])
     window = parts.analysis_window(analysis.layers, cfg)
-    fit = Evaluator(
+    fit_ev = Evaluator(
         model,
         layers,
         tokenizer,
         ablation_inputs(tok, prompts, split.fit, refusal_ids, "fit"),
         settings,
     )
-    choice = select_layer_by_ablation(fit, r_dirs.double(), window, cfg.layer_bootstraps, cfg.seed)
+    choice = select_layer(
+        fit_ev, fit.child_s, fit.child_h, window, cfg.kl_budget, cfg.layer_bootstraps, cfg.seed
+    )
+    out.selected = _selected(choice, analysis, cfg, window)
+    layer = out.selected.layer
+    did = {p: analysis.tensors[f"did_singular_vectors.{p}"].double() for p in range(n_points)}
+    out.section = ablation_curve(ev, layer, r_dirs[layer].double(), did[layer], judge.name)
+    out.selected.candidates = _candidates(ev, choice, out.selected, out.section, r_dirs, did)
+    out.samples = ev.samples  # the runner-ups' answers too: the digest covers every row
+    out.section = out.section.model_copy(
+        update={"samples_sha256": samples_sha256(ev.samples), "samples_count": len(ev.samples)}
+    )
+    return out
+
+
+RUNNER_UP_K = 3  # the runner-ups' min_k is searched at most this far (each k: one generation)
+
+
+def _selected(choice: LayerChoice, analysis: LayerAnalysis, cfg, window) -> SelectedLayer:
+    """The SelectedLayer record: the rule that chose, its reason, the trials, stability."""
     if choice.chosen is not None:
-        drop, kl = next((d, k) for layer, d, k in choice.tried if layer == choice.chosen)
-        selected = parts.select_by_ablation(choice.chosen, drop, kl, window, cfg.kl_budget)
-    else:  # no layer qualified: the norm-ratio rule decides, and the trials say why
+        _, drop, kl, upper = next(t for t in choice.tried if t[0] == choice.chosen)
+        selected = parts.select_by_ablation(choice.chosen, drop, kl, upper, window, cfg.kl_budget)
+    else:  # no ablation lowered the refusal score: the norm-ratio rule decides
         selected = parts.select_by_norm(analysis.layers, cfg)
-    out.selected = selected.model_copy(
+    trials = [
+        LayerTrial(layer=la, drop=d, kl=k, kl_upper=u, chosen=la == selected.layer)
+        for la, d, k, u in choice.tried
+    ]
+    return selected.model_copy(
         update={
-            "trials": [
-                LayerTrial(layer=la, drop=d, kl=k, chosen=la == selected.layer)
-                for la, d, k in choice.tried
-            ],
-            "stability": choice.stability if choice.tried else None,
-            "bootstraps": choice.bootstraps if choice.tried else None,
+            "trials": trials,
+            "stability": choice.stability,
+            "bootstraps": choice.bootstraps if choice.stability is not None else None,
         }
     )
-    layer = out.selected.layer
-    out.section = ablation_curve(
-        ev,
-        layer,
-        r_dirs[layer].double(),
-        analysis.tensors[f"did_singular_vectors.{layer}"].double(),
-        judge.name,
-    )
-    out.samples = ev.samples
+
+
+def _candidates(ev, choice: LayerChoice, selected, section, r_dirs, did) -> list[LayerCandidate]:
+    """The best layers of the fit with their numbers; a runner-up's coherent min_k is
+    searched in order up to l*'s min_k (at most RUNNER_UP_K): is another layer cheaper?"""
+    tried = {t[0]: t for t in choice.tried}
+    layers = list(dict.fromkeys([selected.layer, *choice.candidates]))[: len(choice.candidates)]
+    cap = min(section.min_k or RUNNER_UP_K, RUNNER_UP_K)
+    out = []
+    for layer in layers:
+        if layer not in tried:
+            continue
+        _, drop, kl, upper = tried[layer]
+        if layer == selected.layer:
+            min_k, searched = section.min_k, max(p.k for p in section.curve if p.basis == "attack")
+        else:
+            min_k, searched = _runner_up_min_k(ev, layer, r_dirs[layer].double(), did[layer], cap)
+        out.append(
+            LayerCandidate(
+                layer=layer, drop=drop, kl=kl, kl_upper=upper,
+                resample_share=choice.shares.get(layer, 0.0), coherent_min_k=min_k,
+                searched_to=searched, chosen=layer == selected.layer,
+            )
+        )  # fmt: skip
     return out
+
+
+def _runner_up_min_k(ev, layer: int, r, did, cap: int) -> tuple[int | None, int]:
+    """(coherent min_k or None, largest k judged) of the attack basis at `layer`, k ≤ cap."""
+    attack = attack_basis(r, did)
+    top = min(cap, attack.shape[0])
+    for k in range(1, top + 1):
+        point = ev.point("attack", k, attack[:k].T, generate=True, layer=layer)
+        if coherent(point, ev.s.threshold, ev.s.max_broken_share):
+            return k, k
+    return None, top

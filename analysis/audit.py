@@ -21,6 +21,7 @@ from depthcard.analysis.ablation_stage import AblationOutcome, ablation_stage
 from depthcard.analysis.capture import capture_sets, free_model, halving_on_oom
 from depthcard.analysis.crossdomain import cross_domain
 from depthcard.analysis.depth_stage import alignment_depth, mode_catalogue
+from depthcard.analysis.dtype_choice import fixed_choice, measure_cpu_dtype
 from depthcard.analysis.erosion_stage import (
     erosion_probe,
     erosion_section,
@@ -54,10 +55,12 @@ from depthcard.analysis.prompt_inputs import (
     tokenize_inputs,
 )
 from depthcard.analysis.stages import stage
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.report import (
     AbsentSection,
     AuditConfig,
     AuditReport,
+    DtypeChoice,
     Headline,
     HeldOut,
     ModelRef,
@@ -116,6 +119,7 @@ class StageOutputs:
     models: dict[str, ModelRef]  # role ("base", "child", "third") → reference
     tokenizer_check: TokenizerCheck
     timings: list[StageTiming]  # the modes-depth stage is appended while assembling
+    dtype_choice: DtypeChoice
 
 
 def audit_models(
@@ -130,12 +134,21 @@ def audit_models(
     timings: list[StageTiming] | None = None,
     warnings: list[str] | None = None,
     third: ModelHandle | None = None,
+    dtype_choice: DtypeChoice | None = None,
 ) -> AuditRun:
     """Run every stage on loadable models; the in-process entry point (tests use it).
 
     With `third` (a fine-tune of the child; needs `base`), F is loaded between the base and
     the child, captured on Ds in chat format and scored for the erosion analyses.
+    `dtype_choice` records how `cfg.dtype` was chosen (default: requested).
     """
+    if cfg.dtype is None:
+        raise ValueError("audit_models needs a concrete dtype (AuditConfig.with_concrete_dtype)")
+    if cfg.early_stop:
+        raise UserError(
+            "early_stop is no longer supported: every answer is generated and stored in full"
+        )
+    dtype_choice = dtype_choice or fixed_choice(cfg.dtype, requested=True)
     timings = [] if timings is None else timings
     warnings = [] if warnings is None else list(warnings)
     if third is not None and base is None:
@@ -190,7 +203,15 @@ def audit_models(
         with stage("ablation", timings):
             outcome, cfg = halving_on_oom(
                 lambda c: ablation_stage(
-                    child_model, tokenizer, tok, prompts, analysis, c, layers_path, split
+                    child_model,
+                    tokenizer,
+                    tok,
+                    prompts,
+                    analysis,
+                    c,
+                    layers_path,
+                    split,
+                    captures.take(split.fit),
                 ),
                 cfg,
             )
@@ -209,6 +230,7 @@ def audit_models(
         models=refs,
         tokenizer_check=check,
         timings=timings,
+        dtype_choice=dtype_choice,
     )
     return _assemble(outputs, prompts, cfg, warnings)
 
@@ -298,6 +320,7 @@ def _assemble(
         prompt_sets=prompts.refs(),
         config=cfg,
         environment=parts.environment(parts.device_name(cfg.device)),
+        dtype_choice=out.dtype_choice,
         stages=list(out.timings),
         layers=analysis.layers,
         selected_layer=selected,
@@ -413,6 +436,7 @@ def run_audit(
         third_res = None if third is None else resolve_model(third, token)
         if third_res is not None:
             warnings += check_third(third_res, child_res, tokenizer)
+    cfg, choice = _concrete_dtype(cfg, child_res, tokenizer, prompts, timings)
     return audit_models(
         base=None if base_res is None else _handle("base", base_res, cfg),
         child=_handle("child", child_res, cfg),
@@ -424,7 +448,27 @@ def run_audit(
         timings=timings,
         warnings=warnings,
         third=None if third_res is None else _handle("third", third_res, cfg),
+        dtype_choice=choice,
     )
+
+
+def _concrete_dtype(cfg: AuditConfig, child: ResolvedModel, tokenizer, prompts, timings):
+    """`cfg` with its dtype and batch size fixed, and how the dtype was chosen: as set, auto
+    on a GPU (bfloat16), or auto on a CPU, measured on the child's first batch."""
+    gpu = torch.cuda.is_available() and cfg.device != "cpu"
+    if cfg.dtype is not None or gpu:
+        requested = cfg.dtype is not None
+        cfg = cfg.with_concrete_dtype(gpu)
+        return cfg, fixed_choice(cfg.dtype, requested=requested)
+    with stage("dtype", timings):
+        tok = tokenize_inputs(prompts, tokenizer)
+        model = load_model(child.folder, cfg.device, "float32")
+        choice = measure_cpu_dtype(
+            model, tok.ids["harmful_chat"], tok.pad_id, cfg.bf16_kl_tolerance
+        )
+        free_model(model)
+    log.info("dtype: %s (%s)", choice.dtype, choice.reason)
+    return cfg.with_concrete_dtype(False, cpu_dtype=choice.dtype), choice
 
 
 def _check_directions(cfg: AuditConfig, prompts: PromptInputs, d: int) -> None:

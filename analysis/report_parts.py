@@ -41,11 +41,12 @@ def select_by_norm(layers: list[LayerMetrics], cfg: AuditConfig) -> SelectedLaye
 
 
 def select_by_ablation(
-    layer: int, drop: float, kl: float, window: tuple[int, int], budget: float
+    layer: int, drop: float, kl: float, kl_upper: float, window: tuple[int, int], budget: float
 ) -> SelectedLayer:
     reason = (
-        f"ablating r̂_{layer} lowered the refusal log-odds most ({drop:.3g}) with first-token "
-        f"KL {kl:.3g} ≤ {budget:g} among layers {window[0]}..{window[1]}"
+        f"ablating r̂_{layer} gave the best refusal drop discounted by its KL ({drop:.3g} at "
+        f"first-token KL {kl:.3g}, upper bound {kl_upper:.3g}; score drop·exp(−KL⁺/{budget:g})) "
+        f"among layers {window[0]}..{window[1]}"
     )
     return SelectedLayer(layer=layer, rule="ablation", window=window, reason=reason)
 

@@ -207,7 +207,6 @@ def _check_before_loading(cfg: AuditConfig, prompts) -> None:
 
 def run(args, token: str | None) -> int:
     """Run the audit command; a UserError reaches the CLI, which prints one line."""
-    import torch
 
     from depthcard.analysis.audit import run_audit
     from depthcard.analysis.progress import Progress, reporting
@@ -227,7 +226,7 @@ def run(args, token: str | None) -> int:
             base=base,
             child=child,
             prompts=prompts,
-            cfg=cfg.with_concrete_dtype(torch.cuda.is_available()),
+            cfg=cfg,  # run_audit fixes dtype (measured on a CPU) and batch size
             layers_path=args.layers_path,
             token=token,
             third=third,

@@ -143,8 +143,14 @@ class AuditConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Requested device.")
     dtype: Dtype | None = Field(
         None,
-        description="dtype the models run in; None = auto: bfloat16 on GPU, float32 on CPU "
-        "(a report records the one used).",
+        description="dtype the models run in; None = auto: bfloat16 on a GPU; on a CPU "
+        "bfloat16 where the first batch runs faster in it and agrees with float32 within "
+        "bf16_kl_tolerance, else float32 (the report records which ran and why).",
+    )
+    bf16_kl_tolerance: NonNeg = Field(
+        0.01,
+        description="Mean first-token KL(float32 ‖ bfloat16) on the first batch within which "
+        "auto may choose bfloat16 on a CPU (a tenth of the layer search's KL budget).",
     )
     layer_window: tuple[Unit, Unit] = Field(
         (0.2, 0.8), description="Fractions of L where l* may lie."
@@ -167,16 +173,18 @@ class AuditConfig(Strict):
         description="Share of answers judged broken (gibberish, loops) min_k may have at most: "
         "refusal that goes only by breaking the model does not count as removed.",
     )
-    min_k_search: Literal["bisect", "all"] = Field(
-        "bisect",
-        description="Where the attack curve is judged on generated answers: `bisect` judges "
-        "only the k a bisection for min_k visits (refusal share assumed non-increasing in k; "
-        "the curve's non-monotone flag reads the judged points); `all` judges every k.",
+    min_k_search: Literal["ordered", "bisect", "all"] = Field(
+        "ordered",
+        description="Which attack k are judged on generated answers: `ordered` judges k = 1, "
+        "2, … up to the first coherent success (right for any curve shape); `bisect` "
+        "bisects where the first-token refusal score never rises with k, confirms k − 1, and "
+        "falls back to ordered otherwise; `all` judges every k.",
     )
     early_stop: bool = Field(
-        True,
-        description="Stop generating an ablated answer once the judge's verdict is decided "
-        "(a refusal phrase in its opening); the class is the same as for the full answer.",
+        False,
+        description="Recorded by analysis versions up to a3, which stopped an ablated answer "
+        "at its first refusal phrase; since a4 every answer is generated and stored in full "
+        "(so a later judge can re-judge it) and this must stay false.",
     )
     capability_ce: Literal["min-k", "judged", "attack", "every-point"] = Field(
         "min-k",
@@ -215,21 +223,52 @@ class AuditConfig(Strict):
         description="Cost controls of the fragility stage; None = the stage is not run.",
     )
 
-    def with_concrete_dtype(self, cuda_available: bool) -> AuditConfig:
+    def with_concrete_dtype(
+        self, cuda_available: bool, cpu_dtype: Dtype = "float32"
+    ) -> AuditConfig:
         """This config with `dtype` and `batch_size` fixed: auto becomes bfloat16 and 64 on
-        GPU, float32 and 16 on CPU.
+        GPU, `cpu_dtype` and 16 on CPU.
 
         Args:
             cuda_available: whether a CUDA device is usable (`torch.cuda.is_available()`,
                 asked by the caller so this module stays free of torch).
+            cpu_dtype: what auto means on the CPU (`analysis.dtype_choice` measures it).
         """
         gpu = cuda_available and self.device != "cpu"
         update: dict = {}
         if self.dtype is None:
-            update["dtype"] = "bfloat16" if gpu else "float32"
+            update["dtype"] = "bfloat16" if gpu else cpu_dtype
         if self.batch_size == "auto":
             update["batch_size"] = AUTO_BATCH_GPU if gpu else AUTO_BATCH_CPU
         return self.model_copy(update=update) if update else self
+
+
+class DtypeChoice(Strict):
+    """How the dtype the models ran in was chosen, with what was measured on this host."""
+
+    dtype: Dtype = Field(description="dtype the models ran in.")
+    rule: Literal["requested", "gpu-default", "cpu-measured"] = Field(
+        description="`requested`: set in the audit settings; `gpu-default`: auto on a GPU "
+        "(bfloat16); `cpu-measured`: auto on a CPU, bfloat16 only where the first batch ran "
+        "faster in it and agreed with float32 within the tolerance."
+    )
+    reason: str = Field(description="One sentence: why this dtype.")
+    cpu_bf16_flags: list[str] | None = Field(
+        None, description="The CPU's bf16 instruction flags (avx512_bf16, amx_bf16), if read."
+    )
+    float32_seconds: NonNeg | None = Field(
+        None, description="Best time of the first-batch forward pass in float32 (cpu-measured)."
+    )
+    bfloat16_seconds: NonNeg | None = Field(
+        None, description="The same in bfloat16 (cpu-measured)."
+    )
+    first_token_kl: NonNeg | None = Field(
+        None,
+        description="Mean first-token KL(p_float32 ‖ p_bfloat16) on that batch (cpu-measured).",
+    )
+    kl_tolerance: NonNeg | None = Field(
+        None, description="The agreement bfloat16 had to meet (AuditConfig.bf16_kl_tolerance)."
+    )
 
 
 class Environment(Strict):
@@ -307,6 +346,28 @@ class LayerTrial(Strict):
     layer: int = Field(ge=0, description="Layer l whose r̂_l was ablated.")
     drop: float = Field(description="Fall of the mean refusal log-odds on Ds (positive = lower).")
     kl: NonNeg = Field(description="Mean first-token KL on Dh.")
+    kl_upper: NonNeg | None = Field(
+        None, description="One-sided 95 % upper bound of that KL (absent before analysis a4)."
+    )
+    chosen: bool = Field(description="This layer is l*.")
+
+
+class LayerCandidate(Strict):
+    """One of the best layers of the fit, so a reader sees how close the call was."""
+
+    layer: int = Field(ge=0, description="Layer l.")
+    drop: float = Field(description="Mean fall of the refusal log-odds on Ds (fit prompts).")
+    kl: NonNeg = Field(description="Mean first-token KL on Dh (fit prompts).")
+    kl_upper: NonNeg = Field(description="One-sided 95 % upper bound of that KL.")
+    resample_share: Unit = Field(
+        description="Share of bootstrap resamples (directions, drops and KL refitted) that "
+        "chose this layer."
+    )
+    coherent_min_k: int | None = Field(
+        description="Coherent min_k of the attack basis taken at this layer (eval prompts); "
+        "None: not reached within `searched_to`."
+    )
+    searched_to: int = Field(ge=0, description="Largest k judged for this layer.")
     chosen: bool = Field(description="This layer is l*.")
 
 
@@ -324,6 +385,11 @@ class SelectedLayer(Strict):
         "below 0.5 the choice is unstable.",
     )
     bootstraps: int | None = Field(None, ge=1, description="Resamples behind `stability`.")
+    candidates: list[LayerCandidate] = Field(
+        default_factory=list,
+        description="The best layers of the fit by the rule's score, best first (a4): the "
+        "runner-ups' min_k is searched up to l*'s min_k, at most RUNNER_UP_K.",
+    )
 
 
 class SetSplit(Strict):
@@ -458,6 +524,9 @@ class AuditReport(Strict):
     prompt_sets: list[PromptSetRef] = Field(min_length=2, description="Prompt sets used.")
     config: AuditConfig
     environment: Environment
+    dtype_choice: DtypeChoice | None = Field(
+        None, description="How the dtype was chosen (absent from reports written before it)."
+    )
     stages: list[StageTiming] = Field(description="Seconds and peak memory per stage.")
     layers: list[LayerMetrics] = Field(min_length=1, description="Per-layer metrics, l = 0..L.")
     selected_layer: SelectedLayer

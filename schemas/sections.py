@@ -157,6 +157,12 @@ class Ablation(Strict):
         None, ge=-1.0, le=1.0, description="Spearman(SVD order, single-direction effect)."
     )
     non_monotone: bool = Field(False, description="Cumulative curve rises somewhere.")
+    min_k_search: Literal["ordered", "bisect", "all"] | None = Field(
+        None,
+        description="How the judged points were chosen: `ordered` judged k = 1, 2, … up to "
+        "the first coherent success; `bisect` bisected a curve whose first-token score never "
+        "rises with k and confirmed k − 1; `all` judged every k (absent before analysis a4).",
+    )
 
 
 FragilityFlag = Literal[

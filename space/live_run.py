@@ -37,7 +37,7 @@ POLL_SECONDS = 0.5
 # The stages a pair audit announces, in the order `analysis.audit` runs them. A stage the
 # run's flags skip (ablation, fragility) is simply never announced, so the bar jumps past it.
 STAGES = (
-    "resolve", "capture-base", "capture-child", "spectra", "ablation", "fragility",
+    "resolve", "dtype", "capture-base", "capture-child", "spectra", "ablation", "fragility",
     "modes-depth", "nulls",
 )  # fmt: skip
 
