@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from depthcard.schemas.report import AuditReport
+from depthcard.schemas.sections import Fragility
 
 FormatKind = Literal["rho", "sig4", "cosine", "ratio", "score", "percent", "count", "nats", "text"]
 Source = Literal["headline", "fragility"]
@@ -229,8 +230,7 @@ METRICS: tuple[Metric, ...] = (
            "How sharply the refusal loss curves: the top eigenvalue of its Hessian over {over}.",
            "sig4", source="fragility"),
     Metric("exponent", "fragility exponent", "p in ΔL_A ≈ c·t^p",
-           "How fast the refusal loss rises under a benign fine-tune; forecast: +{margin} nats "
-           "in {forecast}.",
+           "How fast the refusal loss rises under a benign fine-tune; forecast: {forecast}.",
            "sig4", source="fragility"),
 )  # fmt: skip
 
@@ -248,10 +248,22 @@ def _context(report: AuditReport) -> dict[str, str]:
         count = f.parameter_count
         context["over"] = f.parameter_subset if count is None else f"{count:,} params"
         context["margin"] = f"{f.forecast_margin:g}"
-        context["forecast"] = "no fit" if f.forecast_steps is None else (
-            f"{f.forecast_steps:.3g} steps"
-        )  # fmt: skip
+        context["forecast"] = forecast_text(f)
     return context
+
+
+def forecast_text(f: Fragility) -> str:
+    """The fragility forecast in words: steps to the margin, or "no reliable forecast" and why.
+
+    A forecast is printed only when the report says its checks passed (docs/fragility.md);
+    one from a report written before the checks existed is not printed.
+    """
+    if f.forecast_checked and f.forecast_steps is not None:
+        return f"+{f.forecast_margin:g} nats in {f.forecast_steps:.3g} steps"
+    if not f.forecast_checked:
+        return "no reliable forecast (this report predates the forecast checks)"
+    reasons = f.no_forecast_reasons or [f.no_fit_reason or "no fit"]
+    return "no reliable forecast: " + "; ".join(reasons)
 
 
 def _fill(text: str, values: dict[str, str]) -> str:
