@@ -107,8 +107,8 @@ def leaderboard(store: ReportStore) -> pd.DataFrame:
 
 
 def headline_table(report: AuditReport) -> pd.DataFrame:
-    """The headline rows, fragility's too: quantity, value, unit, meaning (report.metrics)."""
-    rows = [[r.label, r.value, r.unit, r.meaning] for r in metric_rows(report, source=None)]
+    """The card's headline rows: quantity, value, unit and one-line meaning (report.metrics)."""
+    rows = [[r.label, r.value, r.unit, r.meaning] for r in metric_rows(report)]
     return pd.DataFrame(rows, columns=["quantity", "value", "unit", "meaning"])
 
 

@@ -19,7 +19,7 @@ from depthcard.report.card import render_card_section
 from depthcard.report.metrics import forecast_text
 from depthcard.report.summary import summary_table
 from depthcard.schemas.sections import FragilitySettings
-from depthcard.space.handlers import headline_table
+from depthcard.space.handlers import card_markdown
 from tests.report_factory import make_report
 from tests.test_fragility import VOCAB, tiny_inputs
 from tests.tiny_models import make_llama
@@ -94,8 +94,8 @@ def test_a_far_extrapolation_is_refused():
 
 def _views(report) -> list[str]:
     card = render_card_section(report, report_url=None, reproduce_command="depthcard audit")
-    table = headline_table(report).to_string()
-    return [card, summary_table(report, Path("out")), table]
+    space = card_markdown(report)  # the Space's report view shows the card section
+    return [card, summary_table(report, Path("out")), space]
 
 
 def test_every_view_prints_a_checked_forecast():
