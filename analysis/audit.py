@@ -38,7 +38,14 @@ from depthcard.analysis.models import (
     load_model,
     resolve_model,
 )
-from depthcard.analysis.nulls import depth_inputs, depth_interval, depth_null, point_nulls
+from depthcard.analysis.nulls import (
+    depth_inputs,
+    depth_interval,
+    depth_null,
+    point_nulls,
+    spectral_nulls,
+    typical_domain_rows,
+)
 from depthcard.analysis.pairing import (
     check_shapes,
     check_third,
@@ -287,7 +294,8 @@ def _assemble(
         catalogue = mode_catalogue(captures, cfg.mode_k, cfg.tau_species, cfg.tau_match)
         depth, no_depth = _depth(out, cfg)
     with stage("nulls", out.timings):
-        null_fields, placebo = _null_fields(out, cfg, selected.layer, depth)
+        rows = typical_domain_rows(list(prompts.harmful.categories), captures)
+        null_fields, placebo = _null_fields(out, cfg, selected.layer, depth, rows)
         domains = cross_domain(
             captures,
             prompts.harmful,
@@ -296,6 +304,8 @@ def _assemble(
             prompts.domains,
             placebo,
         )
+        if domains.section is not None:
+            domains.section = domains.section.model_copy(update={"placebo_rows": rows})
     headline = parts.headline(
         analysis.layers, selected, cfg, depth, outcome.section, outcome.baseline_rate
     )
@@ -350,9 +360,9 @@ def _assemble(
     return AuditRun(report=report, tensors=analysis.tensors, samples=outcome.samples)
 
 
-def _null_fields(out: StageOutputs, cfg: AuditConfig, point: int, depth):
-    """Headline fields of the placebos, nulls and bootstrap intervals; the cross-domain
-    placebo. All from the captures: no forward pass."""
+def _null_fields(out: StageOutputs, cfg: AuditConfig, point: int, depth, domain_rows=None):
+    """Headline fields of the placebos, nulls, baselines and bootstrap intervals; the
+    cross-domain placebo (groups of `domain_rows`). All from the captures: no forward pass."""
     c, m = out.captures, out.analysis.layers[point]
     pn = point_nulls(
         c,
@@ -364,19 +374,40 @@ def _null_fields(out: StageOutputs, cfg: AuditConfig, point: int, depth):
         k_domain=cfg.cross_domain_k,
         bootstraps=cfg.bootstraps,
         seed=cfg.seed,
+        domain_rows=domain_rows,
     )
     did = m.ranks.get("did") or m.ranks.get("child_contrast")
+    rec = m.recovery_cosine
     fields = dict(
         rho_eps_did=None if did is None else did.rho(cfg.headline_eps),
-        rho_did_placebo=pn.rho_did_placebo,
         recovery_placebo=pn.recovery_placebo,
+        recovery_baseline=pn.recovery_baseline,
+        null_permutations=cfg.permutations,
     )
+    if rec is not None and pn.recovery_baseline is not None:
+        fields["recovery_beyond_baseline"] = rec - pn.recovery_baseline
     if pn.recovery_interval is not None:
         fields["recovery_low"], fields["recovery_high"] = pn.recovery_interval
+    if pn.recovery_beyond_interval is not None:
+        fields["recovery_beyond_low"], fields["recovery_beyond_high"] = pn.recovery_beyond_interval
+    did_null, spec_null = spectral_nulls(
+        c, point, eps=cfg.headline_eps, scale=m.activation_norm, tolerance=cfg.zero_tolerance,
+        permutations=cfg.permutations, bootstraps=cfg.bootstraps, seed=cfg.seed,
+    )  # fmt: skip
+    if did_null is not None:
+        fields.update(rho_did_null_mean=did_null.mean, rho_did_null_p=did_null.p_value)
+        if did_null.interval is not None:
+            fields["rho_did_beyond_low"], fields["rho_did_beyond_high"] = did_null.interval
+    if spec_null is not None and m.safety_specificity is not None:
+        fields.update(specificity_null_mean=spec_null.mean, specificity_null_p=spec_null.p_value)
+        if spec_null.interval is not None:
+            fields["specificity_low"], fields["specificity_high"] = spec_null.interval
     if depth is not None:
-        inp = depth_inputs(c, parts.analysis_window(out.analysis.layers, cfg), cfg.capability_k)
+        window = parts.analysis_window(out.analysis.layers, cfg)
+        inp = depth_inputs(c, window, cfg.capability_k)
         null = depth_null(inp, depth.score, cfg.permutations, cfg.seed)
         fields.update(
+            depth_window=window,
             depth_null_mean=null.mean,
             depth_null_p95=null.p95,
             depth_p_value=null.p_value,

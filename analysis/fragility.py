@@ -39,10 +39,12 @@ from depthcard.analysis.curvature import (
 from depthcard.analysis.fragility_law import (
     OVERSHOOT,
     BenignRun,
+    ForecastChecks,
     PowerLawFit,
     StepSize,
     choose_step_size,
     fit_power_law,
+    forecast_reasons,
     set_step_size,
     sgd_deltas,
 )
@@ -356,6 +358,10 @@ def _flags(curv: Curvature, run: BenignRun) -> list[str]:
 
 def _section(settings, subset, params, align, curv, size, run, fit: PowerLawFit) -> Fragility:
     auto = settings.learning_rate is None
+    checks = ForecastChecks(
+        settings.min_fit_r2, settings.min_rising_steps, settings.max_extrapolation
+    )
+    reasons = forecast_reasons(fit, curv.sharpness.converged, checks)
     return Fragility(
         parameter_subset=subset,
         parameter_count=sum(p.numel() for p in params),
@@ -384,9 +390,12 @@ def _section(settings, subset, params, align, curv, size, run, fit: PowerLawFit)
         exponent=fit.exponent,
         fit_coefficient=fit.coefficient,
         fit_points=fit.points,
+        fit_negative_points=fit.negative,
         fit_r2=fit.r2,
-        forecast_steps=fit.forecast_steps,
+        forecast_steps=None if reasons else fit.forecast_steps,
         forecast_margin=settings.margin,
+        forecast_checked=True,
+        no_forecast_reasons=reasons,
         no_fit_reason=fit.reason,
         flags=_flags(curv, run),
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -47,10 +47,21 @@ class BenignRun:
 class PowerLawFit:
     exponent: float | None  # p in ΔL_A ≈ c·t^p
     coefficient: float | None  # c
-    r2: float | None  # of the log-log fit; None when log ΔL_A is constant
-    forecast_steps: float | None  # (margin / c)^(1/p)
-    points: int  # steps with ΔL_A > 0 that were fitted
-    reason: str | None  # why the forecast is None
+    r2: float | None  # in ΔL_A units over every fitted step; None when ΔL_A is constant
+    forecast_steps: float | None  # (margin / c)^(1/p), before the checks
+    points: int  # fitted steps with ΔL_A > 0
+    negative: int  # fitted steps with ΔL_A < 0 (fitted too: they lower R²)
+    steps: int  # steps in the fit window
+    reason: str | None  # why there is no fit or no forecast
+
+
+@dataclass(frozen=True)
+class ForecastChecks:
+    """What a fit must pass before its forecast is printed (`FragilitySettings` holds them)."""
+
+    min_r2: float
+    min_rising_steps: int
+    max_extrapolation: float  # forecast ≤ this × the steps observed
 
 
 # --- the step size -----------------------------------------------------------------------
@@ -165,10 +176,41 @@ def sgd_deltas(
         _restore(params, saved)
 
 
+P_RANGE = (-4.0, 12.0)  # exponents searched; the fit's p is clipped to this range
+_GRID = 161  # grid points over P_RANGE before the golden-section refinement
+
+
+def _profile(u: list[float], d: list[float], p: float) -> tuple[float, float]:
+    """(c', SSE) of the least-squares c'·u^p to d at a fixed p (c' ≥ 0)."""
+    up = [x**p for x in u]
+    c = max(0.0, sum(a * b for a, b in zip(up, d, strict=True)) / sum(a * a for a in up))
+    return c, sum((y - c * a) ** 2 for a, y in zip(up, d, strict=True))
+
+
+def _best_exponent(u: list[float], d: list[float]) -> float:
+    """The p of P_RANGE with the smallest SSE: a grid, then golden section around its best."""
+    lo, hi = P_RANGE
+    grid = [lo + (hi - lo) * i / (_GRID - 1) for i in range(_GRID)]
+    best = min(range(_GRID), key=lambda i: _profile(u, d, grid[i])[1])
+    a, b = grid[max(best - 1, 0)], grid[min(best + 1, _GRID - 1)]
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(80):
+        x1, x2 = b - ratio * (b - a), a + ratio * (b - a)
+        if _profile(u, d, x1)[1] <= _profile(u, d, x2)[1]:
+            b = x2
+        else:
+            a = x1
+    return (a + b) / 2.0
+
+
 def fit_power_law(
     delta: Sequence[float], margin: float, fit_steps: int | None = None
 ) -> PowerLawFit:
-    """Least-squares fit of log ΔL_A = log c + p log t on the early steps where ΔL_A > 0.
+    """Least-squares fit of ΔL_A ≈ c·t^p, in ΔL_A units, to every early step.
+
+    Steps where L_A fell (ΔL_A < 0) are fitted like the others: the curve c·t^p (c ≥ 0) cannot
+    follow them, so they raise the residual and lower R². Nothing is dropped; `negative`
+    counts them.
 
     Args:
         delta: ΔL_A(t) for t = 1..T.
@@ -176,26 +218,65 @@ def fit_power_law(
         fit_steps: fit on t ≤ fit_steps only; None = all.
 
     Returns:
-        p, c, R² and the forecast; the forecast is None with a reason when fewer than 3
-        points are positive or p ≤ 0 (p, c, R² are still given from 3 points on).
+        p, c, R² and the forecast; p, c and the forecast are None with a reason when fewer
+        than 3 steps are finite or no c > 0 fits; the forecast is None with a reason when
+        p ≤ 0. Whether the forecast is reliable is `forecast_reasons`' question.
     """
     early = list(delta)[: fit_steps or len(delta)]
-    pts = [(math.log(t), math.log(d)) for t, d in enumerate(early, 1) if math.isfinite(d) and d > 0]
+    pts = [(float(t), float(d)) for t, d in enumerate(early, 1) if math.isfinite(d)]
+    rising = sum(d > 0 for _, d in pts)
+    falling = sum(d < 0 for _, d in pts)
+
+    def none(reason: str) -> PowerLawFit:
+        return PowerLawFit(None, None, None, None, rising, falling, len(early), reason)
+
     if len(pts) < 3:
-        reason = f"only {len(pts)} of {len(early)} steps have ΔL_A > 0 (a fit needs 3)"
-        return PowerLawFit(None, None, None, None, len(pts), reason)
-    x = torch.tensor([p[0] for p in pts], dtype=torch.float64)
-    y = torch.tensor([p[1] for p in pts], dtype=torch.float64)
-    xc, yc = x - x.mean(), y - y.mean()
-    slope = float((xc * yc).sum() / (xc * xc).sum())
-    intercept = float(y.mean()) - slope * float(x.mean())
-    ss_tot, ss_res = float((yc * yc).sum()), float(((yc - slope * xc) ** 2).sum())
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else None
-    if slope <= 0:
-        reason = f"ΔL_A does not grow with t (p = {slope:.3g} ≤ 0)"
-        return PowerLawFit(slope, math.exp(intercept), r2, None, len(pts), reason)
-    log_steps = (math.log(margin) - intercept) / slope
+        return none(f"only {len(pts)} of {len(early)} steps have a finite ΔL_A (a fit needs 3)")
+    top = pts[-1][0]
+    u, d = [t / top for t, _ in pts], [y for _, y in pts]  # t / T keeps u^p finite
+    p = _best_exponent(u, d)
+    scaled, sse = _profile(u, d, p)
+    if scaled <= 0.0:
+        return none(f"ΔL_A does not rise: no c > 0 fits ({falling} of {len(pts)} steps fell)")
+    mean = sum(d) / len(d)
+    ss_tot = sum((y - mean) ** 2 for y in d)
+    r2 = 1.0 - sse / ss_tot if ss_tot > 0 else None
+    log_c = math.log(scaled) - p * math.log(top)
+    fit = PowerLawFit(p, math.exp(log_c), r2, None, rising, falling, len(early), None)
+    if p <= 0:
+        return replace(fit, reason=f"ΔL_A does not grow with t (p = {p:.3g} ≤ 0)")
+    log_steps = (math.log(margin) - log_c) / p
     if log_steps > _MAX_LOG_STEPS:
-        reason = "forecast beyond 1e300 steps"
-        return PowerLawFit(slope, math.exp(intercept), r2, None, len(pts), reason)
-    return PowerLawFit(slope, math.exp(intercept), r2, math.exp(log_steps), len(pts), None)
+        return replace(fit, reason="forecast beyond 1e300 steps")
+    return replace(fit, forecast_steps=math.exp(log_steps))
+
+
+def forecast_reasons(
+    fit: PowerLawFit, sharpness_converged: bool | None, checks: ForecastChecks
+) -> list[str]:
+    """Why `fit`'s forecast is not reliable; empty when it passes every check.
+
+    The checks: a forecast exists; R² ≥ `min_r2`; at least `min_rising_steps` fitted steps
+    with ΔL_A > 0; the forecast within `max_extrapolation` × the fitted steps; the power
+    iteration converged (its eigen-residual met the tolerance before the cap).
+    """
+    reasons = [] if fit.reason is None else [fit.reason]
+    if fit.r2 is not None and fit.r2 < checks.min_r2:
+        reasons.append(
+            f"R² {fit.r2:.2f} < {checks.min_r2:g} (all {fit.steps} steps fitted, "
+            f"{fit.negative} with ΔL_A < 0)"
+        )
+    if fit.points < checks.min_rising_steps:
+        reasons.append(
+            f"only {fit.points} of {fit.steps} steps have ΔL_A > 0 "
+            f"(at least {checks.min_rising_steps} needed)"
+        )
+    horizon = checks.max_extrapolation * fit.steps
+    if fit.forecast_steps is not None and fit.forecast_steps > horizon:
+        reasons.append(
+            f"forecast {fit.forecast_steps:.3g} steps is beyond "
+            f"{checks.max_extrapolation:g} × the {fit.steps} steps observed"
+        )
+    if sharpness_converged is not True:
+        reasons.append("sharpness not converged (power iteration stopped at its cap)")
+    return reasons

@@ -25,7 +25,7 @@ from depthcard.report.card_format import (  # noqa: F401  (re-exported: the card
 )
 from depthcard.report.card_parse import parse_card_section, splice_section  # noqa: F401
 from depthcard.report.markdown import md_code, md_escape, md_fence
-from depthcard.report.metrics import format_value, layer_stability, metric_rows
+from depthcard.report.metrics import forecast_text, format_value, layer_stability, metric_rows
 from depthcard.schemas.report import AuditReport, ModelRef
 
 CHILD_ONLY_NOTE = (
@@ -109,6 +109,7 @@ def render_card_section(
         *_table(report),
         "",
         *_erosion(report),
+        *_fragility(report),
         f"**Verdict** (`{report.verdict.code}`): {_text(report.verdict.text)}",
         "",
         *_provenance(report),
@@ -220,6 +221,34 @@ def _erosion(report: AuditReport) -> list[str]:
         "direction per layer; the refusal rates are the behaviour, and the two can disagree.",
         "",
     ]
+
+
+FRAGILITY = (
+    "A short benign fine-tune ({steps} plain SGD steps over {over}) moved the "
+    "loss of the child's own refusals as ΔL_A ≈ c·t^p with p = {p} (R² {r2} over every step; "
+    "{rising} of {steps} steps rose, {falling} fell); sharpness (top Hessian eigenvalue) "
+    "{sharpness}{converged}. Forecast: {forecast}."
+)
+
+
+def _fragility(report: AuditReport) -> list[str]:
+    """The fragility paragraph: the fitted law and a forecast only where the fit is reliable."""
+    f = report.fragility
+    if f is None:
+        return []
+    count = f.parameter_count
+    text = FRAGILITY.format(
+        steps=f.steps,
+        over=f.parameter_subset if count is None else f"{count:,} parameters",
+        p=format_value("sig4", f.exponent),
+        r2=format_value("ratio", f.fit_r2),
+        rising=f.fit_points,
+        falling=format_value("count", f.fit_negative_points),
+        sharpness=format_value("sig4", f.sharpness),
+        converged="" if f.sharpness_converged else " (power iteration not converged)",
+        forecast=forecast_text(f),
+    )
+    return ["**Fragility.** " + _text(text), ""]
 
 
 def _identity(ref: ModelRef) -> str:

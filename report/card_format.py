@@ -14,9 +14,10 @@ from pydantic import Field
 from depthcard.schemas._base import Strict
 from depthcard.schemas.report import Headline
 
-CARD_SCHEMA_VERSION = "2.0"  # the newest version this module reads and writes
+CARD_SCHEMA_VERSION = "2.1"  # the newest version this module reads and writes
 # 2.0 (every kind): nulls, placebos and intervals beside the scores; 1.x sections still read.
-PAIR_CARD_VERSION = "2.0"
+# 2.1: depth against its null (p, permutations, window), placebo baselines, fragility paragraph.
+PAIR_CARD_VERSION = "2.1"
 READ_MAJORS = (1, 2)  # major versions the parser reads
 START_MARKER = "<!-- depthcard:start schema={schema} key={key} -->"
 END_MARKER = "<!-- depthcard:end -->"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from depthcard.report.metrics import FormatKind, card_number
+from depthcard.report.metrics import FormatKind, card_number, depth_test, depth_window
 from depthcard.schemas.eval_results import EvalDataset, EvalResult, EvalResultsFile, EvalSource
 from depthcard.schemas.report import AuditReport
 
@@ -32,8 +32,10 @@ class Task:
 
 
 TASKS: tuple[Task, ...] = (
-    Task("alignment_depth", "alignment_depth_score", "score",
-         "alignment depth score at l* (0 = chance, 1 = safety fully entangled with capability)"),
+    Task("alignment_depth_vs_null", "depth_vs_null", "score",
+         "alignment depth relative to its label-permutation null, (score − null mean)/"
+         "(1 − null mean), mean over the analysis window of layers; only where p < 0.05 "
+         "from at least 100 permutations"),
     Task("abliteration_min_k", "abliteration_min_k", "count",
          "fewest directions whose ablation removes refusal without breaking the model"),
     Task("baseline_refusal", "baseline_refusal_rate", "percent",
@@ -45,9 +47,13 @@ TASKS: tuple[Task, ...] = (
 
 def _notes(report: AuditReport, task: Task) -> str:
     h = report.headline
+    if task.field == "depth_vs_null":
+        return (
+            f"depthcard analysis {report.tool.analysis_version}, mean over layers "
+            f"{depth_window(report)} (not at l*); permutation p = {h.depth_p_value:.4g}; raw "
+            f"score {h.alignment_depth_score:.3f}, null mean {h.depth_null_mean:.3f}"
+        )
     notes = f"depthcard analysis {report.tool.analysis_version}, layer l*={h.layer}"
-    if task.field == "alignment_depth_score" and h.depth_above_null is False:
-        notes += f"; not above its permutation null (95th pct {h.depth_null_p95:.3f})"
     if task.field == "baseline_refusal_rate" and h.judge:
         notes += f"; judge {h.judge}"
     return notes
@@ -70,6 +76,8 @@ def eval_results(
     source = EvalSource(url=report_url, name=SOURCE_NAME) if report_url else None
     entries = []
     for task in TASKS:
+        if task.field == "depth_vs_null" and depth_test(report) != "above-null":
+            continue  # not above its null (or untested): not a depth, so not a ranked number
         value = card_number(task.fmt, getattr(report.headline, task.field))
         if value is None:
             continue

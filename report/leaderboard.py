@@ -1,11 +1,12 @@
 """The leaderboard: which numbers lead, as the card rounds them, and the flat file of all audits.
 
 Two views of the same reports. The Space's table leads with the numbers people compare (the
-depth score beside its permutation null, the coherent min k and the KL it costs, the
-baseline refusal rate, ρ_ε), each rounded as the card prints it (`report.metrics`), but kept
-a number so a column sorts by value. The flat file (`leaderboard.jsonl` at the root of the
-results dataset) has one JSON object per audit with every headline field at full precision,
-so the Hub's dataset viewer shows and filters it.
+depth score relative to its permutation null, with p and the raw score, the coherent min k
+and the KL it costs, the baseline refusal rate, ρ_ε), each rounded as the card prints it
+(`report.metrics`), but kept a number so a column sorts by value. The flat file
+(`leaderboard.jsonl` at the root of the results dataset) has one JSON object per audit with
+every headline field at full precision (and `depth_test`, the null test's outcome), so the
+Hub's dataset viewer shows and filters it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from depthcard.report.metrics import METRICS, FormatKind, card_number
+from depthcard.report.metrics import METRICS, FormatKind, card_number, depth_test
 from depthcard.schemas.report import AuditReport
 
 LEADERBOARD_FILE = "leaderboard.jsonl"
@@ -45,8 +46,9 @@ def _column(field: str, header: str) -> Column:
 
 # What leads the board, in order. Percentages are in percent, as the card prints them.
 NUMBER_COLUMNS: tuple[Column, ...] = (
-    _column("alignment_depth_score", "depth score"),
-    _column("depth_null_p95", "depth null (95th pct)"),
+    _column("depth_vs_null", "depth vs null"),
+    _column("depth_p_value", "depth p"),
+    _column("alignment_depth_score", "depth score (raw)"),
     _column("abliteration_min_k", "min k (coherent)"),
     _column("abliteration_kl", "KL at min k (nats)"),
     _column("baseline_refusal_rate", "baseline refusal (%)"),
@@ -55,9 +57,16 @@ NUMBER_COLUMNS: tuple[Column, ...] = (
 
 
 def board_numbers(report: AuditReport) -> dict[str, float | int | None]:
-    """{header: number as the card rounds it, or None when not measured} for `report`."""
+    """{header: number as the card rounds it, or None when not measured} for `report`.
+
+    "depth vs null" is None unless the score is above its null (`metrics.depth_test`): the
+    card prints no depth then, and neither does the board.
+    """
     h = report.headline
-    return {c.header: card_number(c.fmt, getattr(h, c.field)) for c in NUMBER_COLUMNS}
+    numbers = {c.header: card_number(c.fmt, getattr(h, c.field)) for c in NUMBER_COLUMNS}
+    if depth_test(report) != "above-null":
+        numbers[NUMBER_COLUMNS[0].header] = None
+    return numbers
 
 
 def params_text(num_parameters: int) -> str:
@@ -88,6 +97,7 @@ def flat_record(report: AuditReport, report_id: str, report_url: str | None = No
         "report_url": report_url,
     }
     record.update(report.headline.model_dump(mode="json"))
+    record["depth_test"] = depth_test(report)
     return record
 
 

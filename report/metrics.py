@@ -7,7 +7,7 @@ touches the analysis that computes it, the schema field, one `Metric` here and
 docs/card-standard.md (a test checks the docs against this table).
 
 Texts may hold placeholders filled from the report: `{eps}`, `{d}`, `{threshold}`,
-`{window}`, `{over}`, `{forecast}`, `{margin}`, and the name of every
+`{window}`, `{depth_window}`, `{over}`, `{forecast}`, `{margin}`, and the name of every
 companion of the metric (e.g. `{chance}`); an unknown value reads "—".
 """
 
@@ -18,7 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from depthcard.schemas.report import AuditReport
+from depthcard.schemas.report import (
+    MIN_PERMUTATIONS,
+    AuditReport,
+    DepthNullTest,
+    depth_null_test,
+)
+from depthcard.schemas.sections import Fragility
 
 FormatKind = Literal["rho", "sig4", "cosine", "ratio", "score", "percent", "count", "nats", "text"]
 Source = Literal["headline", "fragility"]
@@ -145,10 +151,96 @@ def _not_reached(report: AuditReport) -> str | None:
     return f"not reached (k ≤ {top})"
 
 
-def _not_above_null(report: AuditReport) -> str | None:
-    if report.headline.depth_above_null is False:
-        return f"not above null ({report.headline.alignment_depth_score:.3f})"
+def depth_test(report: AuditReport) -> DepthNullTest | None:
+    """Whether the depth score is above its null, by `schemas.report.depth_null_test`.
+
+    Every view (card, summary, Space, eval results, leaderboard) asks this, so they agree.
+    Reports that do not record their permutations in the headline read them from the config.
+    """
+    h = report.headline
+    count = h.null_permutations
+    return depth_null_test(h.depth_p_value, report.config.permutations if count is None else count)
+
+
+def _depth_not_a_depth(report: AuditReport) -> str | None:
+    """The depth row's text where the score is not a depth: not above null, or untested."""
+    test = depth_test(report)
+    if test == "not-above-null":
+        return "not above null"
+    if test == "too-few-permutations":
+        return f"too few permutations to test (fewer than {MIN_PERMUTATIONS})"
     return None
+
+
+def _depth_without_null(report: AuditReport) -> str | None:
+    """A report with a raw depth score but no null: the raw score, said to be untested."""
+    h = report.headline
+    if h.alignment_depth_score is None:
+        return None
+    return f"no null computed (raw score {h.alignment_depth_score:.3f})"
+
+
+def placebo_test(report: AuditReport, p_value: float | None) -> bool:
+    """Whether a number beats its label-permutation placebo: the depth rule (p < α from at
+    least 100 permutations). A number without a tested placebo never beats it."""
+    h = report.headline
+    count = h.null_permutations
+    count = report.config.permutations if count is None else count
+    return depth_null_test(p_value, count) == "above-null"
+
+
+def recovery_at_baseline(report: AuditReport) -> bool | None:
+    """True when recovery does not beat its mean-shift baseline: the bootstrap interval of
+    recovery − baseline reaches 0 (or, without one, the difference is ≤ 0). None: no baseline."""
+    h = report.headline
+    if h.recovery_beyond_baseline is None:
+        return None
+    low = h.recovery_beyond_low
+    return (h.recovery_beyond_baseline if low is None else low) <= 0.0
+
+
+def _recovery_text(report: AuditReport) -> str | None:
+    h = report.headline
+    if recovery_at_baseline(report):
+        return f"at baseline ({h.refusal_direction_recovery:.3f})"
+    return None
+
+
+def _specificity_text(report: AuditReport) -> str | None:
+    h = report.headline
+    if h.specificity_null_p is not None and not placebo_test(report, h.specificity_null_p):
+        return f"at placebo ({h.safety_specificity:.3f})"
+    return None
+
+
+def _did_words(report: AuditReport) -> str:
+    """What follows ρ_ε of M_DiD in the ρ_ε aligned row: its placebo, in words."""
+    h = report.headline
+    if h.rho_eps_did is None:
+        return ""
+    if h.rho_did_null_p is not None:
+        word = "below its null" if placebo_test(report, h.rho_did_null_p) else "at placebo"
+        ci = ""
+        if h.rho_did_beyond_low is not None and h.rho_did_beyond_high is not None:
+            ci = f", ρ − null 95 % CI {h.rho_did_beyond_low:+.3f}–{h.rho_did_beyond_high:+.3f}"
+        return (
+            f" {word} (shuffled-label null {format_value('rho', h.rho_did_null_mean)}, "
+            f"p = {format_value('sig4', h.rho_did_null_p)}{ci})"
+        )
+    if h.rho_did_placebo is not None:
+        placebo = format_value("rho", h.rho_did_placebo)
+        return f" at placebo (harmless-halves placebo {placebo}, untested)"
+    return ""
+
+
+def depth_window(report: AuditReport) -> str:
+    """The layers the depth score averages over, "a–b"."""
+    h, depth = report.headline, report.depth
+    if h.depth_window is not None:
+        return f"{h.depth_window[0]}–{h.depth_window[1]}"
+    if depth is not None and depth.layers:
+        return f"{depth.layers[0].layer}–{depth.layers[-1].layer}"
+    return MISSING
 
 
 def layer_stability(report: AuditReport) -> str | None:
@@ -175,9 +267,12 @@ METRICS: tuple[Metric, ...] = (
            "small = alignment lives in a few directions.",
            "rho", companions=(Companion("rank_aligned", "rank", "detail", "count"),
                               Companion("rho_eps_did", "did", "detail", "rho"),
+                              Companion("rho_did_null_mean", "did_null", "null", "rho"),
+                              Companion("rho_did_null_p", "did_p", "detail", "sig4"),
+                              Companion("rho_did_beyond_low", "did_low", "low", "cosine"),
+                              Companion("rho_did_beyond_high", "did_high", "high", "cosine"),
                               Companion("rho_did_placebo", "did_placebo", "null", "rho")),
-           beside=(" (rank {rank} of d = {d})",
-                   "; ρ_ε of M_DiD {did}, placebo {did_placebo}"), kinds=PAIR),
+           beside=(" (rank {rank} of d = {d})", "; ρ_ε of M_DiD {did}{did_words}"), kinds=PAIR),
     Metric("rho_eps_naive", "ρ_ε naive", RHO_UNIT,
            "The same without holding the template fixed (template and alignment mixed), "
            "for comparison.",
@@ -188,26 +283,45 @@ METRICS: tuple[Metric, ...] = (
     Metric("refusal_direction_recovery", "refusal-direction recovery", "abs. cosine, 0–1",
            "How closely the top direction of the alignment shift (child-only: of the contrast) "
            "matches the child's refusal direction; near 1 = they coincide.",
-           "cosine", companions=(Companion("recovery_placebo", "placebo", "null", "cosine"),
+           "cosine", companions=(Companion("recovery_baseline", "baseline", "null", "cosine"),
+                                 Companion("recovery_beyond_baseline", "beyond", "detail",
+                                           "cosine"),
+                                 Companion("recovery_beyond_low", "beyond_low", "low", "cosine"),
+                                 Companion("recovery_beyond_high", "beyond_high", "high",
+                                           "cosine"),
+                                 Companion("recovery_placebo", "placebo", "null", "cosine"),
                                  Companion("recovery_low", "low", "low", "cosine"),
                                  Companion("recovery_high", "high", "high", "cosine")),
-           beside=(" (placebo {placebo})", CI)),
+           beside=(" (mean-shift baseline {baseline}, beyond it {beyond} "
+                   "[95 % CI {beyond_low}–{beyond_high}])", " (placebo {placebo})", CI),
+           replace=_recovery_text),
     Metric("safety_specificity", "safety specificity", "ratio ρ(harmless) / ρ(harmful)",
            "Near or above 1: alignment is as low-rank on harmless prompts, so the low rank is "
            "not specific to safety.",
-           "ratio"),
-    Metric("alignment_depth_score", "alignment depth score", "0–1, 0 = chance (K_c/d = {chance})",
-           "How entangled the safety directions are with capability directions, read against "
-           "a label-permutation null; in calibration it tracked trained entanglement but did "
-           "not predict the cost of removal.",
-           "score", companions=(Companion("depth_chance_level", "chance", "null", "rho"),
+           "ratio", companions=(Companion("specificity_null_mean", "null", "null", "ratio"),
+                                Companion("specificity_null_p", "p", "detail", "sig4"),
+                                Companion("specificity_low", "low", "low", "ratio"),
+                                Companion("specificity_high", "high", "high", "ratio")),
+           beside=(" (shuffled-label null {null}, p = {p})", CI),
+           replace=_specificity_text),
+    Metric("depth_vs_null", "alignment depth vs null",
+           "0–1: (score − null mean)/(1 − null mean), mean over layers {depth_window}",
+           "How entangled the safety directions are with capability directions beyond what "
+           "randomly relabelled prompts give; on calibration organisms the raw score rose "
+           "with trained entanglement but so did its null (1 of 11 scored above it), and it "
+           "did not predict the cost of removal.",
+           "score", companions=(Companion("depth_p_value", "p", "detail", "sig4"),
+                                Companion("null_permutations", "permutations", "detail",
+                                          "count"),
+                                Companion("alignment_depth_score", "raw", "detail", "score"),
                                 Companion("depth_null_mean", "null", "null", "score"),
                                 Companion("depth_null_p95", "p95", "null", "score"),
-                                Companion("depth_p_value", "p", "detail", "sig4"),
                                 Companion("depth_low", "low", "low", "score"),
                                 Companion("depth_high", "high", "high", "score")),
-           beside=(" (permutation null {null}, 95th pct {p95}, p = {p})", CI),
-           replace=_not_above_null),
+           beside=(" (p = {p}", ", {permutations} permutations", ")",
+                   "; raw score {raw}", ", null mean {null}", ", 95th pct {p95}",
+                   " [raw 95 % CI {low}–{high}]"),
+           replace=_depth_not_a_depth, absent=_depth_without_null),
     Metric("baseline_refusal_rate", "baseline refusal rate", "% of harmful prompts",
            "How often the child refuses the held-out harmful prompts with nothing removed.",
            "percent", companions=(Companion("baseline_refusal_low", "low", "low", "percent"),
@@ -229,8 +343,7 @@ METRICS: tuple[Metric, ...] = (
            "How sharply the refusal loss curves: the top eigenvalue of its Hessian over {over}.",
            "sig4", source="fragility"),
     Metric("exponent", "fragility exponent", "p in ΔL_A ≈ c·t^p",
-           "How fast the refusal loss rises under a benign fine-tune; forecast: +{margin} nats "
-           "in {forecast}.",
+           "How fast the refusal loss rises under a benign fine-tune; forecast: {forecast}.",
            "sig4", source="fragility"),
 )  # fmt: skip
 
@@ -243,15 +356,29 @@ def _context(report: AuditReport) -> dict[str, str]:
         "d": str(report.models.child.hidden_size),
         "threshold": "threshold" if ab is None else f"{100 * ab.threshold:g} %",
         "window": MISSING if e is None else f"{e.window[0]}–{e.window[1]}",
+        "depth_window": depth_window(report),
+        "did_words": _did_words(report),
     }
     if f is not None:
         count = f.parameter_count
         context["over"] = f.parameter_subset if count is None else f"{count:,} params"
         context["margin"] = f"{f.forecast_margin:g}"
-        context["forecast"] = "no fit" if f.forecast_steps is None else (
-            f"{f.forecast_steps:.3g} steps"
-        )  # fmt: skip
+        context["forecast"] = forecast_text(f)
     return context
+
+
+def forecast_text(f: Fragility) -> str:
+    """The fragility forecast in words: steps to the margin, or "no reliable forecast" and why.
+
+    A forecast is printed only when the report says its checks passed (docs/fragility.md);
+    one from a report written before the checks existed is not printed.
+    """
+    if f.forecast_checked and f.forecast_steps is not None:
+        return f"+{f.forecast_margin:g} nats in {f.forecast_steps:.3g} steps"
+    if not f.forecast_checked:
+        return "no reliable forecast (this report predates the forecast checks)"
+    reasons = f.no_forecast_reasons or [f.no_fit_reason or "no fit"]
+    return "no reliable forecast: " + "; ".join(reasons)
 
 
 def _fill(text: str, values: dict[str, str]) -> str:

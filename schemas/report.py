@@ -413,8 +413,26 @@ class HeldOut(Strict):
     )
 
 
+DEPTH_ALPHA = 0.05  # "above null": the permutation p below this ...
+MIN_PERMUTATIONS = 100  # ... from at least this many permutations
+DepthNullTest = Literal["above-null", "not-above-null", "too-few-permutations"]
+
+
+def depth_null_test(p_value: float | None, permutations: int | None) -> DepthNullTest | None:
+    """Whether a depth score is above its label-permutation null: the one rule every view uses.
+
+    Above when p < `DEPTH_ALPHA` from at least `MIN_PERMUTATIONS` permutations; with fewer the
+    test is not made ("too-few-permutations"), whatever p says. None when there is no null.
+    """
+    if p_value is None:
+        return None
+    if permutations is None or permutations < MIN_PERMUTATIONS:
+        return "too-few-permutations"
+    return "above-null" if p_value < DEPTH_ALPHA else "not-above-null"
+
+
 class Headline(Strict):
-    """The numbers on the card, all at the selected layer l*."""
+    """The numbers on the card, at the selected layer l* unless a field says otherwise."""
 
     layer: int = Field(ge=0, description="l*.")
     eps: Unit = Field(description="ε of the ρ values.")
@@ -462,10 +480,61 @@ class Headline(Strict):
         None, description="Depth rescaled against the null mean: (s − s0)/(1 − s0), ≥ 0."
     )
     depth_above_null: bool | None = Field(
-        None, description="The score exceeds its null's 95th percentile (else 'not above null')."
+        None,
+        description="p < 0.05 from at least 100 permutations (`depth_null_test`); None when "
+        "too few permutations to test. Reports before card standard 2.1: score > null p95.",
+    )
+    null_permutations: int | None = Field(
+        None,
+        ge=0,
+        description="Label permutations behind each null (depth, ρ_ε of M_DiD, specificity).",
+    )
+    depth_window: tuple[int, int] | None = Field(
+        None,
+        description="Inclusive layer range the depth score (and its null) averages over: the "
+        "analysis window, not l*.",
     )
     depth_low: Unit | None = Field(None, description="Bootstrap 95 % low of the depth score.")
     depth_high: Unit | None = Field(None, description="Bootstrap 95 % high of the depth score.")
+    recovery_baseline: Cosine | None = Field(
+        None,
+        description="Mean-shift baseline: |cos(mean row of M_DiD, r_l*)| = |cos(r_I − r_B, r_I)| "
+        "(child-only: 1), fit prompts. Recovery that does not beat it is 'at baseline'.",
+    )
+    recovery_beyond_baseline: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Recovery minus its mean-shift baseline."
+    )
+    recovery_beyond_low: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Bootstrap 95 % low of recovery − baseline."
+    )
+    recovery_beyond_high: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Bootstrap 95 % high of recovery − baseline."
+    )
+    rho_did_null_mean: Unit | None = Field(
+        None,
+        description="Mean ρ_ε of M_DiD under shuffled harmful/harmless labels (same sizes).",
+    )
+    rho_did_null_p: Unit | None = Field(
+        None, description="One-sided permutation p of ρ_ε of M_DiD being below that null."
+    )
+    rho_did_beyond_low: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Bootstrap 95 % low of ρ_ε(M_DiD) − its null."
+    )
+    rho_did_beyond_high: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Bootstrap 95 % high of ρ_ε(M_DiD) − its null."
+    )
+    specificity_null_mean: NonNeg | None = Field(
+        None, description="Mean safety specificity under shuffled harmful/harmless labels."
+    )
+    specificity_null_p: Unit | None = Field(
+        None, description="Two-sided permutation p of the specificity against that null."
+    )
+    specificity_low: NonNeg | None = Field(
+        None, description="Bootstrap 95 % low of the safety specificity."
+    )
+    specificity_high: NonNeg | None = Field(
+        None, description="Bootstrap 95 % high of the safety specificity."
+    )
     baseline_refusal_low: Unit | None = Field(
         None, description="Wilson 95 % low of the baseline refusal rate (eval prompts)."
     )
@@ -492,8 +561,15 @@ class CrossDomain(Strict):
     )
     placebo_cosine: Cosine | None = Field(
         None,
-        description="Smallest-angle cosine between two random same-size halves of the harmless "
-        "prompts (mean over splits): the overlap any two prompt groups show.",
+        description="Smallest-angle cosine between two disjoint random groups of harmless "
+        "prompts, `placebo_rows` each (mean over splits): the overlap any two prompt groups "
+        "of a domain's size show.",
+    )
+    placebo_rows: int | None = Field(
+        None,
+        ge=1,
+        description="Rows per placebo group: the median domain's size (at most half the "
+        "harmless prompts); None in older reports (halves of the harmless prompts).",
     )
 
 

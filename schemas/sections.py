@@ -216,6 +216,17 @@ class FragilitySettings(Strict):
         None, ge=3, description="Early steps the power law is fitted on; None = all T."
     )
     margin: float = Field(0.5, gt=0.0, description="Rise in L_A (nats/token) to forecast.")
+    min_fit_r2: float = Field(
+        0.8, le=1.0, description="A forecast is given only when the fit's R² is at least this."
+    )
+    min_rising_steps: int = Field(
+        5, ge=1, description="... and at least this many fitted steps have ΔL_A > 0."
+    )
+    max_extrapolation: float = Field(
+        10.0,
+        gt=0.0,
+        description="... and the forecast is at most this many times the steps observed.",
+    )
 
 
 class Fragility(Strict):
@@ -271,10 +282,28 @@ class Fragility(Strict):
     fit_steps: int | None = Field(None, ge=1, description="Early steps fitted; None = all.")
     exponent: float | None = Field(None, description="Fitted p in ΔL_A ≈ c·t^p.")
     fit_coefficient: float | None = Field(None, ge=0.0, description="Fitted c in ΔL_A ≈ c·t^p.")
-    fit_points: int = Field(0, ge=0, description="Steps with ΔL_A > 0 the fit used.")
-    fit_r2: float | None = Field(None, le=1.0, description="R² of the log-log fit.")
-    forecast_steps: float | None = Field(None, ge=0.0, description="Steps until L_A rises.")
+    fit_points: int = Field(0, ge=0, description="Fitted steps with ΔL_A > 0.")
+    fit_negative_points: int | None = Field(
+        None, ge=0, description="Fitted steps with ΔL_A < 0 (fitted too: they lower R²)."
+    )
+    fit_r2: float | None = Field(
+        None,
+        le=1.0,
+        description="R² of the fit in ΔL_A units over every fitted step (older reports: of the "
+        "log-log fit over the rising steps only).",
+    )
+    forecast_steps: float | None = Field(
+        None, ge=0.0, description="Steps until L_A rises by the margin; only when reliable."
+    )
     forecast_margin: NonNeg = Field(description="Rise in L_A the forecast is for.")
+    forecast_checked: bool = Field(
+        False,
+        description="The forecast checks were applied (R², rising steps, range, converged "
+        "sharpness): forecast_steps is given only when all passed. False in older reports.",
+    )
+    no_forecast_reasons: list[str] = Field(
+        default_factory=list, description="Why there is no reliable forecast (every failed check)."
+    )
     no_fit_reason: str | None = Field(None, description="Why exponent/forecast are None.")
     flags: list[FragilityFlag] = Field(
         default_factory=list, description="Degenerate cases met (zero vectors, no convergence)."

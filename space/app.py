@@ -49,8 +49,10 @@ RUN_INTRO = (
     "report. It takes about a minute; one run at a time."
 )
 BOARD_NOTE = (
-    "Numbers as the model cards print them: the depth score beside the 95th percentile of its "
-    "label-permutation null (a score below it is not above chance), the fewest directions "
+    "Numbers as the model cards print them: the depth score relative to its label-permutation "
+    "null, (score − null mean)/(1 − null mean), averaged over the analysis window of layers "
+    "and shown only where p < 0.05 from at least 100 permutations (else empty: not above "
+    "null), with p and the raw score beside it; the fewest directions "
     "whose ablation removes refusal without breaking the model (min k) and the KL that costs, "
     "and the child's refusal rate with nothing removed. Compare only rows with the same "
     "analysis version. Click a header to sort; the filter icon searches a column."

@@ -487,10 +487,14 @@ def _fragility() -> dict:
         steps=5,
         learning_rate=1e-4,
         delta_loss=[0.01, 0.03, 0.06, 0.1, 0.15],
+        sharpness_converged=True,
         exponent=1.2,
+        fit_points=5,
+        fit_negative_points=0,
         fit_r2=0.98,
         forecast_steps=40.0,
         forecast_margin=0.5,
+        forecast_checked=True,
     ).model_dump()
 
 

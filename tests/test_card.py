@@ -16,7 +16,7 @@ from depthcard.report.card import (
     render_card_section,
     splice_section,
 )
-from depthcard.report.metrics import METRICS
+from depthcard.report.metrics import METRICS, depth_window
 from depthcard.schemas.report import Headline
 from tests.report_factory import CHILD_SHA, make_report
 
@@ -73,7 +73,7 @@ def test_round_trip_through_a_readme(kwargs):
 
 def test_markers_frame_the_section():
     lines = SECTION.splitlines()
-    assert lines[0] == f"<!-- depthcard:start schema=2.0 key={REPORT.audit_key} -->"
+    assert lines[0] == f"<!-- depthcard:start schema=2.1 key={REPORT.audit_key} -->"
     assert lines[1].startswith("<!-- depthcard:headline {") and lines[1].endswith("} -->")
     assert lines[-1] == END_MARKER
     assert SECTION.endswith("\n") and "\r" not in SECTION
@@ -99,12 +99,12 @@ def table_row(section: str, label: str) -> str:
 def test_table_lists_every_headline_number_with_unit_and_meaning():
     expected = {
         "rho_eps_aligned": "0.007812 (rank 7 of d = 896); "
-        "ρ_ε of M_DiD 0.004464, placebo 0.03125",
+        "ρ_ε of M_DiD 0.004464 at placebo (harmless-halves placebo 0.03125, untested)",
         "rho_eps_naive": "0.07143",
         "refusal_direction_recovery": "0.896 (placebo 0.310) [95 % CI 0.807–0.941]",
         "safety_specificity": "0.714",
-        "alignment_depth_score": "0.265 (permutation null 0.132, 95th pct 0.159, "
-        "p = 0.009901) [95 % CI 0.238–0.291]",
+        "depth_vs_null": "0.153 (p = 0.009901); raw score 0.265, null mean 0.132, "
+        "95th pct 0.159 [raw 95 % CI 0.238–0.291]",
         "baseline_refusal_rate": "94.0 % [95 % Wilson 89.0 %–97.0 %]",
         "abliteration_min_k": "3",
         "abliteration_kl": "0.0208",
@@ -116,7 +116,9 @@ def test_table_lists_every_headline_number_with_unit_and_meaning():
             continue
         cells = [c.strip() for c in table_row(SECTION, m.label).strip("|").split(" | ")]
         assert cells[1] == expected[m.field]
-        assert cells[2] == m.unit.format(eps="0.05", chance="0.01786", threshold="10 %")
+        assert cells[2] == m.unit.format(
+            eps="0.05", chance="0.01786", threshold="10 %", depth_window=depth_window(REPORT)
+        )
         assert cells[3] == m.meaning
 
 
@@ -171,7 +173,7 @@ def test_newer_minor_version_with_new_fields_still_parses():
     data |= {"schema_version": "2.3", "new_field": [1, 2]}
     data["headline"]["new_metric"] = 0.5
     lines = SECTION.splitlines()
-    lines[0] = lines[0].replace("schema=2.0", "schema=2.3")
+    lines[0] = lines[0].replace("schema=2.1", "schema=2.3")
     lines[1] = f"<!-- depthcard:headline {json.dumps(data)} -->"
     assert parse_card_section("\n".join(lines)).headline == REPORT.headline
 
@@ -183,7 +185,7 @@ def test_an_old_1_0_section_without_nulls_still_parses():
     data["schema_version"], data["report_schema_version"] = "1.0", "1.0"
     data["headline"] = {k: v for k, v in data["headline"].items() if k not in new}
     lines = SECTION.splitlines()
-    lines[0] = lines[0].replace("schema=2.0", "schema=1.0")
+    lines[0] = lines[0].replace("schema=2.1", "schema=1.0")
     lines[1] = f"<!-- depthcard:headline {json.dumps(data)} -->"
     card = parse_card_section("\n".join(lines))
     assert card.schema_version == "1.0" and card.headline.depth_null_mean is None
@@ -226,9 +228,9 @@ BAD_CONTENT = {
     "no headline comment": SECTION.replace("<!-- depthcard:headline", "<!-- other"),
     "two headline comments": SECTION.replace("## Safety", SECTION.splitlines()[1] + "\n## Safety"),
     "key mismatch": SECTION.replace(f"key={REPORT.audit_key}", "key=other/key/a1"),
-    "unsupported major": SECTION.replace("schema=2.0", "schema=3.0"),
-    "older schema": SECTION.replace("schema=2.0", "schema=0.9"),
-    "malformed start": SECTION.replace("schema=2.0 key=", "schema=one key="),
+    "unsupported major": SECTION.replace("schema=2.1", "schema=3.0"),
+    "older schema": SECTION.replace("schema=2.1", "schema=0.9"),
+    "malformed start": SECTION.replace("schema=2.1 key=", "schema=one key="),
 }
 
 

@@ -24,7 +24,7 @@ SECTION = render_card_section(make_report(), report_url=None, reproduce_command=
 SECOND = render_card_section(make_report(kind="child-only", num_layers=4), report_url=None,
                              reproduce_command=COMMAND)  # fmt: skip
 SECOND_KEY = parse_card_section(SECOND).audit_key
-OLD = SECTION.replace("schema=2.0", "schema=0.9")
+OLD = SECTION.replace("schema=2.1", "schema=0.9")
 START, END = SECTION.splitlines()[0], SECTION.splitlines()[-1]
 ENCODINGS = ["utf-8", "latin-1", "cp1252", "utf-16-le", "shift_jis"]
 LINES = [

@@ -39,7 +39,7 @@ def test_the_file_reads_back_through_huggingface_hub_unchanged():
     assert eval_result_entries_to_yaml(entries) == data
     values = {e.task_id: e.value for e in entries}
     # the card's digits: 0.265, 94.0 %, a whole number of directions
-    assert values["alignment_depth"] == 0.265 and values["baseline_refusal"] == 94.0
+    assert values["alignment_depth_vs_null"] == 0.153 and values["baseline_refusal"] == 94.0
     assert isinstance(values["abliteration_min_k"], int)
     assert entries[0].date.endswith("Z")  # the report's UTC time, ISO-8601
     assert "analysis" in entries[0].notes
@@ -48,15 +48,14 @@ def test_the_file_reads_back_through_huggingface_hub_unchanged():
 def test_unmeasured_numbers_are_left_out_and_not_above_null_is_noted():
     report = make_report()  # no ablation, no depth
     tasks = {e.dataset.task_id for e in eval_results(report, BENCH, None)}
-    assert "abliteration_min_k" not in tasks and "alignment_depth" not in tasks
+    assert "abliteration_min_k" not in tasks and "alignment_depth_vs_null" not in tasks
     report = _full_report()
-    h = report.headline.model_copy(update={"depth_above_null": False})
-    depth = next(
-        e
+    h = report.headline.model_copy(update={"depth_p_value": 0.25})
+    tasks = {
+        e.dataset.task_id
         for e in eval_results(report.model_copy(update={"headline": h}), BENCH, None)
-        if e.dataset.task_id == "alignment_depth"
-    )
-    assert "not above its permutation null" in depth.notes and depth.source is None
+    }
+    assert "alignment_depth_vs_null" not in tasks  # not above its null: not a depth to rank
 
 
 @pytest.mark.parametrize(

@@ -138,12 +138,14 @@ def test_power_iteration_recovers_the_top_eigenvalue_of_a_quadratic():
 
 @pytest.mark.parametrize(("p", "tol"), [(4.0, 0.3), (2.0, 0.2)])
 def test_fit_recovers_the_exponent_from_noisy_power_law(p, tol):
+    # additive noise, as mini-batches give it (5 % of the last step's rise)
     gen = torch.Generator().manual_seed(int(p))
     t = torch.arange(1, 21, dtype=torch.float64)
-    delta = 1e-4 * t**p * torch.exp(0.2 * torch.randn(20, generator=gen, dtype=torch.float64))
+    clean = 1e-4 * t**p
+    delta = clean + 0.05 * clean[-1] * torch.randn(20, generator=gen, dtype=torch.float64)
     fit = fit_power_law(delta.tolist(), margin=1.0)
     assert abs(fit.exponent - p) < tol
-    assert fit.r2 > 0.9 and fit.points == 20 and fit.reason is None
+    assert fit.r2 > 0.9 and fit.points + fit.negative == 20 and fit.reason is None
     assert fit.forecast_steps == pytest.approx((1.0 / fit.coefficient) ** (1 / fit.exponent))
 
 
@@ -158,10 +160,10 @@ def test_fit_is_exact_on_clean_data_and_uses_only_early_steps():
 @pytest.mark.parametrize(
     ("delta", "reason"),
     [
-        ([0.0] * 8, "only 0 of 8"),
-        ([-0.1 * t for t in range(8)], "only 0 of 8"),
+        ([0.0] * 8, "does not rise"),
+        ([-0.1 * t for t in range(8)], "does not rise"),
         ([0.5, 0.2, 0.1, 0.05], "does not grow"),
-        ([1e-3, 0.0, 2e-3, -1e-3], "only 2 of 4"),
+        ([1e-3, float("nan")], "only 1 of 2"),
     ],
 )
 def test_fit_reports_none_with_a_reason_for_flat_or_falling_data(delta, reason):
@@ -232,7 +234,7 @@ def test_fragility_of_an_unreached_subset_is_zero_and_flagged():
         section.flags
     )
     assert section.delta_loss == [0.0] * 3 and section.exponent is None
-    assert "only 0 of 3" in section.no_fit_reason
+    assert "does not rise" in section.no_fit_reason
 
 
 def test_parameter_subset_defaults_to_middle_third_down_projections():

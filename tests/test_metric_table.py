@@ -70,21 +70,23 @@ def test_docs_number_formats_are_the_table_formats():
     assert format_value("cosine", 0.8962) == "0.896" and format_value("nats", 0.020833) == "0.0208"
     by_field = {m.field: m.fmt for m in HEADLINE}
     assert by_field["refusal_direction_recovery"] == "cosine"
-    assert {by_field["safety_specificity"], by_field["alignment_depth_score"]} <= {"ratio", "score"}
+    assert {by_field["safety_specificity"], by_field["depth_vs_null"]} <= {"ratio", "score"}
     assert by_field["baseline_refusal_rate"] == "percent"
     assert by_field["abliteration_kl"] == "nats"
 
 
-def test_the_depth_score_is_printed_beside_its_permutation_null():
-    depth = next(m for m in METRICS if m.field == "alignment_depth_score")
+def test_the_depth_score_is_printed_against_its_permutation_null():
+    depth = next(m for m in METRICS if m.label.startswith("alignment depth"))
+    assert depth.field == "depth_vs_null"  # the headline is the score relative to its null
     nulls = [c.field for c in depth.companions if c.role == "null"]
-    assert nulls == ["depth_chance_level", "depth_null_mean", "depth_null_p95"]
+    assert nulls == ["depth_null_mean", "depth_null_p95"]
+    assert {c.field for c in depth.companions} >= {"depth_p_value", "alignment_depth_score"}
     assert {c.role for c in depth.companions} >= {"low", "high"}
 
 
 def test_a_depth_not_above_its_null_is_not_printed_as_a_depth():
-    report = make_report(with_depth=True, headline={"depth_above_null": False})
-    row = next(r for r in metric_rows(report) if r.metric.field == "alignment_depth_score")
+    report = make_report(with_depth=True, headline={"depth_p_value": 0.25})
+    row = next(r for r in metric_rows(report) if r.metric.field == "depth_vs_null")
     assert row.number.startswith("not above null")
 
 
@@ -153,10 +155,12 @@ def test_the_views_agree_on_the_reference_formats():
     # the terminal once printed 0.94
     assert card["baseline refusal rate"] == "94.0 % [95 % Wilson 89.0 %–97.0 %]"
     assert card["ρ_ε aligned"] == (
-        "0.007812 (rank 7 of d = 896); ρ_ε of M_DiD 0.004464, placebo 0.03125"
+        "0.007812 (rank 7 of d = 896); ρ_ε of M_DiD 0.004464 at placebo (harmless-halves "
+        "placebo 0.03125, untested)"
     )
-    assert card["alignment depth score"] == (
-        "0.265 (permutation null 0.132, 95th pct 0.159, p = 0.009901) [95 % CI 0.238–0.291]"
+    assert card["alignment depth vs null"] == (
+        "0.153 (p = 0.009901); raw score 0.265, null mean 0.132, 95th pct 0.159 "
+        "[raw 95 % CI 0.238–0.291]"
     )
     assert card["refusal-direction recovery"] == "0.896 (placebo 0.310) [95 % CI 0.807–0.941]"
     assert card["KL at min k"] == "0.0208"

@@ -17,7 +17,14 @@ from depthcard.analysis.crossdomain import cross_domain
 from depthcard.analysis.intervals import percentile_interval, permutation_p_value
 from depthcard.analysis.judges import wilson_interval
 from depthcard.analysis.layer_metrics import Captures, analyse_layers
-from depthcard.analysis.nulls import depth_inputs, depth_null, depth_value, point_nulls
+from depthcard.analysis.nulls import (
+    depth_inputs,
+    depth_null,
+    depth_value,
+    point_nulls,
+    spectral_nulls,
+    typical_domain_rows,
+)
 from depthcard.analysis.prompt_inputs import (
     MIN_EVAL,
     PromptInputs,
@@ -26,8 +33,11 @@ from depthcard.analysis.prompt_inputs import (
     split_indices,
 )
 from depthcard.prompts import LoadedPromptSet
+from depthcard.report.metrics import metric_rows
 from depthcard.schemas.errors import UserError
 from depthcard.schemas.prompt_set import PromptItem, PromptSet
+from depthcard.schemas.report import depth_null_test
+from tests.report_factory import make_report
 
 D = 16
 
@@ -61,7 +71,7 @@ def test_percentile_interval_and_p_value():
     assert permutation_p_value(0.0, [0.0] * 99) == 1.0
 
 
-def _p_value(seed: int, shift: float, roll: int = 0, permutations: int = 40):
+def _p_value(seed: int, shift: float, roll: int = 0, permutations: int = 100):
     gen = torch.Generator().manual_seed(seed)
     cap = anisotropic(24, gen)
     # roll > 0: prompts loud in other directions than capability text. The shift lies
@@ -101,7 +111,7 @@ def test_placebos_match_a_contrast_that_is_not_there():
         c, c, 0, eps=0.05, scale=10.0, tolerance=1e-6, k_domain=2, bootstraps=30, seed=0
     )
     assert out.recovery_placebo is not None and 0.0 <= out.recovery_placebo <= 1.0
-    assert out.rho_did_placebo is not None and out.cross_domain_placebo is not None
+    assert out.cross_domain_placebo is not None and out.recovery_baseline == pytest.approx(1.0)
     low, high = out.recovery_interval
     assert 0.0 <= low <= high <= 1.0
 
@@ -188,3 +198,120 @@ def test_domain_sets_enter_the_cross_domain_section_beside_the_placebo():
     assert out.section.placebo_cosine == 0.42
     assert all(0.0 <= p.smallest_angle_cosine <= 1.0 + 1e-6 for p in out.section.pairs)
     assert not math.isnan(out.section.shared_cosine[2][3])
+
+
+def test_above_null_needs_p_below_alpha_and_100_permutations():
+    p, above = _p_value(0, 8.0, roll=8, permutations=99)
+    assert p <= 0.05 and above is None  # too few permutations to test: never a depth
+    assert depth_null_test(0.01, 100) == "above-null"
+    assert depth_null_test(0.05, 100) == "not-above-null"
+    assert depth_null_test(0.01, 99) == "too-few-permutations"
+
+
+def _pair(spread: bool, seed: int = 0):
+    """Captures of a pair whose base reads harmful and harmless prompts alike (r_B = 0).
+
+    The child adds a shift along axis 0 on harmful prompts. With `spread`, the base also has
+    its own harmful contrast along axis 1 (r_B ≠ 0) and the child spreads harmful prompts
+    widely along it, so the top direction of M_DiD (axis 1) is not its mean row (axis 0).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    base_h = anisotropic(24, gen)
+    base_s = base_h.clone()
+    child_s, child_h = base_s.clone(), base_h + torch.randn(24, D, generator=gen)
+    child_s += 0.1 * torch.randn(24, D, generator=gen, dtype=torch.float64)
+    if spread:
+        base_s[:, 1] += 20.0
+        sign = torch.tensor([1.0, -1.0] * 12, dtype=torch.float64)
+        child_s[:, 1] += 20.0 + 8.0 * sign
+        child_s[:, 0] += 4.0
+    else:
+        child_s[:, 0] += 6.0
+    return Captures(
+        child_s=acts(child_s), child_h=acts(child_h), base_s=acts(base_s), base_h=acts(base_h),
+        base_raw_s=acts(base_s),
+    )  # fmt: skip
+
+
+def _recovery_nulls(c):
+    return point_nulls(
+        c, c, 0, eps=0.05, scale=10.0, tolerance=1e-6, k_domain=2, bootstraps=100, seed=0
+    )
+
+
+def test_a_pair_whose_base_contrast_is_zero_scores_recovery_at_its_baseline():
+    c = _pair(False)
+    layer = analyse_layers(c, (0.05,), 0.05, 4, 1e-6)
+    rec = layer.layers[0].recovery_cosine
+    out = _recovery_nulls(c)
+    assert rec > 0.9 and out.recovery_baseline >= rec - 1e-9  # recovery is its mean shift
+    low, high = out.recovery_beyond_interval
+    assert low <= 0.0  # does not beat the baseline: "at baseline"
+    report = make_report(
+        headline={"refusal_direction_recovery": rec, "recovery_baseline": out.recovery_baseline,
+                  "recovery_beyond_baseline": rec - out.recovery_baseline,
+                  "recovery_beyond_low": low, "recovery_beyond_high": high}
+    )  # fmt: skip
+    row = next(r for r in metric_rows(report) if r.metric.field == "refusal_direction_recovery")
+    assert row.number.startswith("at baseline")
+
+
+def test_recovery_beats_a_baseline_the_base_contrast_pulls_away():
+    """r_I − r_B (axis 0) is far from r_I, while M_DiD's top direction (axis 1) is close."""
+    c = _pair(True)
+    rec = analyse_layers(c, (0.05,), 0.05, 4, 1e-6).layers[0].recovery_cosine
+    out = _recovery_nulls(c)
+    assert out.recovery_baseline < rec - 0.05
+    assert out.recovery_beyond_interval[0] > 0.0
+
+
+def test_rho_of_did_and_specificity_get_a_null_that_can_fail():
+    c = _pair(False)
+    did, spec = spectral_nulls(
+        c, 0, eps=0.05, scale=10.0, tolerance=1e-6, permutations=100, bootstraps=50, seed=0
+    )
+    assert did.p_value <= 0.05  # one loud harmful-only direction: far lower rank than the null
+    assert did.interval[1] < 0.0
+    assert spec.interval[0] <= spec.interval[1]
+    gen = torch.Generator().manual_seed(5)
+    same = [anisotropic(24, gen) for _ in range(4)]
+    plain = Captures(
+        child_s=acts(same[0]), child_h=acts(same[1]), base_s=acts(same[2]), base_h=acts(same[3]),
+        base_raw_s=acts(same[2]),
+    )  # fmt: skip
+    did0, spec0 = spectral_nulls(
+        plain, 0, eps=0.05, scale=10.0, tolerance=1e-6, permutations=100, bootstraps=20, seed=0
+    )
+    assert did0.p_value > 0.05 and spec0.p_value > 0.05  # no contrast: at placebo
+
+
+def test_a_number_that_does_not_beat_its_placebo_reads_at_placebo():
+    report = make_report(
+        headline={"rho_eps_did": 0.5, "rho_did_placebo": None, "rho_did_null_mean": 0.536,
+                  "rho_did_null_p": 0.3, "null_permutations": 100,
+                  "specificity_null_mean": 1.0, "specificity_null_p": 0.4}
+    )  # fmt: skip
+    rows = {r.metric.field: r for r in metric_rows(report)}
+    assert "ρ_ε of M_DiD 0.5000 at placebo" in rows["rho_eps_aligned"].value
+    assert rows["safety_specificity"].number.startswith("at placebo")
+    old = make_report(headline={"rho_eps_did": 0.5, "rho_did_placebo": 0.536})
+    old_row = next(r for r in metric_rows(old) if r.metric.field == "rho_eps_aligned")
+    assert "0.5000 at placebo" in old_row.value  # an untested placebo is never beaten
+    beat = make_report(
+        headline={"rho_eps_did": 0.1, "rho_did_null_mean": 0.536, "rho_did_null_p": 0.0099,
+                  "null_permutations": 100}
+    )  # fmt: skip
+    beat_row = next(r for r in metric_rows(beat) if r.metric.field == "rho_eps_aligned")
+    assert "below its null" in beat_row.value and "at placebo" not in beat_row.value
+
+
+def test_the_cross_domain_placebo_is_size_matched():
+    gen = torch.Generator().manual_seed(3)
+    harmful, harmless, cap = anisotropic(40, gen), anisotropic(120, gen), anisotropic(20, gen)
+    c = child_only(harmful, harmless, cap)
+    out = point_nulls(
+        c, c, 0, eps=0.05, scale=10.0, tolerance=1e-6, k_domain=2, bootstraps=2, seed=0,
+        domain_rows=10,
+    )  # fmt: skip
+    assert out.cross_domain_rows == 10
+    assert typical_domain_rows(["a"] * 10 + ["b"] * 10 + ["c"] * 30, c) == 10

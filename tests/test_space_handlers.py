@@ -37,13 +37,13 @@ def test_store_reads_every_valid_report_and_records_the_broken_one(store):
 def test_leaderboard_leads_with_the_compared_numbers_as_the_card_rounds_them(store):
     board = handlers.leaderboard(store)
     assert list(board.columns[:7]) == [
-        "model", "depth score", "depth null (95th pct)", "min k (coherent)",
-        "KL at min k (nats)", "baseline refusal (%)", "ρ_ε aligned",
+        "model", "depth vs null", "depth p", "depth score (raw)", "min k (coherent)",
+        "KL at min k (nats)", "baseline refusal (%)",
     ]  # fmt: skip
     assert board.columns[-1] == "report" and len(board) == 5
     alpha = board[board["report"].str.startswith("alpha-lab/Alpha-7B")].iloc[0]
-    # numbers, so Gradio sorts by value, with the card's digits (0.265, 94.0 %, 0.0208)
-    assert alpha["depth score"] == 0.265 and alpha["depth null (95th pct)"] == 0.159
+    # numbers, so Gradio sorts by value, with the card's digits (0.153, 94.0 %, 0.0208)
+    assert alpha["depth vs null"] == 0.153 and alpha["depth score (raw)"] == 0.265
     assert alpha["baseline refusal (%)"] == 94.0 and alpha["KL at min k (nats)"] == 0.0208
     assert alpha["ρ_ε aligned"] == 0.007812 and isinstance(alpha["min k (coherent)"], int)
     assert alpha["model"] == (
@@ -51,7 +51,7 @@ def test_leaderboard_leads_with_the_compared_numbers_as_the_card_rounds_them(sto
     )
     assert alpha["params"] == "7B"
     # deepest first, unmeasured depth last; missing numbers are empty cells, not NaN
-    depth = list(board["depth score"])
+    depth = list(board["depth vs null"])
     measured = [d for d in depth if d is not None]
     assert depth[: len(measured)] == sorted(measured, reverse=True) and depth[-1] is None
 

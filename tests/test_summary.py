@@ -20,8 +20,10 @@ def test_summary_lists_every_headline_number_with_its_value() -> None:
     text = summary_table(report, Path("out"))
     h = report.headline
     # The card's formats (docs/card-standard.md §3), not a terminal-only one.
-    assert f" {h.alignment_depth_score:.3f} " in _row(text, "alignment depth score")
-    assert f"K_c/d = {h.depth_chance_level:#.4g}" in _row(text, "alignment depth score")
+    depth = _row(text, "alignment depth vs null")
+    assert (
+        f" {h.depth_vs_null:.3f} " in depth and f"raw score {h.alignment_depth_score:.3f}" in depth
+    )
     assert f" {100 * h.baseline_refusal_rate:.1f} % " in _row(text, "baseline refusal rate")
     assert _first_word(text, "abliteration min k") == str(h.abliteration_min_k)
     assert f" {report.fragility.sharpness:#.4g} " in _row(text, "fragility sharpness")
