@@ -8,8 +8,10 @@ where drop_l is the mean fall of the first-token refusal log-odds on Ds when r̂
 at every layer, and KL⁺_l the one-sided 95 % upper confidence bound of the mean first-token
 KL on Dh. l* is the layer of largest score among those with a positive drop. There is no hard
 edge: a layer's KL discounts its drop smoothly (at KL⁺ = budget by e⁻¹), and an uncertain KL
-is discounted more. Where no layer's ablation lowers the refusal score the norm-ratio rule
-(largest ‖r_l‖ / mean activation norm) chooses.
+is discounted more. l* is then *bagged*: the candidate layer chosen by the most bootstrap
+resamples (below), ties going to the full fit's order, so that one draw of prompts that puts
+two layers' scores within noise of each other does not decide it. Where no layer's ablation
+lowers the refusal score the norm-ratio rule (largest ‖r_l‖ / mean activation norm) chooses.
 
 Stability refits everything the choice depends on: each bootstrap resample of the fit prompts
 (harmful and harmless, with replacement) recomputes the refusal directions from the resampled
@@ -174,6 +176,11 @@ def select_layer(
             counts[pick] = counts.get(pick, 0) + 1
             bar.advance(1)
     shares = {la: c / bootstraps for la, c in counts.items()}
+    if chosen is not None and bootstraps > 0:
+        # bagged: the layer most resamples choose (ties: the full fit's order), so that one
+        # draw of the prompts near the KL scale does not decide l*
+        chosen = max(candidates, key=lambda la: (counts.get(la, 0), -candidates.index(la)))
+        point = chosen
     return LayerChoice(
         chosen=chosen,
         tried=tried,

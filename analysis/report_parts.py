@@ -44,9 +44,10 @@ def select_by_ablation(
     layer: int, drop: float, kl: float, kl_upper: float, window: tuple[int, int], budget: float
 ) -> SelectedLayer:
     reason = (
-        f"ablating r̂_{layer} gave the best refusal drop discounted by its KL ({drop:.3g} at "
-        f"first-token KL {kl:.3g}, upper bound {kl_upper:.3g}; score drop·exp(−KL⁺/{budget:g})) "
-        f"among layers {window[0]}..{window[1]}"
+        f"ablating r̂_{layer} gave the best refusal drop discounted by its KL, score "
+        f"drop·exp(−KL⁺/{budget:g}), in the most bootstrap resamples of the fit prompts "
+        f"(drop {drop:.3g} at first-token KL {kl:.3g}, upper bound {kl_upper:.3g}) among layers "
+        f"{window[0]}..{window[1]}"
     )
     return SelectedLayer(layer=layer, rule="ablation", window=window, reason=reason)
 
