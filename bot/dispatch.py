@@ -308,14 +308,16 @@ class JobsBackend:
         return choose_job(self.jobs, job.parameters, estimate)
 
     def command(self, job: AuditJob) -> list[str]:
-        """The job's shell command: install the pinned build, audit, upload the folder."""
+        """The job's shell command: install the pinned build, audit, and upload the folder's
+        public copy (`depthcard public-report`: no directions, no ablated answers)."""
         dest = report_path(*job.target)
         audit = shlex.join(["depthcard", "audit", *job.models(),
                             "--out", "/tmp/report", *self.args])  # fmt: skip
-        upload = shlex.join(["hf", "upload", self.results_repo, "/tmp/report", dest,
+        public = shlex.join(["depthcard", "public-report", "/tmp/report", "--out", "/tmp/public"])
+        upload = shlex.join(["hf", "upload", self.results_repo, "/tmp/public", dest,
                              "--repo-type", "dataset"])  # fmt: skip
         install = install_steps(self.jobs.install, self.results_repo, self.wheel())
-        return ["bash", "-c", "; ".join(["set -euo pipefail", *install, audit, upload])]
+        return ["bash", "-c", "; ".join(["set -euo pipefail", *install, audit, public, upload])]
 
     def start(self, job: AuditJob) -> str:
         """The id of this key's job: an existing one if the label finds it, else a new one."""

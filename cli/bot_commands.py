@@ -50,6 +50,15 @@ def add_parsers(sub) -> None:
     _config_arg(publish)
     publish.set_defaults(handler=run_publish)
 
+    public = sub.add_parser(
+        "public-report",
+        help="copy the publishable files of a report folder (no directions, no ablated answers; "
+        "their sha256 in withheld.json)",
+    )
+    public.add_argument("report_dir", type=Path, help="report folder of `depthcard audit`")
+    public.add_argument("--out", type=Path, required=True, help="new folder for the copy")
+    public.set_defaults(handler=run_public_report)
+
     retry = sub.add_parser("retry", help="queue a failed or skipped audit again")
     retry.add_argument("key", help="audit key: base sha/child sha/analysis version")
     _config_arg(retry)
@@ -200,6 +209,19 @@ def status_json(rows) -> str:
         for r in rows
     ]  # fmt: skip
     return BotStatus(counts=counts, audits=audits).model_dump_json(indent=1)
+
+
+def run_public_report(args, token: str | None) -> int:
+    """`depthcard public-report REPORT_DIR --out DIR`: what a job uploads."""
+    from depthcard.report.public_files import write_public_copy
+
+    if not (args.report_dir / "report.json").is_file():
+        raise UserError(f"{args.report_dir}: no report.json (is this a depthcard report folder?)")
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise UserError(f"--out {args.out}: exists and is not an empty folder")
+    written = write_public_copy(args.report_dir, args.out)
+    print(f"depthcard: wrote {', '.join(written)} to {args.out}")
+    return 0
 
 
 def run_retry(args, token: str | None) -> int:
