@@ -14,7 +14,6 @@ config.json it falls back to the parameter-budget rule and the configured timeou
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import subprocess
@@ -387,12 +386,12 @@ def make_backend(cfg: BotConfig, hub, token: str | None) -> Backend:
         return local
 
     def read_config(repo: str, sha: str) -> dict | None:
-        from depthcard.bot.hub import UnreadableFile
+        from depthcard.schemas.json_text import loads_bounded
 
         try:
             text = hub.read_text(repo, "config.json", sha)
-            data = json.loads(text) if text is not None else None
-        except (UnreadableFile, json.JSONDecodeError, RecursionError):
+            data = loads_bounded(text) if text is not None else None
+        except ValueError:  # not UTF-8 (UnreadableFile), malformed, a huge integer, too deep
             return None  # unreadable counts as unknown: the parameter-budget rule decides
         return data if isinstance(data, dict) else None
 

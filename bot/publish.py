@@ -40,6 +40,7 @@ from depthcard.report.eval_results import EVAL_RESULTS_PATH, eval_results, eval_
 from depthcard.report.markdown import md_code, md_escape, md_fence
 from depthcard.report.metrics import METRICS, MISSING, format_value, metric_rows
 from depthcard.report.reproduce import reproduce_command
+from depthcard.schemas.hub_events import repo_id_problem
 from depthcard.schemas.report import AuditReport, ModelRef
 
 log = logging.getLogger(__name__)
@@ -268,6 +269,10 @@ def load_report(folder: Path) -> AuditReport:
             "the Hub repo at a pinned revision (depthcard audit BASE CHILD@sha)"
         )
     m = report.models
+    for ref in (m.base, m.child, m.third):
+        problem = repo_id_problem(ref.repo_id or "") if ref and ref.source == "hub" else None
+        if problem is not None:  # a tampered report.json: its ids go into the card and the PR
+            raise ValueError(f"{folder}: a model is not a Hub repo id: {problem}")
     if m.base is None or m.base.source == "hub":
         third = m.third.revision if m.third else None
         base = m.base.revision if m.base else None

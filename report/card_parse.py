@@ -7,7 +7,6 @@ byte of the README as it was.
 
 from __future__ import annotations
 
-import json
 import re
 
 from pydantic import ValidationError
@@ -22,6 +21,7 @@ from depthcard.report.card_format import (
     CardParseError,
     ParsedCard,
 )
+from depthcard.schemas.json_text import loads_bounded
 from depthcard.schemas.report import Headline
 
 # A marker counts only where it begins a line (after indentation), outside fenced code and
@@ -136,8 +136,8 @@ def _embedded_json(section: str) -> dict:
     if end < 0:
         raise CardParseError("the depthcard:headline comment is not closed")
     try:
-        data = json.loads(section[begin:end])
-    except json.JSONDecodeError as exc:
+        data = loads_bounded(section[begin:end])
+    except ValueError as exc:  # malformed, a huge integer, nesting too deep
         raise CardParseError(f"depthcard headline JSON is malformed: {exc}") from exc
     if not isinstance(data, dict):
         raise CardParseError("depthcard headline JSON is not an object")

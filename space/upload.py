@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from depthcard.schemas.json_text import JsonLimitError, loads_bounded
 from depthcard.schemas.report import SCHEMA_VERSION, AuditReport
 from depthcard.space.store import MAX_REPORT_BYTES
 
@@ -29,7 +30,7 @@ TOO_LARGE = (
 EMPTY = "The file is empty: a report.json holds one JSON object."
 NOT_UTF8 = "The file is not UTF-8 text (byte {pos} cannot be decoded): is it a report.json?"
 NOT_JSON = "The file is not valid JSON: {msg} at line {line}, column {col}."
-TOO_DEEP = "The file is not a report: its JSON is nested too deeply to read."
+BEYOND_LIMITS = "The file is not a report: {why}."
 NOT_OBJECT = "The file is JSON but not a report: the top level is {kind}, not an object."
 BAD_VERSION = (
     "schema_version {found} is not supported: this Space reads reports of schema "
@@ -123,11 +124,11 @@ def _decode(data: bytes) -> tuple[object | None, str | None]:
         return None, NOT_UTF8.format(pos=exc.start)
     try:
         # NaN and Infinity are parsed here and rejected, located, by the schema.
-        return json.loads(text), None
+        return loads_bounded(text), None
     except json.JSONDecodeError as exc:
         return None, NOT_JSON.format(msg=exc.msg, line=exc.lineno, col=exc.colno)
-    except RecursionError:
-        return None, TOO_DEEP
+    except JsonLimitError as exc:
+        return None, BEYOND_LIMITS.format(why=exc)
 
 
 def check_bytes(data: bytes) -> UploadCheck:

@@ -502,7 +502,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _tree(self) -> int:
         repo = self._repo()
-        files = repo.files(self.params["rev"])
+        try:
+            files = repo.files(self.params["rev"])
+        except KeyError:  # as the Hub: a known repo at an unknown revision
+            return self._json(404, {"error": "Invalid rev id"},
+                              {"X-Error-Code": "RevisionNotFound"})  # fmt: skip
         out = [{"type": "file", "oid": blob_sha(data), "size": len(data), "path": name}
                for name, data in sorted(files.items())]  # fmt: skip
         return self._json(200, out)
