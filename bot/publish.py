@@ -46,7 +46,6 @@ from depthcard.schemas.report import AuditReport, ModelRef
 log = logging.getLogger(__name__)
 
 PR_TITLE = "depthcard: safety-alignment depth audit of {child} ({rev})"
-TITLE_PREFIX = "depthcard: "
 PR_BODY = """\
 > **Automated audit.** depthcard, an open tool, audited this model without anyone at \
 depthcard choosing it by hand, and opened this pull request. The section follows the \
@@ -286,9 +285,9 @@ def load_report(folder: Path) -> AuditReport:
 
 
 def _is_bot_pr(pr, hub_user: str | None) -> bool:
-    if hub_user is not None:
-        return pr.author == hub_user
-    return pr.title.startswith(TITLE_PREFIX)
+    """Ours: opened by the bot's account. With no account known, none is ours: anyone can
+    open a PR titled like ours, and it must never receive our commit or block us."""
+    return hub_user is not None and pr.author == hub_user
 
 
 def closed_bot_pr(hub: Hub, repo: str, hub_user: str | None) -> int | None:

@@ -88,6 +88,14 @@ def _hub(cfg, token: str | None):
     )
 
 
+def _bot_user(cfg, hub, token: str | None) -> str | None:
+    """The account whose PRs count as the bot's own: the config's `hub_user`, else the
+    token's own account (`whoami`); None with neither (then no PR is ours)."""
+    if cfg.hub_user or not token:
+        return cfg.hub_user
+    return hub.call("whoami", hub.api.whoami)["name"]
+
+
 def run_watch(args, token: str | None) -> int:
     """`depthcard watch`: rounds of discover → audit → publish."""
     from depthcard.analysis import ANALYSIS_VERSION
@@ -102,6 +110,7 @@ def run_watch(args, token: str | None) -> int:
     if not cfg.dry_run and not token:
         raise UserError("dry_run is off but there is no Hub token (HF_TOKEN or `hf auth login`)")
     hub = _hub(cfg, token)
+    cfg = cfg.model_copy(update={"hub_user": _bot_user(cfg, hub, token)})
     synced = cfg.keep_state_in_results_repo
     if synced and not args.once:
         raise UserError("keep_state_in_results_repo needs --once (one round per pull/push)")
@@ -267,7 +276,8 @@ def run_publish(args, token: str | None) -> int:
 
         upload_report(hub, cfg.results_repo, args.report_dir, report, cfg.space_url)
         print(f"depthcard: uploaded the report to {cfg.results_repo}/{results_folder(report)}")
-    target = Target(args.repo, cfg.space_url, None, args.dry_run, links=PrLinks.from_config(cfg))
+    user = _bot_user(cfg, hub, token)  # only this account's PRs are updated or block us
+    target = Target(args.repo, cfg.space_url, user, args.dry_run, links=PrLinks.from_config(cfg))
     result = publish_report(
         hub, report, target, record=lambda a, p, d: log.info("hub write %s %s: %s", p, a, d)
     )
