@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
@@ -396,6 +397,19 @@ def _compare_tab(ui: Shared) -> tuple[Callable[[], None], gr.Dropdown]:
     return wire, compare_ids
 
 
+def discard_upload(path: str | None) -> None:
+    """Delete an upload from gradio's cache once it has been read, with its folder when that
+    is left empty: gradio keeps every upload until the process ends otherwise."""
+    if not path:
+        return
+    file = Path(path)
+    file.unlink(missing_ok=True)
+    try:
+        file.parent.rmdir()
+    except OSError:  # not empty, or already gone
+        pass
+
+
 def _validate_tab(
     ui: Shared, last_upload: gr.State, compare_ids: gr.Dropdown
 ) -> Callable[[], None]:
@@ -416,6 +430,7 @@ def _validate_tab(
     @_safe
     def validate(path, extra_reports):
         check = check_upload(path)
+        discard_upload(path)  # the report, when valid, is kept in memory
         table = handlers.error_table(check)
         message = handlers.check_markdown(check)
         if not check.ok:
