@@ -24,11 +24,14 @@ from depthcard.report.card_format import (
 from depthcard.schemas.json_text import loads_bounded
 from depthcard.schemas.report import Headline
 
-# A marker counts only where it begins a line (after indentation), outside fenced code and
+# A marker counts only where it begins a line after at most three spaces (where CommonMark
+# starts an HTML block; four spaces or a tab make indented code), outside fenced code and
 # outside the YAML front matter; anything may follow it on its line.
-_START_LINE = re.compile(r"[ \t]*(<!--\s*depthcard:start\b.*?-->)")
-_END_LINE = re.compile(r"[ \t]*(<!--\s*depthcard:end\s*-->)")
-_FENCE = re.compile(r"[ ]{0,3}(`{3,}|~{3,})")
+_START_LINE = re.compile(r"[ ]{0,3}(<!--\s*depthcard:start\b.*?-->)")
+_END_LINE = re.compile(r"[ ]{0,3}(<!--\s*depthcard:end\s*-->)")
+# A fence opens after at most three spaces, or inside list items (`- ```, `1. - ~~~`); its
+# content column is where the fence starts, and it closes at most three spaces past that.
+_FENCE = re.compile(r"((?:[ ]{0,3}(?:[-+*]|[0-9]{1,9}[.)])[ ]{1,4})*[ ]{0,3})(`{3,}|~{3,})")
 
 
 def _lines(text: str):
@@ -66,18 +69,21 @@ def _scan(text: str) -> tuple[tuple[int, int] | None, str | None]:
     """
     skip = _front_matter_end(text)
     fence: str | None = None
+    column = 0  # where the open fence starts
     start: int | None = None
     for offset, line in _lines(text):
         if offset < skip:
             continue
         opening = _FENCE.match(line)
         if fence is not None:
-            if opening and opening[1][0] == fence[0] and len(opening[1]) >= len(fence):
-                if not line[opening.end() :].strip():
+            indent = len(line) - len(line.lstrip(" "))
+            closing = line.strip(" ")
+            if indent <= column + 3 and closing and set(closing) == {fence[0]}:
+                if len(closing) >= len(fence):
                     fence = None
             continue
-        if opening and not (opening[1][0] == "`" and "`" in line[opening.end() :]):
-            fence = opening[1]
+        if opening and not (opening[2][0] == "`" and "`" in line[opening.end() :]):
+            fence, column = opening[2], len(opening[1])
             continue
         if m := _START_LINE.match(line):
             start = offset + m.start(1)
