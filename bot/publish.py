@@ -303,15 +303,36 @@ def _readme(hub: Hub, repo: str, revision: str) -> str:
 
 
 def card_metadata(text: str) -> dict:
-    """The YAML metadata of a card, however it was saved (BOM, CRLF); {} when unreadable."""
+    """The YAML metadata of a card, however it was saved (BOM, CRLF, a `...` end line).
+
+    An opt-out fails closed: when the YAML cannot be read (a bad line elsewhere in it) or
+    ModelCard does not find it, a `depthcard: VALUE` line of the front matter still counts.
+    """
     from huggingface_hub import ModelCard
 
     # ModelCard finds no metadata after a byte-order mark; the owner's editor chose that.
     text = text.removeprefix("\ufeff")
     try:
-        return ModelCard(text, ignore_metadata_errors=True).data.to_dict()
-    except Exception:  # a broken YAML header is the owner's business; assume no opt-out
-        return {}
+        data = ModelCard(text, ignore_metadata_errors=True).data.to_dict()
+    except Exception:  # a broken YAML header is the owner's business, not the bot's
+        data = {}
+    if OPT_OUT_KEY not in data and (line := _front_matter_value(text, OPT_OUT_KEY)):
+        data[OPT_OUT_KEY] = line
+    return data
+
+
+def _front_matter_value(text: str, key: str) -> str | None:
+    """The value of a top-level `key: value` line of the front matter, read without YAML."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        return None
+    for line in lines[1:]:
+        if line.rstrip() in ("---", "..."):
+            return None
+        name, colon, value = line.partition(":")
+        if colon and name.strip() == key and name == name.lstrip():
+            return value.strip().strip("'\"")
+    return None
 
 
 @dataclass(frozen=True)

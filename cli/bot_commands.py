@@ -248,8 +248,20 @@ def run_retry(args, token: str | None) -> int:
     return 0
 
 
+REPO_GONE = (
+    "{repo} at the report's revision {rev} is not on the Hub ({why}); audit the revision "
+    "the repo has now"
+)
+
+
 def run_publish(args, token: str | None) -> int:
     """`depthcard publish REPORT_DIR --repo CHILD`: the maintainer's path to the PR."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
     from depthcard.bot.publish import (
         PrLinks,
         Target,
@@ -260,10 +272,12 @@ def run_publish(args, token: str | None) -> int:
         render_title,
     )
 
+    gone = (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)
     cfg = _config(args)
     with reading_user_file():
         report = load_report(args.report_dir)
-    audited = card_model(report).repo_id
+    model = card_model(report)
+    audited = model.repo_id
     if audited != args.repo:
         raise UserError(f"the report audits {audited}, not {args.repo}")
     if not args.dry_run and not token:
@@ -278,9 +292,13 @@ def run_publish(args, token: str | None) -> int:
         print(f"depthcard: uploaded the report to {cfg.results_repo}/{results_folder(report)}")
     user = _bot_user(cfg, hub, token)  # only this account's PRs are updated or block us
     target = Target(args.repo, cfg.space_url, user, args.dry_run, links=PrLinks.from_config(cfg))
-    result = publish_report(
-        hub, report, target, record=lambda a, p, d: log.info("hub write %s %s: %s", p, a, d)
-    )
+    try:
+        result = publish_report(
+            hub, report, target, record=lambda a, p, d: log.info("hub write %s %s: %s", p, a, d)
+        )
+    except gone as exc:  # the report names a repo or revision the Hub does not have
+        first = " ".join(str(exc).split())[:200]
+        raise UserError(REPO_GONE.format(repo=args.repo, rev=model.revision, why=first)) from None
     if args.dry_run:
         _show_dry_run(hub, report, cfg, render_title(report), render_body)
     print(f"depthcard: {result.action}" + (f" PR #{result.pr_num}" if result.pr_num else "")

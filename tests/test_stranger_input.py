@@ -87,3 +87,45 @@ def test_a_bad_id_in_the_inbox_is_recorded_and_removed_in_one_round(tmp_path):
         (row,) = store.rows()
         assert row.child_repo == "acme/a--b" and row.state == "skipped"
         assert "not a Hub repo id" in row.reason and store.inbox() == []
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        "---\nlicense: [mit\ndepthcard: opt-out\n---\n# a bad YAML line elsewhere\n",
+        "---\ndepthcard: opt-out\n...\n# front matter ended by ...\n",
+        "\ufeff---\r\ntags: {a: [\r\ndepthcard: never\r\n---\r\n",
+    ],
+    ids=["bad yaml line", "dot end", "bom crlf bad yaml"],
+)
+def test_an_opt_out_holds_whatever_else_the_front_matter_gets_wrong(card):
+    from depthcard.bot.pairs import opted_out_in_card
+    from depthcard.bot.publish import card_metadata
+
+    assert opted_out_in_card(card_metadata(card))
+    assert not opted_out_in_card(card_metadata(card.replace("depthcard:", "other:")))
+
+
+@pytest.mark.slow
+def test_publish_of_a_tampered_or_unknown_revision_is_a_one_line_error(tmp_path):
+    from tests.bot_helpers import CHILD, add_pair, bot_env, depthcard
+    from tests.report_factory import make_report
+
+    with HubDouble(token=TOKEN) as double:
+        base_sha, _ = add_pair(double)
+        env = bot_env(double, tmp_path)
+        config = ["--config", str(write_config(tmp_path))]
+        for name, base, child_sha in (("gone", "acme/tiny", "e" * 40),
+                                      ("tampered", "acme/x-->y", "e" * 40)):  # fmt: skip
+            report = make_report(
+                models={"base": {"repo_id": base, "revision": base_sha},
+                        "child": {"repo_id": CHILD, "revision": child_sha}},
+                audit_key=f"{base_sha}/{child_sha}/a1",
+            )  # fmt: skip
+            folder = tmp_path / name
+            folder.mkdir()
+            (folder / "report.json").write_text(report.model_dump_json())
+            out = depthcard(["publish", str(folder), "--repo", CHILD, *config], env)
+            assert out.returncode == 2, out.stderr
+            assert "Traceback" not in out.stderr, out.stderr
+            assert double.prs(CHILD) == []
