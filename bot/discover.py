@@ -18,7 +18,6 @@ whose card gets the section.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -37,9 +36,10 @@ from depthcard.bot.pairs import (
     repo_reason,
 )
 from depthcard.bot.publish import closed_bot_pr
-from depthcard.bot.state import StateStore, audit_key
+from depthcard.bot.state import AuditRow, StateStore, audit_key
 from depthcard.report.card import CardParseError, parse_card_section
 from depthcard.schemas.bot_config import BotConfig
+from depthcard.schemas.json_text import loads_bounded
 
 log = logging.getLogger(__name__)
 CURSOR = "cursor:{scope}"
@@ -93,8 +93,8 @@ def read_config(hub: Hub, facts: RepoFacts) -> dict | None:
         return None
     try:
         text = hub.read_text(facts.repo_id, "config.json", facts.sha)
-        data = json.loads(text) if text is not None else None
-    except (UnreadableFile, json.JSONDecodeError, RecursionError):
+        data = loads_bounded(text) if text is not None else None
+    except ValueError:  # not UTF-8 (UnreadableFile), malformed, a huge integer, too deep
         return None  # unreadable counts as missing: the repo is skipped, with that reason
     return data if isinstance(data, dict) else None
 
@@ -287,10 +287,15 @@ def check(hub: Hub, store: StateStore, cfg: BotConfig, key: str, models: Models)
 def resume_discovered(hub: Hub, store: StateStore, cfg: BotConfig) -> None:
     """Re-check rows a crash left in `discovered` (at their recorded revisions)."""
     for row in store.rows("discovered"):
-        base = repo_facts(hub, row.base_repo, row.base_sha) if row.base_repo else None
-        child = repo_facts(hub, row.child_repo, row.child_sha)
-        third = repo_facts(hub, row.third_repo, row.third_sha) if row.third_repo else None
-        if base is None or child is None or (row.third_repo and third is None):
-            store.transition(row.key, ("discovered",), "skipped", reason="repo no longer found")
-            continue
-        check(hub, store, cfg, row.key, Models(base, child, third))
+        resume_row(hub, store, cfg, row)
+
+
+def resume_row(hub: Hub, store: StateStore, cfg: BotConfig, row: AuditRow) -> None:
+    """Re-check one row a crash left in `discovered`, at its recorded revisions."""
+    base = repo_facts(hub, row.base_repo, row.base_sha) if row.base_repo else None
+    child = repo_facts(hub, row.child_repo, row.child_sha)
+    third = repo_facts(hub, row.third_repo, row.third_sha) if row.third_repo else None
+    if base is None or child is None or (row.third_repo and third is None):
+        store.transition(row.key, ("discovered",), "skipped", reason="repo no longer found")
+        return
+    check(hub, store, cfg, row.key, Models(base, child, third))

@@ -14,7 +14,6 @@ config.json it falls back to the parameter-budget rule and the configured timeou
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import subprocess
@@ -308,14 +307,16 @@ class JobsBackend:
         return choose_job(self.jobs, job.parameters, estimate)
 
     def command(self, job: AuditJob) -> list[str]:
-        """The job's shell command: install the pinned build, audit, upload the folder."""
+        """The job's shell command: install the pinned build, audit, and upload the folder's
+        public copy (`depthcard public-report`: no directions, no ablated answers)."""
         dest = report_path(*job.target)
         audit = shlex.join(["depthcard", "audit", *job.models(),
                             "--out", "/tmp/report", *self.args])  # fmt: skip
-        upload = shlex.join(["hf", "upload", self.results_repo, "/tmp/report", dest,
+        public = shlex.join(["depthcard", "public-report", "/tmp/report", "--out", "/tmp/public"])
+        upload = shlex.join(["hf", "upload", self.results_repo, "/tmp/public", dest,
                              "--repo-type", "dataset"])  # fmt: skip
         install = install_steps(self.jobs.install, self.results_repo, self.wheel())
-        return ["bash", "-c", "; ".join(["set -euo pipefail", *install, audit, upload])]
+        return ["bash", "-c", "; ".join(["set -euo pipefail", *install, audit, public, upload])]
 
     def start(self, job: AuditJob) -> str:
         """The id of this key's job: an existing one if the label finds it, else a new one."""
@@ -385,12 +386,12 @@ def make_backend(cfg: BotConfig, hub, token: str | None) -> Backend:
         return local
 
     def read_config(repo: str, sha: str) -> dict | None:
-        from depthcard.bot.hub import UnreadableFile
+        from depthcard.schemas.json_text import loads_bounded
 
         try:
             text = hub.read_text(repo, "config.json", sha)
-            data = json.loads(text) if text is not None else None
-        except (UnreadableFile, json.JSONDecodeError, RecursionError):
+            data = loads_bounded(text) if text is not None else None
+        except ValueError:  # not UTF-8 (UnreadableFile), malformed, a huge integer, too deep
             return None  # unreadable counts as unknown: the parameter-budget rule decides
         return data if isinstance(data, dict) else None
 

@@ -40,12 +40,12 @@ from depthcard.report.eval_results import EVAL_RESULTS_PATH, eval_results, eval_
 from depthcard.report.markdown import md_code, md_escape, md_fence
 from depthcard.report.metrics import METRICS, MISSING, format_value, metric_rows
 from depthcard.report.reproduce import reproduce_command
+from depthcard.schemas.hub_events import repo_id_problem
 from depthcard.schemas.report import AuditReport, ModelRef
 
 log = logging.getLogger(__name__)
 
 PR_TITLE = "depthcard: safety-alignment depth audit of {child} ({rev})"
-TITLE_PREFIX = "depthcard: "
 PR_BODY = """\
 > **Automated audit.** depthcard, an open tool, audited this model without anyone at \
 depthcard choosing it by hand, and opened this pull request. The section follows the \
@@ -268,6 +268,10 @@ def load_report(folder: Path) -> AuditReport:
             "the Hub repo at a pinned revision (depthcard audit BASE CHILD@sha)"
         )
     m = report.models
+    for ref in (m.base, m.child, m.third):
+        problem = repo_id_problem(ref.repo_id or "") if ref and ref.source == "hub" else None
+        if problem is not None:  # a tampered report.json: its ids go into the card and the PR
+            raise ValueError(f"{folder}: a model is not a Hub repo id: {problem}")
     if m.base is None or m.base.source == "hub":
         third = m.third.revision if m.third else None
         base = m.base.revision if m.base else None
@@ -281,9 +285,9 @@ def load_report(folder: Path) -> AuditReport:
 
 
 def _is_bot_pr(pr, hub_user: str | None) -> bool:
-    if hub_user is not None:
-        return pr.author == hub_user
-    return pr.title.startswith(TITLE_PREFIX)
+    """Ours: opened by the bot's account. With no account known, none is ours: anyone can
+    open a PR titled like ours, and it must never receive our commit or block us."""
+    return hub_user is not None and pr.author == hub_user
 
 
 def closed_bot_pr(hub: Hub, repo: str, hub_user: str | None) -> int | None:
@@ -299,15 +303,36 @@ def _readme(hub: Hub, repo: str, revision: str) -> str:
 
 
 def card_metadata(text: str) -> dict:
-    """The YAML metadata of a card, however it was saved (BOM, CRLF); {} when unreadable."""
+    """The YAML metadata of a card, however it was saved (BOM, CRLF, a `...` end line).
+
+    An opt-out fails closed: when the YAML cannot be read (a bad line elsewhere in it) or
+    ModelCard does not find it, a `depthcard: VALUE` line of the front matter still counts.
+    """
     from huggingface_hub import ModelCard
 
     # ModelCard finds no metadata after a byte-order mark; the owner's editor chose that.
     text = text.removeprefix("\ufeff")
     try:
-        return ModelCard(text, ignore_metadata_errors=True).data.to_dict()
-    except Exception:  # a broken YAML header is the owner's business; assume no opt-out
-        return {}
+        data = ModelCard(text, ignore_metadata_errors=True).data.to_dict()
+    except Exception:  # a broken YAML header is the owner's business, not the bot's
+        data = {}
+    if OPT_OUT_KEY not in data and (line := _front_matter_value(text, OPT_OUT_KEY)):
+        data[OPT_OUT_KEY] = line
+    return data
+
+
+def _front_matter_value(text: str, key: str) -> str | None:
+    """The value of a top-level `key: value` line of the front matter, read without YAML."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        return None
+    for line in lines[1:]:
+        if line.rstrip() in ("---", "..."):
+            return None
+        name, colon, value = line.partition(":")
+        if colon and name.strip() == key and name == name.lstrip():
+            return value.strip().strip("'\"")
+    return None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from depthcard.report.leaderboard import (
     flat_record,
     leaderboard_jsonl,
 )
+from depthcard.report.public_files import public_files
 from depthcard.schemas.report import AuditReport
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,11 @@ tags:
 # depthcard results
 
 Reports of depthcard audits, one folder per audited revision:
-`reports/{{org}}/{{model}}/{{revision}}/` (`report.json`, `card.md`, `directions.safetensors`,
-`plots/`). `{file}` is the leaderboard, one row per report with every headline number at
-full precision; the dataset viewer shows it. The depthcard Space reads this dataset.
+`reports/{{org}}/{{model}}/{{revision}}/` (`report.json`, `card.md`, `plots/`, and
+`withheld.json`: the sha256 of the refusal directions and judged answers, which are not
+published because they would help strip a model's safety training). `{file}` is the
+leaderboard, one row per report with every headline number at full precision; the dataset
+viewer shows it. The depthcard Space reads this dataset.
 """
 
 
@@ -56,8 +59,9 @@ def results_folder(report: AuditReport) -> str:
 
 
 def upload_report(hub: Hub, results_repo: str, folder: Path, report: AuditReport, space_url: str):
-    """Upload a report folder to the results dataset with the leaderboard file rebuilt, in one
-    commit, so the card's link to the Space resolves and the dataset viewer lists the audit.
+    """Upload the public files of a report folder (`report.public_files`: never directions or
+    judged answers) to the results dataset with the leaderboard file rebuilt, in one commit,
+    so the card's link to the Space resolves and the dataset viewer lists the audit.
 
     Returns:
         The commit's info (`CommitInfo`).
@@ -65,11 +69,8 @@ def upload_report(hub: Hub, results_repo: str, folder: Path, report: AuditReport
     hub.call(f"create {results_repo}", hub.api.create_repo, results_repo,
              repo_type="dataset", exist_ok=True)  # fmt: skip
     dest = results_folder(report)
-    files = {
-        f"{dest}/{p.relative_to(folder).as_posix()}": p.read_bytes()
-        for p in sorted(Path(folder).rglob("*"))
-        if p.is_file() and not p.name.endswith(".log")
-    }
+    # Only the publishable files: never the directions or the ablated answers.
+    files = {f"{dest}/{path}": data for path, data in public_files(Path(folder)).items()}
     files.update(leaderboard_files(hub, results_repo, space_url, {dest: report}))
     message = f"depthcard: report {dest.removeprefix('reports/')}"
     return hub.commit_files(results_repo, files, message)

@@ -319,17 +319,16 @@ class StateStore:
         self, org: str, since: float, cap: int, *, repo: str, key: str | None, detail: str
     ) -> bool:
         """Log the intent to open a PR on `repo`, unless `org` already has `cap` PRs opened
-        or in flight (intent logged, not failed) since `since`: False, nothing logged.
+        or in flight since `since`: False, nothing logged.
 
-        Count and log are one transaction, so two watchers cannot both take the last slot.
+        A slot is an `open-pr` intent; only the failure of that very attempt (the next
+        `failed` record of the same repo and key, before another intent) frees it. A failure
+        with no intent before it (a conflict found before any write) frees nothing. Count and
+        log are one transaction, so two watchers cannot both take the last slot.
         """
         self._reached("open-pr:intent")
         with self._tx() as db:
-            row = db.execute(
-                "SELECT COALESCE(SUM(phase = 'intent') - SUM(phase = 'failed'), 0) FROM hub_writes"
-                " WHERE action = 'open-pr' AND at >= ? AND repo LIKE ? ESCAPE '\\'",
-                (since, _like_prefix(org)),
-            ).fetchone()
+            row = db.execute(_TAKEN_SLOTS, (since, _like_prefix(org))).fetchone()
             if int(row[0]) >= cap:
                 return False
             db.execute(
@@ -418,6 +417,24 @@ class StateStore:
         """Number of audits per state."""
         cur = self._db.execute("SELECT state, COUNT(*) FROM audits GROUP BY state")
         return dict(cur.fetchall())
+
+
+# Intents of one organisation since a time, less those whose own attempt failed: a `failed`
+# record of the same repo and key after the intent, with no newer intent in between.
+_TAKEN_SLOTS = """
+SELECT COUNT(*) FROM hub_writes AS i
+WHERE i.action = 'open-pr' AND i.phase = 'intent' AND i.at >= ? AND i.repo LIKE ? ESCAPE '\\'
+AND NOT EXISTS (
+    SELECT 1 FROM hub_writes AS f
+    WHERE f.action = 'open-pr' AND f.phase = 'failed' AND f.repo = i.repo
+    AND f.key IS i.key AND f.id > i.id
+    AND NOT EXISTS (
+        SELECT 1 FROM hub_writes AS n
+        WHERE n.action = 'open-pr' AND n.phase = 'intent' AND n.repo = i.repo
+        AND n.key IS i.key AND n.id > i.id AND n.id < f.id
+    )
+)
+"""
 
 
 def _like_prefix(org: str) -> str:

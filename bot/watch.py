@@ -2,8 +2,13 @@
 
 Every step reads its work from the state file and leaves it there, so a round that dies at
 any point (crash, kill -9, Hub outage) is resumed by the next round without losing an audit
-or repeating a Hub write. Errors of one repo are logged and left for the next round; they
-never stop the others.
+or repeating a Hub write.
+
+One rule for errors: an exception raised while handling one repository is recorded against
+that repository (its row's reason or error, shown by `depthcard status`) and the round goes
+on. Only failures of the Hub itself (timeouts, 5xx, 429, refused connections: `kept`) leave
+the repo as it was for the next round; a repo, revision or file the Hub says is gone is the
+repo's problem and is recorded like any other.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from pydantic import ValidationError
 
 from depthcard.bot import discover
@@ -25,12 +35,33 @@ from depthcard.bot.publish import PrLinks, Target, load_report, publish_report
 from depthcard.bot.state import AuditRow, StateStore
 from depthcard.report.card import CardParseError
 from depthcard.schemas.bot_config import BotConfig
+from depthcard.schemas.hub_events import repo_id_problem
 
 log = logging.getLogger(__name__)
 HUB_ERRORS = (HfHubHTTPError, HubUnavailable, OSError)
-# A repo whose files the bot cannot read or splice: skipped with the reason, never retried,
-# so one bad card cannot stall the queue for every other repo.
+# The Hub answered that the repo, revision or file is not there: the repo's problem, not the
+# Hub's (a squashed history removes the audited revision for good).
+GONE = (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)
+# A repo whose files the bot cannot read or splice: "card unreadable" rather than an error.
 REPO_ERRORS = (UnreadableFile, CardParseError, UnicodeError, RecursionError)
+REASON_CHARS = 500
+INVALID_ID = "not a Hub repo id: {problem}"
+ERROR_REASON = "{what}: {kind}: {message}"
+
+
+def kept(exc: BaseException) -> bool:
+    """True for a failure of the Hub (or the network, or this machine's disk), which leaves
+    the repo as it was for the next round; False for one recorded against the repo."""
+    return isinstance(exc, HUB_ERRORS) and not isinstance(exc, GONE)
+
+
+def error_reason(what: str, exc: BaseException) -> str:
+    """The reason recorded against a repo for `exc` (one line, at most REASON_CHARS)."""
+    message = " ".join(str(exc).split())
+    if not isinstance(exc, REPO_ERRORS + GONE):
+        log.error("%s: %s", what, type(exc).__name__, exc_info=exc)  # a bug keeps its traceback
+    reason = ERROR_REASON.format(what=what, kind=type(exc).__name__, message=message)
+    return reason[:REASON_CHARS]
 
 
 @dataclass
@@ -57,24 +88,40 @@ def run_round(r: Round) -> dict[str, int]:
 def _discover(r: Round) -> None:
     try:
         discover.poll(r.hub, r.store, r.cfg)
-    except HUB_ERRORS as exc:
-        log.warning("poll failed, the cursor stays where it was: %s", exc)
+    except Exception as exc:  # a listing is no repo's: the cursor stays, a bug shows its trace
+        log.warning("poll failed, the cursor stays where it was: %s", exc, exc_info=not kept(exc))
     for child, _base in r.store.watched(r.cfg.recheck_limit):
         r.store.push_inbox(child, "recheck")
     for repo in r.store.inbox():
+        _examine(r, repo)
+    for row in r.store.rows("discovered"):
         try:
-            discover.examine_child(r.hub, r.store, r.cfg, repo, r.analysis_version)
-        except HUB_ERRORS as exc:
-            log.warning("%s: could not examine it, kept for the next round: %s", repo, exc)
-            continue
-        except REPO_ERRORS as exc:
-            if not _skip_repo(r, repo, f"cannot read the repo: {exc}"):
+            discover.resume_row(r.hub, r.store, r.cfg, row)
+        except Exception as exc:  # the rule: record it against the repo
+            if kept(exc):
+                log.warning("re-check of %s failed, kept for the next round: %s", row.key, exc)
                 continue
+            reason = error_reason("cannot re-check the repo", exc)
+            r.store.transition(row.key, ("discovered",), "skipped", reason=reason)
+
+
+def _examine(r: Round, repo: str) -> None:
+    """Examine one inbox repo; it leaves the inbox unless the Hub failed."""
+    problem = repo_id_problem(repo)
+    if problem is not None:
+        _record_unresolved(r, repo, INVALID_ID.format(problem=problem))
         r.store.pop_inbox(repo)
+        return
     try:
-        discover.resume_discovered(r.hub, r.store, r.cfg)
-    except HUB_ERRORS as exc:
-        log.warning("re-check of discovered audits failed: %s", exc)
+        discover.examine_child(r.hub, r.store, r.cfg, repo, r.analysis_version)
+    except Exception as exc:  # the rule: record it against the repo
+        if kept(exc):
+            log.warning("%s: could not examine it, kept for the next round: %s", repo, exc)
+            return
+        what = "cannot read the repo" if isinstance(exc, REPO_ERRORS) else "cannot examine the repo"
+        if not _skip_repo(r, repo, error_reason(what, exc)):
+            return
+    r.store.pop_inbox(repo)
 
 
 def _skip_repo(r: Round, repo: str, reason: str) -> bool:
@@ -87,12 +134,23 @@ def _skip_repo(r: Round, repo: str, reason: str) -> bool:
         return True
     try:
         head = r.hub.head(repo)
-    except HUB_ERRORS as exc:
-        log.warning("%s: could not record the skip, kept for the next round: %s", repo, exc)
-        return False
+    except Exception as exc:  # no head to record it at: record it without one
+        if kept(exc):
+            log.warning("%s: could not record the skip, kept for the next round: %s", repo, exc)
+            return False
+        _record_unresolved(r, repo, reason)
+        return True
     r.store.add(base_repo=None, base_sha=None, child_repo=repo, child_sha=head,
                 analysis_version=r.analysis_version, state="skipped", reason=reason)  # fmt: skip
     return True
+
+
+def _record_unresolved(r: Round, repo: str, reason: str) -> None:
+    """Record a skip for a repo with no revision to pin (a bad id, a repo that is gone): its
+    child sha is `unresolved:{repo}`, so each such repo keeps a row of its own."""
+    log.warning("%s: skipped: %s", repo, reason)
+    r.store.add(base_repo=None, base_sha=None, child_repo=repo, child_sha=f"unresolved:{repo}",
+                analysis_version=r.analysis_version, state="skipped", reason=reason)  # fmt: skip
 
 
 def _requeue_failed(r: Round) -> None:
@@ -127,8 +185,8 @@ def _run(r: Round, row: AuditRow) -> None:
         if handle != row.job_id:
             r.store.set_fields(row.key, job_id=handle)
         outcome = r.backend.poll(job, handle)
-    except (*HUB_ERRORS, ValueError) as exc:
-        outcome = Outcome(None, f"dispatch failed: {exc}")
+    except Exception as exc:  # the rule: record it against the audit
+        outcome = Outcome(None, error_reason("dispatch failed", exc))
     if outcome is None:
         r.store.release(row.key)  # still running on the backend: poll again next round
         return
@@ -179,13 +237,15 @@ def _publish(r: Round) -> None:
             continue
         try:
             publish_row(r, row)
-        except HUB_ERRORS as exc:
-            log.warning("publishing %s failed, kept for the next round: %s", row.key, exc)
-            r.store.release(row.key)
-        except REPO_ERRORS as exc:
-            log.warning("publishing %s: skipped, the card cannot be read: %s", row.key, exc)
-            r.store.transition(row.key, ("succeeded",), "skipped",
-                               reason=f"card unreadable: {str(exc)[:500]}")  # fmt: skip
+        except Exception as exc:  # the rule: record it against the repo
+            if kept(exc):
+                log.warning("publishing %s failed, kept for the next round: %s", row.key, exc)
+                r.store.release(row.key)
+                continue
+            what = "card unreadable" if isinstance(exc, REPO_ERRORS) else "cannot publish"
+            reason = error_reason(what, exc)
+            log.warning("publishing %s: skipped: %s", row.key, reason)
+            r.store.transition(row.key, ("succeeded",), "skipped", reason=reason)
 
 
 def publish_row(r: Round, row: AuditRow) -> None:

@@ -7,25 +7,29 @@ comparison takes constant time, and comes before the body is read), a body over 
 413, a malformed Content-Length, malformed or too deeply nested JSON or a payload of the
 wrong shape 400, anything unexpected 500.
 
-Bursts and slow clients: the listen backlog holds `BACKLOG` waiting connections, at most
-`WORKERS` requests are served at once (one thread each; the rest wait in the backlog), and a
-connection that sends nothing for `READ_TIMEOUT_S` seconds is dropped, so neither a burst
-nor slow clients can grow the thread count past `WORKERS`.
+Bursts and slow clients (`bot.webhook_server`): one thread reads every request whole, each
+under a deadline of `REQUEST_DEADLINE_S` seconds from accept to its last byte (408 after
+that), and only complete requests reach the `WORKERS` answering threads. A client that
+trickles its bytes holds no worker, the accept loop never waits for one, and the thread
+count never passes `WORKERS` + 1. The listen backlog holds `BACKLOG` connections; at most
+`MAX_OPEN` are read at once. Every answer closes its connection.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from depthcard.bot.state import StateStore
+from depthcard.bot.webhook_server import DeadlineServer
 from depthcard.schemas.bot_config import BotConfig
 from depthcard.schemas.errors import UserError
 from depthcard.schemas.hub_events import WebhookPayload
@@ -34,9 +38,10 @@ log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Webhook-Secret"
 SECRET_ENV = "DEPTHCARD_WEBHOOK_SECRET"
 WATCHED_SCOPES = ("repo", "repo.content", "discussion")
-BACKLOG = 1024  # connections the kernel queues while every worker is busy
-WORKERS = 32  # requests served at once, one thread each
-READ_TIMEOUT_S = 10.0  # a connection silent this long is dropped
+BACKLOG = 1024  # connections the kernel queues before they are accepted
+WORKERS = 32  # complete requests answered at once, one thread each
+REQUEST_DEADLINE_S = 10.0  # from accept to the last byte of a request, however it trickles
+MAX_OPEN = 1024  # connections read at once; more are closed on accept
 _DIGITS = re.compile(r"[0-9]{1,15}")
 
 
@@ -73,14 +78,42 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args) -> None:
         log.debug("webhook %s " + fmt, self.client_address[0], *args)
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = io.BytesIO(self.server.preread(self.request))  # read whole, under a deadline
+
+    @classmethod
+    def body_wanted(cls, method: str, headers: Message) -> int:
+        """Body bytes to wait for before this request is answered: none unless it is a POST
+        the handler will read (right secret, acceptable Content-Length)."""
+        if method != "POST" or cls._refusal(headers) is not None:
+            return 0
+        return int(headers["Content-Length"])
+
+    @classmethod
+    def _refusal(cls, headers: Message) -> tuple[int, dict] | None:
+        """The answer to a POST decided by its headers alone, or None when its body is read."""
+        given = headers.get(SECRET_HEADER)  # before the body: strangers cost no read
+        if given is None:
+            return 401, {"error": f"missing {SECRET_HEADER}"}
+        if not secret_matches(given, cls.secret):
+            return 403, {"error": f"wrong {SECRET_HEADER}"}
+        raw_length = headers.get("Content-Length")
+        if raw_length is None:
+            return 411, {"error": "Content-Length required"}
+        if not _DIGITS.fullmatch(raw_length.strip()):
+            return 400, {"error": "malformed Content-Length"}
+        if int(raw_length) > cls.cfg.webhook.max_body_bytes:
+            return 413, {"error": f"body over {cls.cfg.webhook.max_body_bytes} bytes"}
+        return None
+
     def _reply(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        if status >= 400:
-            self.send_header("Connection", "close")
-            self.close_connection = True
+        self.send_header("Connection", "close")
+        self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
@@ -104,20 +137,10 @@ class _Handler(BaseHTTPRequestHandler):
             log.info("webhook: client went away before the reply")
 
     def _handle(self) -> tuple[int, dict]:
-        given = self.headers.get(SECRET_HEADER)  # before the body: strangers cost no read
-        if given is None:
-            return 401, {"error": f"missing {SECRET_HEADER}"}
-        if not secret_matches(given, self.secret):
-            return 403, {"error": f"wrong {SECRET_HEADER}"}
-        raw_length = self.headers.get("Content-Length")
-        if raw_length is None:
-            return 411, {"error": "Content-Length required"}
-        if not _DIGITS.fullmatch(raw_length.strip()):
-            return 400, {"error": "malformed Content-Length"}
-        length = int(raw_length)
-        if length > self.cfg.webhook.max_body_bytes:
-            return 413, {"error": f"body over {self.cfg.webhook.max_body_bytes} bytes"}
-        body = self.rfile.read(length)
+        refusal = self._refusal(self.headers)
+        if refusal is not None:
+            return refusal
+        body = self.rfile.read(int(self.headers["Content-Length"]))
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):  # JSON, UTF-8, or nesting too deep
@@ -140,53 +163,29 @@ class _Handler(BaseHTTPRequestHandler):
         return 202, {"queued": repo}
 
 
-class _Server(ThreadingHTTPServer):
-    """A threading server with a deep backlog and at most `workers` request threads."""
-
-    request_queue_size = BACKLOG
-    daemon_threads = True
-
-    def __init__(self, address, handler, workers: int):
-        self._slots = threading.BoundedSemaphore(workers)
-        super().__init__(address, handler)
-
-    def process_request(self, request, client_address) -> None:
-        self._slots.acquire()  # the accept loop waits here; new connections wait in the backlog
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
 def make_server(
     cfg: BotConfig,
     secret: str,
     state_path: Path,
     *,
     workers: int = WORKERS,
-    read_timeout: float = READ_TIMEOUT_S,
-) -> ThreadingHTTPServer:
+    deadline: float = REQUEST_DEADLINE_S,
+) -> DeadlineServer:
     """The webhook server bound to the configured host and port (not yet serving).
 
     Args:
-        workers: requests served at once (threads); more wait in the listen backlog.
-        read_timeout: seconds a connection may stay silent before it is dropped.
+        workers: complete requests answered at once (threads).
+        deadline: seconds a request may take to arrive, from accept to its last byte.
 
     Raises:
         UserError: no secret (the server never runs open).
     """
     if not secret:
         raise UserError(f"set {SECRET_ENV}: the webhook server never runs without a secret")
-    handler = type("Handler", (_Handler,), {"cfg": cfg, "secret": secret, "timeout": read_timeout,
+    handler = type("Handler", (_Handler,), {"cfg": cfg, "secret": secret,
                                             "state_path": Path(state_path)})  # fmt: skip
     # Create the state file (and fail on a corrupt one) before binding the port, so that a
     # refusal leaves no listening socket behind.
     StateStore(Path(state_path)).close()
-    return _Server((cfg.webhook.host, cfg.webhook.port), handler, workers)
+    return DeadlineServer((cfg.webhook.host, cfg.webhook.port), handler, workers=workers,
+                          deadline=deadline, backlog=BACKLOG, max_open=MAX_OPEN)  # fmt: skip

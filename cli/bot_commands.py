@@ -50,6 +50,15 @@ def add_parsers(sub) -> None:
     _config_arg(publish)
     publish.set_defaults(handler=run_publish)
 
+    public = sub.add_parser(
+        "public-report",
+        help="copy the publishable files of a report folder (no directions, no ablated answers; "
+        "their sha256 in withheld.json)",
+    )
+    public.add_argument("report_dir", type=Path, help="report folder of `depthcard audit`")
+    public.add_argument("--out", type=Path, required=True, help="new folder for the copy")
+    public.set_defaults(handler=run_public_report)
+
     retry = sub.add_parser("retry", help="queue a failed or skipped audit again")
     retry.add_argument("key", help="audit key: base sha/child sha/analysis version")
     _config_arg(retry)
@@ -79,6 +88,14 @@ def _hub(cfg, token: str | None):
     )
 
 
+def _bot_user(cfg, hub, token: str | None) -> str | None:
+    """The account whose PRs count as the bot's own: the config's `hub_user`, else the
+    token's own account (`whoami`); None with neither (then no PR is ours)."""
+    if cfg.hub_user or not token:
+        return cfg.hub_user
+    return hub.call("whoami", hub.api.whoami)["name"]
+
+
 def run_watch(args, token: str | None) -> int:
     """`depthcard watch`: rounds of discover → audit → publish."""
     from depthcard.analysis import ANALYSIS_VERSION
@@ -93,6 +110,7 @@ def run_watch(args, token: str | None) -> int:
     if not cfg.dry_run and not token:
         raise UserError("dry_run is off but there is no Hub token (HF_TOKEN or `hf auth login`)")
     hub = _hub(cfg, token)
+    cfg = cfg.model_copy(update={"hub_user": _bot_user(cfg, hub, token)})
     synced = cfg.keep_state_in_results_repo
     if synced and not args.once:
         raise UserError("keep_state_in_results_repo needs --once (one round per pull/push)")
@@ -202,6 +220,19 @@ def status_json(rows) -> str:
     return BotStatus(counts=counts, audits=audits).model_dump_json(indent=1)
 
 
+def run_public_report(args, token: str | None) -> int:
+    """`depthcard public-report REPORT_DIR --out DIR`: what a job uploads."""
+    from depthcard.report.public_files import write_public_copy
+
+    if not (args.report_dir / "report.json").is_file():
+        raise UserError(f"{args.report_dir}: no report.json (is this a depthcard report folder?)")
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise UserError(f"--out {args.out}: exists and is not an empty folder")
+    written = write_public_copy(args.report_dir, args.out)
+    print(f"depthcard: wrote {', '.join(written)} to {args.out}")
+    return 0
+
+
 def run_retry(args, token: str | None) -> int:
     """`depthcard retry KEY`."""
     from depthcard.bot.state import StateStore
@@ -217,8 +248,20 @@ def run_retry(args, token: str | None) -> int:
     return 0
 
 
+REPO_GONE = (
+    "{repo} at the report's revision {rev} is not on the Hub ({why}); audit the revision "
+    "the repo has now"
+)
+
+
 def run_publish(args, token: str | None) -> int:
     """`depthcard publish REPORT_DIR --repo CHILD`: the maintainer's path to the PR."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
     from depthcard.bot.publish import (
         PrLinks,
         Target,
@@ -229,10 +272,12 @@ def run_publish(args, token: str | None) -> int:
         render_title,
     )
 
+    gone = (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)
     cfg = _config(args)
     with reading_user_file():
         report = load_report(args.report_dir)
-    audited = card_model(report).repo_id
+    model = card_model(report)
+    audited = model.repo_id
     if audited != args.repo:
         raise UserError(f"the report audits {audited}, not {args.repo}")
     if not args.dry_run and not token:
@@ -245,10 +290,15 @@ def run_publish(args, token: str | None) -> int:
 
         upload_report(hub, cfg.results_repo, args.report_dir, report, cfg.space_url)
         print(f"depthcard: uploaded the report to {cfg.results_repo}/{results_folder(report)}")
-    target = Target(args.repo, cfg.space_url, None, args.dry_run, links=PrLinks.from_config(cfg))
-    result = publish_report(
-        hub, report, target, record=lambda a, p, d: log.info("hub write %s %s: %s", p, a, d)
-    )
+    user = _bot_user(cfg, hub, token)  # only this account's PRs are updated or block us
+    target = Target(args.repo, cfg.space_url, user, args.dry_run, links=PrLinks.from_config(cfg))
+    try:
+        result = publish_report(
+            hub, report, target, record=lambda a, p, d: log.info("hub write %s %s: %s", p, a, d)
+        )
+    except gone as exc:  # the report names a repo or revision the Hub does not have
+        first = " ".join(str(exc).split())[:200]
+        raise UserError(REPO_GONE.format(repo=args.repo, rev=model.revision, why=first)) from None
     if args.dry_run:
         _show_dry_run(hub, report, cfg, render_title(report), render_body)
     print(f"depthcard: {result.action}" + (f" PR #{result.pr_num}" if result.pr_num else "")

@@ -28,7 +28,7 @@ _START_PREFIX = "<!-- depthcard:start"
 _END_PREFIX = "<!-- depthcard:end"
 _HEADLINE_PREFIX = "<!-- depthcard:headline "
 _START_RE = re.compile(
-    r"<!-- depthcard:start schema=(?P<schema>[0-9]+\.[0-9]+) key=(?P<key>\S+) -->"
+    r"<!-- depthcard:start schema=(?P<schema>[0-9]{1,6}\.[0-9]{1,6}) key=(?P<key>\S+) -->"
 )
 
 

@@ -7,7 +7,6 @@ byte of the README as it was.
 
 from __future__ import annotations
 
-import json
 import re
 
 from pydantic import ValidationError
@@ -22,13 +21,17 @@ from depthcard.report.card_format import (
     CardParseError,
     ParsedCard,
 )
+from depthcard.schemas.json_text import loads_bounded
 from depthcard.schemas.report import Headline
 
-# A marker counts only where it begins a line (after indentation), outside fenced code and
+# A marker counts only where it begins a line after at most three spaces (where CommonMark
+# starts an HTML block; four spaces or a tab make indented code), outside fenced code and
 # outside the YAML front matter; anything may follow it on its line.
-_START_LINE = re.compile(r"[ \t]*(<!--\s*depthcard:start\b.*?-->)")
-_END_LINE = re.compile(r"[ \t]*(<!--\s*depthcard:end\s*-->)")
-_FENCE = re.compile(r"[ ]{0,3}(`{3,}|~{3,})")
+_START_LINE = re.compile(r"[ ]{0,3}(<!--\s*depthcard:start\b.*?-->)")
+_END_LINE = re.compile(r"[ ]{0,3}(<!--\s*depthcard:end\s*-->)")
+# A fence opens after at most three spaces, or inside list items (`- ```, `1. - ~~~`); its
+# content column is where the fence starts, and it closes at most three spaces past that.
+_FENCE = re.compile(r"((?:[ ]{0,3}(?:[-+*]|[0-9]{1,9}[.)])[ ]{1,4})*[ ]{0,3})(`{3,}|~{3,})")
 
 
 def _lines(text: str):
@@ -66,18 +69,21 @@ def _scan(text: str) -> tuple[tuple[int, int] | None, str | None]:
     """
     skip = _front_matter_end(text)
     fence: str | None = None
+    column = 0  # where the open fence starts
     start: int | None = None
     for offset, line in _lines(text):
         if offset < skip:
             continue
         opening = _FENCE.match(line)
         if fence is not None:
-            if opening and opening[1][0] == fence[0] and len(opening[1]) >= len(fence):
-                if not line[opening.end() :].strip():
+            indent = len(line) - len(line.lstrip(" "))
+            closing = line.strip(" ")
+            if indent <= column + 3 and closing and set(closing) == {fence[0]}:
+                if len(closing) >= len(fence):
                     fence = None
             continue
-        if opening and not (opening[1][0] == "`" and "`" in line[opening.end() :]):
-            fence = opening[1]
+        if opening and not (opening[2][0] == "`" and "`" in line[opening.end() :]):
+            fence, column = opening[2], len(opening[1])
             continue
         if m := _START_LINE.match(line):
             start = offset + m.start(1)
@@ -136,8 +142,8 @@ def _embedded_json(section: str) -> dict:
     if end < 0:
         raise CardParseError("the depthcard:headline comment is not closed")
     try:
-        data = json.loads(section[begin:end])
-    except json.JSONDecodeError as exc:
+        data = loads_bounded(section[begin:end])
+    except ValueError as exc:  # malformed, a huge integer, nesting too deep
         raise CardParseError(f"depthcard headline JSON is malformed: {exc}") from exc
     if not isinstance(data, dict):
         raise CardParseError("depthcard headline JSON is not an object")

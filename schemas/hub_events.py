@@ -8,9 +8,35 @@ required where the Hub always sends it, so a payload of the wrong shape is still
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+NOT_ORG_NAME = "a model repo id is org/name: {repo_id!r}"
+
+
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why `repo_id` is not an `org/name` the Hub accepts, by huggingface_hub's own rules
+    (`validate_repo_id`: at most 96 characters a part, no `--` or `..`, ...); None when it is."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        return " ".join(str(exc).split())[:300]
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        return NOT_ORG_NAME.format(repo_id=repo_id)
+    return None
+
+
+def _valid_repo_id(repo_id: str) -> str:
+    problem = repo_id_problem(repo_id)
+    if problem is not None:
+        raise ValueError(problem)
+    return repo_id
+
+
+HubRepoId = Annotated[str, AfterValidator(_valid_repo_id)]
 
 
 class _HubModel(BaseModel):
@@ -41,8 +67,8 @@ class HubEvent(_HubModel):
 class EventRepo(_HubModel):
     id: str = Field(description="Hub object id of the repo.")
     type: Literal["dataset", "model", "space"] = Field(description="Repo type.")
-    name: str = Field(
-        pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", max_length=200, description="org/name."
+    name: HubRepoId = Field(
+        max_length=200, description="org/name, valid by huggingface_hub's `validate_repo_id`."
     )
     private: bool = Field(description="Private repo.")
     owner: ObjectId = Field(description="Owner object.")

@@ -19,13 +19,14 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
 from depthcard.space import handlers
 from depthcard.space import report_view as rv
 from depthcard.space.compare import DEFAULT_METRIC, METRICS, x_title
-from depthcard.space.live_run import LiveRunError, demo_pair, live_audit
+from depthcard.space.live_run import LiveRunBusy, LiveRunError, demo_pair, live_audit
 from depthcard.space.store import ReportEntry, ReportStore, load_store, refresh
 from depthcard.space.upload import check_upload
 
@@ -41,12 +42,20 @@ INTRO = (
 )
 # Gradio refuses larger uploads itself; below this our own check explains the size limit.
 MAX_UPLOAD = "64mb"
-MAX_QUEUE = 16  # events waiting in the whole queue; more are refused with "queue full"
+# Events waiting in the whole queue (gradio counts every event type together); more are
+# refused with "queue full". Live runs never wait in it (see `_run_tab`), so a flood of Run
+# clicks cannot fill it and lock Compare and Validate out.
+MAX_QUEUE = 16
+CONCURRENCY = 4  # handlers of each other event run at once
 UNEXPECTED = "Something went wrong on the server ({kind}); the details are in the Space's log."
 RUN_INTRO = (
     "Audits the calibration pair bundled with depthcard (two tiny models trained so that the "
     "instruct one refuses) on this machine's CPU, in a separate process, then opens the "
     "report. It takes about a minute; one run at a time."
+)
+RUN_BUSY = (
+    "Another visitor's live audit is running (one at a time on this CPU); try again in a "
+    "minute. The leaderboard, Compare and Validate work meanwhile."
 )
 BOARD_NOTE = (
     "Numbers as the model cards print them: the depth score relative to its label-permutation "
@@ -390,6 +399,19 @@ def _compare_tab(ui: Shared) -> tuple[Callable[[], None], gr.Dropdown]:
     return wire, compare_ids
 
 
+def discard_upload(path: str | None) -> None:
+    """Delete an upload from gradio's cache once it has been read, with its folder when that
+    is left empty: gradio keeps every upload until the process ends otherwise."""
+    if not path:
+        return
+    file = Path(path)
+    file.unlink(missing_ok=True)
+    try:
+        file.parent.rmdir()
+    except OSError:  # not empty, or already gone
+        pass
+
+
 def _validate_tab(
     ui: Shared, last_upload: gr.State, compare_ids: gr.Dropdown
 ) -> Callable[[], None]:
@@ -410,6 +432,7 @@ def _validate_tab(
     @_safe
     def validate(path, extra_reports):
         check = check_upload(path)
+        discard_upload(path)  # the report, when valid, is kept in memory
         table = handlers.error_table(check)
         message = handlers.check_markdown(check)
         if not check.ok:
@@ -469,6 +492,8 @@ def _run_tab(ui: Shared, live_args: tuple[str, ...]) -> Callable[[], None]:
                 extra_reports = {**extra_reports, entry.id: entry}
                 done = f"Done: opened `{entry.id}`."
                 yield [done, extra_reports, *ui.opened(entry.id, extra_reports)]
+        except LiveRunBusy:
+            raise gr.Error(RUN_BUSY, print_exception=False) from None
         except LiveRunError as exc:
             raise gr.Error(f"The live audit failed: {exc}", print_exception=False) from None
         except Exception as exc:
@@ -477,12 +502,14 @@ def _run_tab(ui: Shared, live_args: tuple[str, ...]) -> Callable[[], None]:
             raise gr.Error(message, print_exception=False) from None
 
     def wire() -> None:
+        # Not queued: a run starts at once, and the process's one slot (live_run.live_audit)
+        # refuses a second with RUN_BUSY, so runs never wait in (and fill) the shared queue.
         run_button.click(
             live_run,
             ui.extra,
             [run_status, ui.extra, *ui.open_outputs],
             api_name="live_run",
-            concurrency_limit=1,
+            concurrency_limit=None,
         )
 
     return wire
@@ -499,6 +526,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def configure_queue(demo: gr.Blocks) -> gr.Blocks:
+    """The Space's queue: `CONCURRENCY` handlers of an event at once, `MAX_QUEUE` waiting."""
+    return demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUE)
+
+
 def launch(args: argparse.Namespace, token: str | None = None) -> gr.Blocks:
     """Load the reports, build the app and serve it (blocking unless args.no_block)."""
     hub_repo = args.hub_repo or os.environ.get("DEPTHCARD_RESULTS_REPO")
@@ -509,7 +541,7 @@ def launch(args: argparse.Namespace, token: str | None = None) -> gr.Blocks:
     if refresh_seconds is None:
         refresh_seconds = float(os.environ.get("DEPTHCARD_REFRESH_SECONDS", REFRESH_SECONDS))
     demo = build_app(store, space_url=space_url, refresh_seconds=refresh_seconds)
-    demo.queue(default_concurrency_limit=4, max_size=MAX_QUEUE)
+    configure_queue(demo)
     demo.launch(
         server_name=args.host,
         server_port=args.port,

@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 # Repository folder → subpackage of `depthcard` in the staged Space.
 PACKAGES = ("space", "report", "analysis", "schemas", "prompts", "cli")
-IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.log")
+# A report folder bundled with the Space ships as its public copy: never its directions or its
+# judged answers (report.public_files).
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.log",
+                                 "directions.safetensors", "samples.jsonl")  # fmt: skip
 ROOT_APP = '"""Hub Space entry point: the app lives in depthcard/space/app.py."""\n\n' + (
     "from depthcard.space.app import main\n\nmain()\n"
 )

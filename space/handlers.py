@@ -14,6 +14,7 @@ import pandas as pd
 
 from depthcard.report.card import render_card_section
 from depthcard.report.leaderboard import NUMBER_COLUMNS, board_numbers, params_text
+from depthcard.report.markdown import md_escape
 from depthcard.report.metrics import metric_rows
 from depthcard.report.reproduce import reproduce_command
 from depthcard.schemas.report import AuditReport, ModelRef
@@ -46,11 +47,9 @@ ERROR_COLUMNS = ["field path", "problem", "value"]
 
 
 def md_text(value: object) -> str:
-    """Free text made safe for one line of Markdown: no HTML, no table breaks."""
-    text = " ".join(str(value).split())
-    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|")):
-        text = text.replace(raw, safe)
-    return text
+    """Free text made safe for one line of Markdown (`report.markdown.md_escape`): no HTML,
+    links, images, code spans or table breaks."""
+    return md_escape(str(value))
 
 
 def model_name(ref: ModelRef | None) -> str:

@@ -44,6 +44,9 @@ STAGES = (
 
 BUSY = "another live audit is running; try again when it has finished"
 _SLOT = threading.Lock()  # one live audit per process, whatever the queue's count says
+# A run started right after a cancel waits this long for the cancelled one to let go of the
+# slot (gradio closes the old generator on another thread) before it is refused as busy.
+SLOT_WAIT_S = 5.0
 
 
 class LiveRunError(RuntimeError):
@@ -162,20 +165,22 @@ def live_audit(
     max_prompts: int | None = None,
     extra_args: tuple[str, ...] = (),
     timeout_seconds: float = TIMEOUT_SECONDS,
+    slot_wait: float | None = None,
 ) -> Iterator[Step]:
     """Run the audit of `base` vs `child`, yielding its progress; the last step holds the report.
 
-    At most one live audit runs per process: the slot is taken on the first `next()` and
-    given back in `finally`, so a cancelled run (gradio closes the generator, or drops it)
-    kills its audit and frees the slot, and a queue that loses count cannot start a second
-    one. With `out=None` the report folder is a temporary folder, removed at the end.
+    At most one live audit runs per process: the slot is taken on the first `next()` (waiting
+    up to `slot_wait` seconds for a cancelled run to let go of it) and given back in
+    `finally`, so a cancelled run (gradio closes the generator, or drops it) kills its audit
+    and frees the slot, and a queue that loses count cannot start a second one. With
+    `out=None` the report folder is a temporary folder, removed at the end.
 
     Raises:
         LiveRunBusy: another live audit is running in this process.
         LiveRunError: the audit failed (with its last error line), timed out, or wrote an
             invalid report.
     """
-    if not _SLOT.acquire(blocking=False):
+    if not _SLOT.acquire(timeout=SLOT_WAIT_S if slot_wait is None else slot_wait):
         raise LiveRunBusy(BUSY)
     tmp = None
     proc = None

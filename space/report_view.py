@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from depthcard.report.markdown import md_code
 from depthcard.report.plots import plot_cross_domain
 from depthcard.report.reproduce import reproduce_command
 from depthcard.report.samples import read_samples
@@ -70,9 +71,10 @@ PLOTS: dict[str, tuple[Any, str, str, str, str, str, str]] = {
 }  # fmt: skip
 PLOT_KEYS = tuple(PLOTS)
 NOT_FOUND = (
-    "No report `{id}` in this Space. Pick one on the leaderboard; reports are listed by "
+    "No report {id} in this Space. Pick one on the leaderboard; reports are listed by "
     "`org/model/child revision`."
 )
+SHOWN_ID_CHARS = 120  # of an unknown `?report=` value echoed back
 NO_REPORT = "Choose a report on the leaderboard, or upload one under **Validate**."
 # report section -> plot keys that need it, for the note under the plots
 NEEDS = {
@@ -164,7 +166,11 @@ def open_report(
     """The view for `report_id`; an unknown id gives a not-found message, never an error."""
     entry = find_entry(report_id, store, extra)
     if entry is None and report_id:
-        return ReportView(found=False, summary=NOT_FOUND.format(id=md_text(report_id)))
+        # A stranger writes the link: echoed as one code span (md_code turns a backtick into
+        # `'`), so no part of it can become a link, an image or HTML.
+        cut = "…" if len(report_id) > SHOWN_ID_CHARS else ""
+        shown = md_code(report_id[:SHOWN_ID_CHARS] + cut)
+        return ReportView(found=False, summary=NOT_FOUND.format(id=shown))
     return report_view(entry, report_url=report_url)
 
 

@@ -1,10 +1,17 @@
 """Check an uploaded report.json against the schema, locating every problem by field path.
 
 Whatever the upload holds, the outcome is an `UploadCheck` with a plain message: too large
-(refused before a byte is parsed), not UTF-8, not JSON, not an object, a schema version
-this Space does not read, or a list of field errors such as
+(refused before a byte is parsed), not UTF-8, not JSON, not an object, too many items for a
+report (`shape_problem`, refused before the schema sees it), a schema version this Space
+does not read, or a list of field errors such as
 `layers[3].ranks.aligned.uncentered[0].rho: Input should be a finite number`. Nothing here
 raises on bad input.
+
+The shape check bounds what the schema validation costs: pydantic reports every error of
+every item, so 4 MB of empty objects in `layers` would make it build millions of errors
+(minutes, gigabytes). A report of a 128-layer model has a few tens of thousands of values
+and no list of more than a few thousand items, so an upload beyond `MAX_LIST_ITEMS` in one
+list or `MAX_VALUES` in all is refused with where it is too large.
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from depthcard.schemas.json_text import JsonLimitError, loads_bounded
 from depthcard.schemas.report import SCHEMA_VERSION, AuditReport
 from depthcard.space.store import MAX_REPORT_BYTES
 
 MAX_ERRORS_SHOWN = 200
 MAX_VALUE_CHARS = 80
+MAX_LIST_ITEMS = 10_000  # in any one list of a report
+MAX_VALUES = 100_000  # objects, lists and scalars in the whole report (a 128-layer one: ~30k)
 
 NO_FILE = "No file uploaded: choose a report.json."
 TOO_LARGE = (
@@ -29,11 +39,15 @@ TOO_LARGE = (
 EMPTY = "The file is empty: a report.json holds one JSON object."
 NOT_UTF8 = "The file is not UTF-8 text (byte {pos} cannot be decoded): is it a report.json?"
 NOT_JSON = "The file is not valid JSON: {msg} at line {line}, column {col}."
-TOO_DEEP = "The file is not a report: its JSON is nested too deeply to read."
+BEYOND_LIMITS = "The file is not a report: {why}."
 NOT_OBJECT = "The file is JSON but not a report: the top level is {kind}, not an object."
 BAD_VERSION = (
     "schema_version {found} is not supported: this Space reads reports of schema "
     f"{SCHEMA_VERSION}. The field errors below are against schema {SCHEMA_VERSION}."
+)
+TOO_MANY_ITEMS = (
+    "The file is not a report this Space validates: {where} holds {n:,} items, more than "
+    "the {limit:,} a report of any model has; it was not checked further."
 )
 INVALID = "The report does not conform to schema {version}: {n} error(s), located below."
 VALID = "Valid report (schema {version}): {child}, verdict {verdict}."
@@ -123,11 +137,35 @@ def _decode(data: bytes) -> tuple[object | None, str | None]:
         return None, NOT_UTF8.format(pos=exc.start)
     try:
         # NaN and Infinity are parsed here and rejected, located, by the schema.
-        return json.loads(text), None
+        return loads_bounded(text), None
     except json.JSONDecodeError as exc:
         return None, NOT_JSON.format(msg=exc.msg, line=exc.lineno, col=exc.colno)
-    except RecursionError:
-        return None, TOO_DEEP
+    except JsonLimitError as exc:
+        return None, BEYOND_LIMITS.format(why=exc)
+
+
+def shape_problem(data: object) -> str | None:
+    """Why parsed JSON is too large to be a report (a list over `MAX_LIST_ITEMS` items, or
+    more than `MAX_VALUES` values in all), else None. One pass, no recursion, stops at the
+    first excess: cheap for any upload the size limit lets through."""
+    count, stack = 0, [((), data)]
+    while stack:
+        loc, value = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            children = [((*loc, k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            if len(value) > MAX_LIST_ITEMS:
+                where = f"the list {field_path(loc)}"
+                return TOO_MANY_ITEMS.format(where=where, n=len(value), limit=MAX_LIST_ITEMS)
+            children = [((*loc, i), v) for i, v in enumerate(value)]
+        else:
+            continue
+        if count + len(children) > MAX_VALUES:
+            return TOO_MANY_ITEMS.format(where="the file", n=count + len(children),
+                                         limit=MAX_VALUES)  # fmt: skip
+        stack.extend(children)
+    return None
 
 
 def check_bytes(data: bytes) -> UploadCheck:
@@ -137,6 +175,9 @@ def check_bytes(data: bytes) -> UploadCheck:
         return UploadCheck(ok=False, message=problem)
     if not isinstance(parsed, dict):
         return UploadCheck(ok=False, message=NOT_OBJECT.format(kind=type(parsed).__name__))
+    problem = shape_problem(parsed)
+    if problem is not None:
+        return UploadCheck(ok=False, message=problem)
     try:
         report = AuditReport.model_validate(parsed)
     except ValidationError as exc:

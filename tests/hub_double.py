@@ -402,6 +402,7 @@ class _Handler(BaseHTTPRequestHandler):
         d = self.double
         routes = [
             ("GET", r"/api/models", self._list_models),
+            ("GET", r"/api/whoami-v2", self._whoami),
             ("POST", r"/api/validate-yaml", lambda: self._json(200, {"warnings": []})),
             ("POST", r"/api/repos/create", self._create_repo),
             ("GET", rf"/api/(?P<t>model|dataset)s/{_REPO}/revision/(?P<rev>[^/]+)", self._info),
@@ -427,6 +428,11 @@ class _Handler(BaseHTTPRequestHandler):
                 with d._lock:
                     return fn()
         return self._json(404, {"error": f"no route {method} {path}"})
+
+    def _whoami(self) -> int:
+        if not self.headers.get("Authorization"):
+            return self._json(401, {"error": "Invalid credentials in Authorization header"})
+        return self._json(200, {"type": "user", "name": self.double.user, "orgs": []})
 
     def _q(self, name: str, default=None):
         return self.query.get(name, [default])[0]
@@ -502,7 +508,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _tree(self) -> int:
         repo = self._repo()
-        files = repo.files(self.params["rev"])
+        try:
+            files = repo.files(self.params["rev"])
+        except KeyError:  # as the Hub: a known repo at an unknown revision
+            return self._json(404, {"error": "Invalid rev id"},
+                              {"X-Error-Code": "RevisionNotFound"})  # fmt: skip
         out = [{"type": "file", "oid": blob_sha(data), "size": len(data), "path": name}
                for name, data in sorted(files.items())]  # fmt: skip
         return self._json(200, out)

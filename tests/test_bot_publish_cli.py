@@ -91,3 +91,27 @@ def test_three_model_dry_run_diffs_the_finetune_card_the_pr_goes_to(tmp_path):
         assert " The fine-tune's own card." in dry.stdout
         assert CHILD_README.splitlines()[-1] not in dry.stdout
         assert hub.prs(ft) == [] and hub.prs(CHILD) == []
+
+
+@pytest.mark.slow
+def test_publish_takes_only_its_own_accounts_prs_as_its_own(tmp_path):
+    """A stranger's PRs titled like ours, one closed and one open, neither block publishing
+    nor receive its commit: with no `hub_user` configured, the token's account (whoami) is
+    the bot's."""
+    from datetime import UTC, datetime
+
+    from tests.hub_double import PR
+
+    with HubDouble(token=TOKEN) as hub:
+        base_sha, child_sha = add_pair(hub)
+        repo = hub.repo(CHILD)
+        for num, status in ((1, "closed"), (2, "open")):
+            repo.prs.append(PR(num, "depthcard: safety-alignment depth audit", "mallory", status,
+                               datetime.now(UTC), "not the bot"))  # fmt: skip
+            repo.refs[f"refs/pr/{num}"] = repo.refs["main"]
+        folder = _report_dir(tmp_path, base_sha, child_sha)
+        cfg = ["--config", str(write_config(tmp_path, hub_user=None))]
+        out = depthcard(["publish", str(folder), "--repo", CHILD, *cfg], bot_env(hub, tmp_path))
+        assert out.returncode == 0 and "opened PR #3" in out.stdout, out.stdout + out.stderr
+        assert [p.author for p in hub.prs(CHILD)] == ["mallory", "mallory", hub.user]
+        assert repo.refs["refs/pr/2"] == repo.refs["main"]  # the stranger's PR is untouched

@@ -1,5 +1,15 @@
-"""Splicing over 10,000 generated model cards: never raises, never touches a byte outside
-the section, is idempotent, and a second audit replaces the first.
+"""Splicing over 10,000 generated model cards: the section found is the one the card
+standard's rule names (checked against `expected_span`, the rule restated line by line here,
+independently of report/card_parse.py), reading never raises anything but CardParseError,
+splicing never touches a byte outside the section, is idempotent, and a second audit
+replaces the first.
+
+The generator makes front matter, fences (also opened inside list items), markers indented
+by up to three spaces, by four or by a tab (indented code), markers of old schemas and
+5,000-digit numbers in a marker and in the headline JSON. Deliberate breakages of
+card_parse.py this test was seen to catch: fence handling removed (`_FENCE` never matches);
+the front-matter skip removed (`_front_matter_end` returns 0); markers allowed after any
+indentation (`[ \t]*` instead of `[ ]{0,3}`); fences not recognised after list markers.
 
 A seeded random generator rather than hypothesis: 10,000 cards in a few seconds, and a
 failure prints the seed and the card's index, which rebuild the card exactly.
@@ -13,7 +23,12 @@ import time
 import pytest
 
 from depthcard.bot.publish import card_metadata
-from depthcard.report.card import parse_card_section, render_card_section, splice_section
+from depthcard.report.card import (
+    CardParseError,
+    parse_card_section,
+    render_card_section,
+    splice_section,
+)
 from depthcard.report.card_parse import _find_span
 from tests.report_factory import make_report
 
@@ -32,7 +47,77 @@ LINES = [
     "```", "~~~", "````python", "  ```", START, END, "<!-- depthcard:end-->",
     "<!-- depthcard:start schema=0.9 key=old -->", "see `" + START + "`", "---", "...",
     "depthcard: opt-out", "<!-- depthcard:headline {} -->", "\x00\x7f", "\u2028",
+    "   " + START, "    " + START, "\t" + END, "    " + END, "  " + END, "- ```", "1. ~~~",
+    "  - ```", "    ```", "   ~~~~", "- item", "",
+    f"<!-- depthcard:start schema=2.{'1' * 5000} key=k -->",
+    f'<!-- depthcard:headline {{"schema_version": {"9" * 5000}}} -->',
 ]  # fmt: skip
+
+
+def expected_span(card: str) -> tuple[int, int] | None:
+    """The section of `card` by the card standard's rule, restated without card_parse.py:
+    lines after the YAML front matter (`---` first line, through the next `---` or `...`);
+    a fence opens on a line whose text, after list markers and up to three spaces, starts
+    with three or more backticks or tildes (not a backtick fence with a backtick in its
+    info string) and closes on a line of at least as many of that character, indented at
+    most three spaces past where the fence began; a marker line is up to three spaces, then
+    the marker; the section runs from the last start line before the first end line that
+    follows a start line, both outside fences."""
+    lines, offsets, at = [], [], 0
+    for raw in card.split("\n"):
+        lines.append(raw[:-1] if raw.endswith("\r") else raw)
+        offsets.append(at)
+        at += len(raw) + 1
+    first = 0
+    if lines[0].removeprefix("\ufeff").rstrip() == "---":
+        ends = [i for i in range(1, len(lines)) if lines[i].rstrip() in ("---", "...")]
+        first = ends[0] + 1 if ends else 0
+    fence, column, start = None, 0, None
+    for i in range(first, len(lines)):
+        line = lines[i]
+        if fence is not None:
+            body = line.lstrip(" ")
+            if len(line) - len(body) <= column + 3 and body.rstrip(" ") and (
+                set(body.rstrip(" ")) == {fence[0]} and len(body.rstrip(" ")) >= len(fence)
+            ):
+                fence = None
+            continue
+        rest, eaten = line, 0
+        while True:  # list markers, each followed by 1-4 spaces
+            lead = len(rest) - len(rest.lstrip(" "))
+            word = rest.lstrip(" ").split(" ", 1)[0]
+            is_marker = word in ("-", "+", "*") or (
+                word[:-1].isdigit() and word[-1:] in (".", ")") and len(word) <= 10
+            )
+            after = rest.lstrip(" ")[len(word):]
+            gap = len(after) - len(after.lstrip(" "))
+            if lead > 3 or not is_marker or not 1 <= gap <= 4 or not after.strip():
+                break
+            eaten += lead + len(word) + gap
+            rest = after[gap:]
+        lead = len(rest) - len(rest.lstrip(" "))
+        char = rest.lstrip(" ")[:1]
+        run = len(rest.lstrip(" ")) - len(rest.lstrip(" ").lstrip(char)) if char else 0
+        info = rest.lstrip(" ")[run:]
+        if lead <= 3 and char in ("`", "~") and run >= 3 and not (char == "`" and "`" in info):
+            fence, column = char * run, eaten + lead
+            continue
+        lead = len(line) - len(line.lstrip(" "))
+        text = line[lead:] if lead <= 3 else ""
+        if text.startswith("<!--") and _is_marker(text, "start"):
+            start = offsets[i] + lead
+        elif start is not None and text.startswith("<!--") and _is_marker(text, "end"):
+            return start, offsets[i] + lead + text.index("-->") + 3
+    return None
+
+
+def _is_marker(text: str, kind: str) -> bool:
+    """`text` begins with a depthcard start (any attributes) or end marker comment."""
+    words = text[4:].lstrip()
+    if kind == "end":
+        return words.startswith("depthcard:end") and words[13:].lstrip().startswith("-->")
+    name = "depthcard:start"
+    return words.startswith(name) and (words[15:16] in ("", " ", "\t", "-")) and "-->" in words
 
 
 def _random_line(rng: random.Random) -> str:
@@ -64,6 +149,11 @@ def make_card(rng: random.Random) -> tuple[str, bool]:
 
 
 def check_card(card: str, opt_out: bool) -> None:
+    assert _find_span(card) == expected_span(card)
+    try:
+        parse_card_section(card)
+    except CardParseError:
+        pass  # a broken section is the owner's; anything else raised is a bug
     spliced = splice_section(card, SECTION)
     a, b = _find_span(spliced)
     prefix, suffix = spliced[:a], spliced[b:]

@@ -130,6 +130,30 @@ def test_deep_link_opens_the_report(page, app_url, shots):
     page.screenshot(path=str(shots / "not-found.png"))
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x` [Sign in with your HF token](https://evil.example/login) `",
+        "x` ![pixel](https://evil.example/pixel.png) `",
+        "x]( <img src=https://evil.example/pixel.png> [y](https://evil.example/login)",
+    ],
+    ids=["link", "image", "html"],
+)
+def test_a_deep_link_echoes_its_value_as_text_only(page, app_url, value):
+    from urllib.parse import quote
+
+    fetched: list[str] = []
+    page.route("**/*evil.example*/**", lambda route: (fetched.append(route.request.url),
+                                                     route.abort()))  # fmt: skip
+    page.goto(f"{app_url}/?report={quote(value, safe='')}")
+    summary = page.locator("#report-summary")
+    summary.get_by_text("No report").wait_for()
+    page.wait_for_timeout(500)  # an image would have been requested by now
+    assert summary.locator("a[href*='evil.example'], img").count() == 0
+    assert "evil.example" in summary.locator("code").first.inner_text()
+    assert fetched == []
+
+
 def test_malformed_upload_shows_located_errors(page, app_url, shots, tmp_path):
     bad = tmp_path / "report.json"
     bad.write_bytes(support.nan_report_bytes())

@@ -66,6 +66,7 @@ def _alive(pid: int) -> bool:
 
 def test_a_second_run_is_refused_while_one_holds_the_slot(tmp_path, monkeypatch):
     _fake_audit(monkeypatch, "import time; time.sleep(60)")
+    monkeypatch.setattr(live_run, "SLOT_WAIT_S", 0.2)
     first = live_run.live_audit(Path("b"), Path("c"), tmp_path / "one")
     next(first)  # the slot is taken, the audit about to start
     second = live_run.live_audit(Path("b"), Path("c"), tmp_path / "two")
@@ -115,14 +116,30 @@ def test_a_run_whose_client_left_before_it_started_starts_no_audit(tmp_path, mon
     live_run._SLOT.release()
 
 
-def test_the_run_event_is_one_at_a_time_and_a_generator_gradio_can_close():
+def test_the_run_event_never_queues_and_is_a_generator_gradio_can_close():
     from tests.space_support import store
 
     demo = app.build_app(store())
     (fn,) = [f for f in demo.fns.values() if f.api_name == "live_run"]
     # A plain function would run on in its thread after a cancel, its audit with it.
     assert inspect.isgeneratorfunction(fn.fn)
-    assert fn.concurrency_limit == 1
+    assert fn.concurrency_limit is None  # one at a time is the slot's job, not the queue's
+
+
+def test_a_run_started_right_after_a_cancel_waits_for_the_slot(tmp_path, monkeypatch):
+    """gradio closes a cancelled run's generator on its own thread: the next run, started
+    meanwhile, is not refused as busy but starts once the slot is free."""
+    import threading
+
+    _fake_audit(monkeypatch, "import time; time.sleep(60)")
+    first = live_run.live_audit(Path("b"), Path("c"), tmp_path / "one")
+    next(first)
+    closer = threading.Timer(0.5, first.close)  # the cancel lands while the next one waits
+    closer.start()
+    second = live_run.live_audit(Path("b"), Path("c"), tmp_path / "two")
+    assert next(second).text == "starting the audit"
+    second.close()
+    closer.join()
 
 
 def test_progress_follows_the_audits_own_stage_events(tmp_path, monkeypatch):

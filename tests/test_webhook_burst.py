@@ -1,5 +1,7 @@
 """`depthcard serve` under bursts and slow clients, on loopback: every request of a burst is
-answered, slow clients cannot grow the thread count past the worker cap, and bad
+answered; while 200 clients trickle a byte at a time, with the server's real worker count
+and deadline, every health check is answered in under a second and the thread count stays
+within the worker cap; a client that never goes silent is still cut off at its deadline; bad
 Content-Length or deeply nested JSON is a 400, not a 500."""
 
 from __future__ import annotations
@@ -14,21 +16,25 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from depthcard.bot.state import StateStore
-from depthcard.bot.webhook import SECRET_HEADER, make_server
+from depthcard.bot.webhook import REQUEST_DEADLINE_S, SECRET_HEADER, WORKERS, make_server
 from depthcard.schemas.bot_config import BotConfig
 from tests.test_webhook import PAYLOAD, SECRET
 
 BURST = 200
-WORKERS = 8
+
+
+def _serve(tmp_path, **kw):
+    state = tmp_path / "state.sqlite"
+    cfg = BotConfig(organizations=["acme"], webhook={"host": "127.0.0.1", "port": 0})
+    srv = make_server(cfg, SECRET, state, **kw)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    return srv, state
 
 
 @pytest.fixture
 def server(tmp_path):
-    state = tmp_path / "state.sqlite"
-    cfg = BotConfig(organizations=["acme"], webhook={"host": "127.0.0.1", "port": 0})
-    srv = make_server(cfg, SECRET, state, workers=WORKERS, read_timeout=1.0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
+    srv, state = _serve(tmp_path)  # the real worker count and deadline
     yield srv, state
     srv.shutdown()
     srv.server_close()
@@ -59,24 +65,74 @@ def test_a_burst_of_posts_and_health_checks_is_all_answered(server):
     assert len(StateStore(state).inbox()) == BURST
 
 
-def test_slow_clients_do_not_grow_the_thread_count(server):
+def _timed_health_check(port: int) -> tuple[int, float]:
+    start = time.monotonic()
+    status = request(port, "GET")
+    return status, time.monotonic() - start
+
+
+def test_health_checks_are_answered_while_200_clients_trickle(server):
     srv, _ = server
     port = srv.server_address[1]
     before = threading.active_count()
-    socks = []
-    for _ in range(BURST):  # each sends half a request line, then nothing
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        sock.sendall(b"POST / HTTP/1.1\r\n")
-        socks.append(sock)
-    peak = before
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(BURST)]
+    checks, peak = [], before
+    trickle_until = time.monotonic() + 4  # well inside the deadline: all 200 keep trickling
+    while time.monotonic() < trickle_until:
+        for sock in socks:  # one byte each, every 0.25 s: never silent, never done
+            sock.sendall(b"P" if not checks else b"x")
+        checks.append(_timed_health_check(port))
         peak = max(peak, threading.active_count())
-        time.sleep(0.02)
-    for sock in socks:
+        time.sleep(0.25)
+    for sock in socks:  # still connected: nobody was dropped for the health checks' sake
+        sock.sendall(b"x")
         sock.close()
+    assert len(checks) >= 8 and all(status == 200 for status, _ in checks)
+    slowest = max(seconds for _, seconds in checks)
+    assert slowest < 1.0, f"slowest health check {slowest:.2f}s"
     assert peak - before <= WORKERS
-    assert request(port, "GET") == 200  # the slow ones were dropped; the server still answers
+
+
+def test_a_client_that_never_goes_silent_is_cut_off_at_its_deadline(tmp_path):
+    srv, _ = _serve(tmp_path, deadline=1.0)
+    try:
+        sock = socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=10)
+        start = time.monotonic()
+        sock.sendall(b"POST / HTTP/1.1\r\n")
+        reply = b""
+        while not reply and time.monotonic() - start < 5:
+            try:
+                sock.sendall(b"X")  # a byte every 0.1 s: no read ever times out
+            except OSError:
+                pass
+            sock.settimeout(0.1)
+            try:
+                reply = sock.recv(100)
+            except TimeoutError:
+                pass
+        sock.close()
+        assert reply.startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - start < 1.0 + 1.0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_body_shorter_than_its_content_length_is_408_at_the_deadline(tmp_path):
+    srv, _ = _serve(tmp_path, deadline=1.0)
+    try:
+        sock = socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=5)
+        sock.sendall(f"POST / HTTP/1.1\r\n{SECRET_HEADER}: {SECRET}\r\n"
+                     "Content-Length: 100\r\n\r\n{}".encode())  # fmt: skip
+        assert sock.recv(100).startswith(b"HTTP/1.1 408")
+        sock.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_the_defaults_are_the_ones_the_readme_states():
+    assert (WORKERS, REQUEST_DEADLINE_S) == (32, 10.0)
 
 
 @pytest.mark.parametrize(
