@@ -26,6 +26,7 @@ from depthcard.report.card_format import (  # noqa: F401  (re-exported: the card
 from depthcard.report.card_parse import parse_card_section, splice_section  # noqa: F401
 from depthcard.report.markdown import md_code, md_escape, md_fence
 from depthcard.report.metrics import forecast_text, format_value, layer_stability, metric_rows
+from depthcard.report.removal import layer_choice, removal_paragraph
 from depthcard.schemas.report import AuditReport, ModelRef
 
 CHILD_ONLY_NOTE = (
@@ -105,9 +106,12 @@ def render_card_section(
         "",
         _intro(report),
         "",
+        "**Removal cost.** " + _text(removal_paragraph(report)),
+        "",
         *_child_only_note(report),
         *_table(report),
         "",
+        *_layer_choice(report),
         *_erosion(report),
         *_fragility(report),
         f"**Verdict** (`{report.verdict.code}`): {_text(report.verdict.text)}",
@@ -229,6 +233,11 @@ FRAGILITY = (
     "{rising} of {steps} steps rose, {falling} fell); sharpness (top Hessian eigenvalue) "
     "{sharpness}{converged}. Forecast: {forecast}."
 )
+
+
+def _layer_choice(report: AuditReport) -> list[str]:
+    text = layer_choice(report)
+    return [] if text is None else ["**Layer choice.** " + _text(text), ""]
 
 
 def _fragility(report: AuditReport) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from depthcard.report.metrics import METRICS, layer_stability, metric_rows
+from depthcard.report.removal import layer_choice, removal_paragraph
 from depthcard.schemas.report import AuditReport
 
 
@@ -33,6 +34,8 @@ def summary_table(report: AuditReport, out: Path, *, plots: bool = True) -> str:
         f"depthcard audit — {child.repo_id or child.path}",
         f"kind: {report.kind}   layers: 0..{len(report.layers) - 1}   selected layer l* = "
         f"{h.layer} ({'; '.join(filter(None, (report.selected_layer.rule, stable)))})",
+        f"removal cost: {removal_paragraph(report)}",
+        *([f"layer choice: {c}"] if (c := layer_choice(report)) else []),
         "",
         f"{'metric':<{width}} {'value':>10}  unit: meaning",
         f"{'-' * width} {'-' * 10}  {'-' * 40}",

@@ -1,0 +1,123 @@
+"""The measured removal cost and the layer choice, in plain words.
+
+Two pure text builders that the card, the CLI summary and the PR share:
+
+- `removal_finding`: one sentence a maintainer can read without the method — how many
+  directions remove refusal at what cost, or that refusal does not come off without breaking
+  the model, or that there is no refusal to remove — with the judged shares at min_k and at
+  min_k − 1 (the point before it), and "not monotone" where the judged curve rises.
+- `layer_choice`: l*, how often the bootstrap chose it, and the runner-up layers with their
+  drop, KL and coherent min_k, so a reader sees how close the call was. Intervals of the
+  numbers at l* are conditional on l*.
+"""
+
+from __future__ import annotations
+
+from depthcard.schemas.report import AuditReport
+from depthcard.schemas.sections import Ablation, AblationPoint
+
+NO_REFUSAL = "no refusal behaviour to measure ({rate} of held-out harmful prompts refused)"
+FOUND = (
+    "refusal can be removed by ablating {k} direction{s} at first-token KL {kl}: held-out "
+    "refusal {r0} → {rk} ({bk} broken answers){before}"
+)
+BEFORE = "; with {k} direction{s} it was {r} ({b} broken)"
+BREAKING = (
+    "refusal does not come off without breaking the model: where it fell below {thr} "
+    "(k = {k}) {b} of answers were broken (at most {max_b} allowed); judged k = 1..{top}"
+)
+NOT_REACHED = (
+    "refusal was not removed by ablating up to {top} directions (lowest held-out refusal "
+    "{low} at k = {k}, {b} broken)"
+)
+NON_MONOTONE = " The judged refusal curve is not monotone in k."
+SEARCH = {
+    "ordered": "k judged in order up to the first coherent success",
+    "bisect": "k bisected on a curve whose first-token score never rises, k − 1 judged",
+    "all": "every k judged",
+}
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.0f} %"
+
+
+def _judged(ab: Ablation) -> dict[int, AblationPoint]:
+    return {p.k: p for p in ab.curve if p.basis == "attack" and p.refusal_rate is not None}
+
+
+def removal_finding(report: AuditReport) -> str:
+    """The one-line finding about the cost of removing refusal (no trailing period)."""
+    ab, h = report.ablation, report.headline
+    if ab is None:
+        if report.verdict.code == "no-refusal":
+            return NO_REFUSAL.format(rate=_pct(h.baseline_refusal_rate))
+        return "the removal cost was not measured"
+    judged = _judged(ab)
+    top = max(judged)
+    if ab.min_k is not None:
+        at, prev = judged[ab.min_k], judged.get(ab.min_k - 1)
+        before = ""
+        if prev is not None and ab.min_k > 1:
+            s = "" if ab.min_k - 1 == 1 else "s"
+            before = BEFORE.format(
+                k=ab.min_k - 1, s=s, r=_pct(prev.refusal_rate), b=_pct(prev.broken_share)
+            )
+        return FOUND.format(
+            k=ab.min_k,
+            s="" if ab.min_k == 1 else "s",
+            kl=f"{at.kl:.3g}",
+            r0=_pct(ab.baseline_refusal_rate),
+            rk=_pct(at.refusal_rate),
+            bk=_pct(at.broken_share),
+            before=before,
+        )
+    below = [p for p in judged.values() if p.k > 0 and p.refusal_rate < ab.threshold]
+    if below:
+        first = min(below, key=lambda p: p.k)
+        return BREAKING.format(
+            thr=_pct(ab.threshold),
+            k=first.k,
+            b=_pct(first.broken_share),
+            max_b=_pct(ab.max_broken_share),
+            top=top,
+        )
+    low = min((p for p in judged.values() if p.k > 0), key=lambda p: p.refusal_rate)
+    return NOT_REACHED.format(
+        top=top, low=_pct(low.refusal_rate), k=low.k, b=_pct(low.broken_share)
+    )
+
+
+def removal_paragraph(report: AuditReport) -> str:
+    """The finding with how k was searched and the monotonicity note (Markdown-safe text)."""
+    text = removal_finding(report)
+    ab = report.ablation
+    if ab is None:
+        return text[0].upper() + text[1:] + "."
+    how = SEARCH.get(ab.min_k_search or "", "k judged by the search of an older version")
+    text = f"{text[0].upper()}{text[1:]} (layer {ab.layer}; {how}; judge: {ab.judge})."
+    return text + (NON_MONOTONE if ab.non_monotone else "")
+
+
+def layer_choice(report: AuditReport) -> str | None:
+    """l*'s bootstrap share and the runner-ups; None for reports without candidates."""
+    sel = report.selected_layer
+    if not sel.candidates:
+        return None
+    parts = []
+    for c in sel.candidates:
+        if c.coherent_min_k is not None:
+            mk = f"min k {c.coherent_min_k}"
+        else:
+            mk = f"no coherent min k ≤ {c.searched_to}"
+        star = "l* " if c.chosen else ""
+        parts.append(
+            f"{star}layer {c.layer}: drop {c.drop:.3g}, KL {c.kl:.3g} (≤ {c.kl_upper:.3g}), "
+            f"{100 * c.resample_share:.0f} % of resamples, {mk}"
+        )
+    n = sel.bootstraps or 0
+    return (
+        f"Layer choice over {n} bootstrap resamples of the fit prompts (directions, drops and "
+        f"KL refitted each time): " + "; ".join(parts) + ". Intervals of the numbers at l* are "
+        "conditional on l*."
+    )
