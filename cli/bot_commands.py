@@ -291,7 +291,8 @@ def run_publish(args, token: str | None) -> int:
         upload_report(hub, cfg.results_repo, args.report_dir, report, cfg.space_url)
         print(f"depthcard: uploaded the report to {cfg.results_repo}/{results_folder(report)}")
     user = _bot_user(cfg, hub, token)  # only this account's PRs are updated or block us
-    target = Target(args.repo, cfg.space_url, user, args.dry_run, links=PrLinks.from_config(cfg))
+    target = Target(args.repo, cfg.space_url, user, args.dry_run, links=PrLinks.from_config(cfg),
+                    publisher="maintainer")  # fmt: skip
     try:
         result = publish_report(
             hub, report, target, record=lambda a, p, d: log.info("hub write %s %s: %s", p, a, d)
@@ -321,10 +322,12 @@ def _show_dry_run(hub, report, cfg, title: str, render_body) -> None:
     before = hub.read_text(model.repo_id, "README.md", hub.head(model.repo_id)) or ""
     after = splice_section(before, render_section(report, cfg.space_url))
     links = PrLinks.from_config(cfg)
+    target = Target(model.repo_id, cfg.space_url, None, True, links=links, publisher="maintainer")
+    extra = extra_files(report, target)
+    url = report_url(cfg.space_url, model.repo_id, model.revision)
     print(f"title: {title}\n")
-    print(render_body(report, report_url(cfg.space_url, model.repo_id, model.revision), links))
-    target = Target(model.repo_id, cfg.space_url, None, True, links=links)
-    for path, data in extra_files(report, target).items():
+    print(render_body(report, url, links, publisher="maintainer", added=tuple(extra)))
+    for path, data in extra.items():
         print(f"--- {path} (added by the PR)\n{data.decode('utf-8')}")
     diff = difflib.unified_diff(before.splitlines(True), after.splitlines(True),
                                 "README.md", "README.md (PR)")  # fmt: skip
