@@ -45,6 +45,7 @@ from depthcard.report.card import (
     splice_section,
 )
 from depthcard.report.eval_results import EVAL_RESULTS_PATH, eval_results, eval_results_yaml
+from depthcard.report.public_files import public_files
 from depthcard.report.reproduce import reproduce_command
 from depthcard.schemas.hub_events import repo_id_problem
 from depthcard.schemas.report import AuditReport
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 Action = Literal[
     "opened", "updated", "unchanged", "dry-run", "blocked", "capped", "conflict", "busy"
 ]
+REPORT_FOLDER = "depthcard"  # the model repo's folder holding the public report
 HEAD_TRIES = 3  # reads of the branch head before giving up on a card that keeps changing
 
 
@@ -168,6 +170,7 @@ class Target:
     key: str | None = None
     links: PrLinks = DEFAULT_LINKS
     publisher: Publisher = "bot"  # a maintainer's `depthcard publish`: "maintainer"
+    report_dir: Path | None = None  # set: its public files go into the PR under REPORT_FOLDER
 
 
 def publish_report(
@@ -243,12 +246,20 @@ def _content_moved(hub: Hub, repo: str, audited: str, head: str) -> bool:
 
 
 def extra_files(report: AuditReport, target: Target) -> dict[str, bytes]:
-    """Files the PR adds beside README.md: `.eval_results/depthcard.yaml` when the config
-    names the benchmark dataset and the report has a number to rank; else nothing."""
-    if target.links.benchmark_repo is None:
-        return {}
-    entries = eval_results(report, target.links.benchmark_repo, _url(target, report))
-    return {EVAL_RESULTS_PATH: eval_results_yaml(entries).encode("utf-8")} if entries else {}
+    """Files the PR adds beside README.md: the public part of the report folder under
+    `depthcard/` (report.json, card.md, plots, withheld.json, by `report.public_files`'s
+    allow-list: never the directions or the judged answers), so the report lives with the
+    model; and `.eval_results/depthcard.yaml` when the config names the benchmark dataset and
+    the report has a number to rank."""
+    files: dict[str, bytes] = {}
+    if target.report_dir is not None:
+        for relative, data in public_files(target.report_dir).items():
+            files[f"{REPORT_FOLDER}/{relative}"] = data
+    if target.links.benchmark_repo is not None:
+        entries = eval_results(report, target.links.benchmark_repo, _url(target, report))
+        if entries:
+            files[EVAL_RESULTS_PATH] = eval_results_yaml(entries).encode("utf-8")
+    return files
 
 
 def _url(target: Target, report: AuditReport) -> str:
@@ -265,8 +276,7 @@ def _update(hub, target, report, pr_num, readme, title, record) -> PublishResult
         card = None
     extra = extra_files(report, target)
     same_files = all(
-        hub.read_text(target.repo, path, pr_head) == data.decode("utf-8")
-        for path, data in extra.items()
+        hub.read_bytes(target.repo, path, pr_head) == data for path, data in extra.items()
     )
     if card is not None and card.audit_key == report.audit_key and current == readme:
         if same_files:
