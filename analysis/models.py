@@ -201,13 +201,27 @@ def resolve_model(spec: ModelSpec, token: str | None = None) -> ResolvedModel:
     return _resolve_hub(spec, token)
 
 
+NO_HUB = (
+    "{spec}: cannot reach the Hub ({why}); check the network, or set HF_HUB_OFFLINE=1 to audit "
+    "a model already in the Hugging Face cache"
+)
+NOT_CACHED = (
+    "{spec}: HF_HUB_OFFLINE is set and the Hugging Face cache has no snapshot of it at "
+    "{revision}; download it first (hf download {repo}) or unset HF_HUB_OFFLINE"
+)
+
+
 def _resolve_hub(spec: ModelSpec, token: str | None) -> ResolvedModel:
     """Download the files an audit reads, at the commit sha the revision resolves to: the
     weights `weight_names` picks (the index is read first when the repo has one), config,
-    tokenizer and templates."""
-    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
+    tokenizer and templates. With `HF_HUB_OFFLINE=1` the cached snapshot is read instead,
+    without asking the Hub anything; a network fault is a `ModelLoadError` (one line)."""
+    import httpx2
+    from huggingface_hub import HfApi, hf_hub_download, is_offline_mode, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    if is_offline_mode():
+        return _resolve_cached(spec, token)
     api = HfApi(token=token)
     try:
         info = api.model_info(spec.repo_id, revision=spec.revision)
@@ -225,10 +239,51 @@ def _resolve_hub(spec: ModelSpec, token: str | None) -> ResolvedModel:
         )
     except HfHubHTTPError as exc:
         raise ModelLoadError(f"{spec.text}: cannot read from the Hub ({exc})") from exc
+    except (httpx2.TransportError, LocalEntryNotFoundError) as exc:
+        # No connection, a timeout, DNS, a proxy; a download the library could not serve
+        # from its cache after one of those. Not a bug: the user's network.
+        why = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+        raise ModelLoadError(NO_HUB.format(spec=spec.text, why=why)) from None
+    return _checked(folder, spec, info.sha)
+
+
+def _resolve_cached(spec: ModelSpec, token: str | None) -> ResolvedModel:
+    """The snapshot huggingface_hub's cache holds for the revision: the library's own offline
+    lookup (`snapshot_download(local_files_only=True)`, which reads `refs/` for a branch or
+    tag). A snapshot downloaded by sha has no ref, so when the revision was left out and the
+    cache holds exactly one snapshot of the repo, that one is the model; several are a choice
+    the user makes with `@sha`. The snapshot folder is named by its commit sha, which pins the
+    audit as `model_info` would."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_CACHE
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    revision = spec.revision or "main"
+    try:
+        folder = Path(snapshot_download(spec.repo_id, revision=revision, token=token,
+                                        local_files_only=True))  # fmt: skip
+    except LocalEntryNotFoundError:
+        repo_folder = Path(HF_HUB_CACHE) / ("models--" + spec.repo_id.replace("/", "--"))
+        snapshots = sorted(p for p in (repo_folder / "snapshots").glob("*") if p.is_dir())
+        if spec.revision is not None or not snapshots:
+            raise ModelLoadError(
+                NOT_CACHED.format(spec=spec.text, revision=revision, repo=spec.repo_id)
+            ) from None
+        if len(snapshots) > 1:
+            shas = ", ".join(p.name[:12] for p in snapshots)
+            raise ModelLoadError(
+                f"{spec.text}: HF_HUB_OFFLINE is set and the cache holds {len(snapshots)} "
+                f"snapshots ({shas}); name one as {spec.repo_id}@SHA"
+            ) from None
+        folder = snapshots[0]
+    return _checked(folder, spec, folder.name)
+
+
+def _checked(folder: Path, spec: ModelSpec, sha: str) -> ResolvedModel:
     config = read_config(folder)
     check_weights(folder)
     check_weight_headers(folder)
-    return ResolvedModel(folder, "hub", spec.repo_id, info.sha, None, config)
+    return ResolvedModel(folder, "hub", spec.repo_id, sha, None, config)
 
 
 def load_model(folder: Path, device: str = "cpu", dtype: str = "float32") -> nn.Module:

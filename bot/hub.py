@@ -143,11 +143,11 @@ class Hub:
             timeout=self.timeout,
         )
 
-    def read_text(self, repo_id: str, filename: str, revision: str, repo_type: str = "model"):
-        """A text file of a repo at a revision, or None when the file does not exist."""
+    def read_bytes(self, repo_id: str, filename: str, revision: str, repo_type: str = "model"):
+        """A file of a repo at a revision, as bytes, or None when the file does not exist."""
         from huggingface_hub.errors import EntryNotFoundError
 
-        def fetch() -> str | None:
+        def fetch() -> bytes | None:
             try:
                 path = self.api.hf_hub_download(
                     repo_id, filename, revision=revision, repo_type=repo_type,
@@ -155,16 +155,22 @@ class Hub:
                 )  # fmt: skip
             except EntryNotFoundError:
                 return None
-            # Bytes, then decode: read_text() would turn CRLF into LF and change the card.
-            data = Path(path).read_bytes()
-            try:
-                return data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise UnreadableFile(
-                    f"{repo_id}/{filename} is not UTF-8 text (byte {exc.start})"
-                ) from None
+            return Path(path).read_bytes()
 
         return self.call(f"download {repo_id}/{filename}", fetch)
+
+    def read_text(self, repo_id: str, filename: str, revision: str, repo_type: str = "model"):
+        """A text file of a repo at a revision, or None when the file does not exist."""
+        # Bytes, then decode: read_text() would turn CRLF into LF and change the card.
+        data = self.read_bytes(repo_id, filename, revision, repo_type)
+        if data is None:
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UnreadableFile(
+                f"{repo_id}/{filename} is not UTF-8 text (byte {exc.start})"
+            ) from None
 
     def head(self, repo_id: str, branch: str = "main") -> str:
         """The commit sha `branch` points at now."""

@@ -3,7 +3,7 @@
 The card that gets the section is the child's, or the fine-tune's (the third model) for a
 three-model audit (`card_model`).
 
-Text (PR title and body) lives in module constants rendered by pure functions. The Hub side
+Text (PR title, body, update comment) lives in `bot/pr_text.py`. The Hub side
 is `publish_report`: it refuses repos that opted out or closed the bot's PR, updates the
 bot's own open PR when there is one (a no-op when it already carries this audit), and
 otherwise opens a PR based on the branch head.
@@ -28,6 +28,15 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from depthcard.bot.hub import Hub
 from depthcard.bot.pairs import OPT_OUT_KEY, opted_out_in_card
+from depthcard.bot.pr_text import (
+    DEFAULT_LINKS,
+    PrLinks,
+    Publisher,
+    card_model,
+    render_body,
+    render_title,
+    render_update_comment,
+)
 from depthcard.bot.state import audit_key
 from depthcard.report.card import (
     CardParseError,
@@ -35,82 +44,18 @@ from depthcard.report.card import (
     render_card_section,
     splice_section,
 )
-from depthcard.report.card_format import ParsedCard
 from depthcard.report.eval_results import EVAL_RESULTS_PATH, eval_results, eval_results_yaml
-from depthcard.report.markdown import md_code, md_escape, md_fence
-from depthcard.report.metrics import METRICS, MISSING, format_value, metric_rows
+from depthcard.report.public_files import public_files
 from depthcard.report.reproduce import reproduce_command
 from depthcard.schemas.hub_events import repo_id_problem
-from depthcard.schemas.report import AuditReport, ModelRef
+from depthcard.schemas.report import AuditReport
 
 log = logging.getLogger(__name__)
-
-PR_TITLE = "depthcard: safety-alignment depth audit of {child} ({rev})"
-PR_BODY = """\
-> **Automated audit.** depthcard, an open tool, audited this model without anyone at \
-depthcard choosing it by hand, and opened this pull request. The section follows the \
-depthcard card standard ({card_standard}); the full report is on the depthcard Space \
-({report_url}). Questions, or a number that looks wrong: {contact}.
-
-This pull request adds a **depthcard** section to the model card: an audit of how deep the \
-safety alignment of {child} goes, measured against its base model {base}.
-
-**What was measured.** depthcard read the residual stream of both models on the same harmful \
-and harmless prompts with the same chat template, and measured how many directions the \
-alignment shift fills (ρ_ε), whether the top direction is the refusal direction, and how \
-entangled the safety directions are with capability directions.
-
-**Numbers** (at layer l* = {layer}):
-
-{numbers}
-
-**Revisions.** base {base} at `{base_rev}`, child {child} at `{child_rev}`; analysis \
-version {analysis_version}.
-
-**Reproduce.**
-
-{reproduce}
-
-**Full report:** {report_url}
-
-**Limits.** These numbers describe internal activations of the exact revisions above on the \
-listed prompt sets. They are not a safety evaluation: a small ρ says the alignment is \
-concentrated in few directions (what directional ablation exploits), not that any attack \
-works, and a large ρ does not show the model is safe.
-
-**Only the marked section changes.** Everything in README.md outside the \
-`<!-- depthcard:start ... -->` and `<!-- depthcard:end -->` markers is byte-for-byte unchanged. \
-When a new revision of the model is audited, this same pull request is updated, with a \
-comment saying what changed.{eval_results}
-
-**Don't want these?** Close this pull request without merging and the bot will never open \
-another one on this repo. You can also add `{opt_out_key}: opt-out` to the card's YAML \
-metadata.
-"""
-FINETUNE_NOTE = """
-
-**Fine-tune audit.** {third} at `{third_rev}` is a fine-tune of the instruct model \
-{child}; all three models were read on the same prompts, and the section says how much of \
-{child}'s alignment the fine-tune kept.
-"""
-NUMBER_LINE = "- {label}: {value} — {unit}"
-EVAL_RESULTS_NOTE = """
-
-**Evaluation results.** The pull request also adds `{path}`, the Hub's format for results \
-on the model page, pointing at the depthcard benchmark dataset `{benchmark}`. It holds the \
-same numbers as the section; delete the file from the pull request if you prefer only the \
-section."""
-UPDATE_COMMENT = """\
-depthcard updated this pull request: {what}.
-
-{changes}
-
-The section and the full report ({report_url}) now describe {model} at `{revision}`."""
-CHANGE_LINE = "- {label}: {old} → {new}"
 
 Action = Literal[
     "opened", "updated", "unchanged", "dry-run", "blocked", "capped", "conflict", "busy"
 ]
+REPORT_FOLDER = "depthcard"  # the model repo's folder holding the public report
 HEAD_TRIES = 3  # reads of the branch head before giving up on a card that keeps changing
 
 
@@ -123,130 +68,9 @@ class PublishResult:
     detail: str = ""
 
 
-@dataclass(frozen=True)
-class PrLinks:
-    """What a PR names besides the report: the card standard, a contact, the benchmark."""
-
-    card_standard_url: str
-    contact: str
-    benchmark_repo: str | None = None  # set: the PR adds .eval_results/depthcard.yaml
-
-    @classmethod
-    def for_space(cls, space_url: str, **given: str | None) -> PrLinks:
-        """Links of a Space; those not `given` (or None) point into it: its repo ships the
-        card standard (space.deploy) and its discussions are the contact."""
-        space = space_url.rstrip("/")
-        return cls(
-            card_standard_url=given.get("card_standard_url")
-            or f"{space}/blob/main/docs/card-standard.md",
-            contact=given.get("contact") or f"{space}/discussions",
-            benchmark_repo=given.get("benchmark_repo"),
-        )
-
-    @classmethod
-    def from_config(cls, cfg) -> PrLinks:
-        """From a `BotConfig`."""
-        return cls.for_space(
-            cfg.space_url,
-            card_standard_url=cfg.card_standard_url,
-            contact=cfg.contact,
-            benchmark_repo=cfg.benchmark_repo,
-        )
-
-
-DEFAULT_LINKS = PrLinks.for_space("https://huggingface.co/spaces/depthcard/depthcard")
-
-
 def report_url(space_url: str, child_repo: str, child_sha: str) -> str:
     """The Space page of a report: `{space_url}?report={org}/{model}/{revision}`."""
     return f"{space_url}?report={child_repo}/{child_sha}"
-
-
-def card_model(report: AuditReport) -> ModelRef:
-    """The model whose card gets the section: the fine-tune of a three-model audit."""
-    return report.models.third or report.models.child
-
-
-def render_title(report: AuditReport) -> str:
-    """The PR title (the commit summary)."""
-    model = card_model(report)
-    return PR_TITLE.format(child=model.repo_id, rev=(model.revision or "")[:7])
-
-
-def render_body(report: AuditReport, url: str, links: PrLinks = DEFAULT_LINKS) -> str:
-    """The PR description: an automated audit (standard, report, contact), measured what,
-    numbers, revisions, reproduce, limits, what changes, opt-out.
-
-    Every string taken from the report goes through `md_escape`, `md_code` or `md_fence`: a
-    report.json edited before publishing must not put a heading, link or HTML into the PR.
-    """
-    m = report.models
-    numbers = [
-        NUMBER_LINE.format(label=row.label, value=md_escape(row.value), unit=row.unit)
-        for row in metric_rows(report)
-    ]
-    body = PR_BODY.format(
-        child=md_code(_name(m.child)),
-        base=md_code(_name(m.base)) if m.base else "(none)",
-        layer=report.headline.layer,
-        numbers="\n".join(numbers) or "- (no headline numbers)",
-        base_rev=m.base.revision if m.base else "-",
-        child_rev=m.child.revision,
-        analysis_version=md_code(report.tool.analysis_version),
-        reproduce="\n".join(md_fence(reproduce_command(report), "sh")),
-        report_url=md_escape(url),
-        opt_out_key=OPT_OUT_KEY,
-        card_standard=links.card_standard_url,
-        contact=links.contact,
-        eval_results=_eval_results_note(links),
-    )
-    if m.third is None:
-        return body
-    note = FINETUNE_NOTE.format(third=md_code(_name(m.third)), third_rev=m.third.revision,
-                                child=md_code(_name(m.child)))  # fmt: skip
-    return body.rstrip("\n") + note
-
-
-def _eval_results_note(links: PrLinks) -> str:
-    if links.benchmark_repo is None:
-        return ""
-    return EVAL_RESULTS_NOTE.format(path=EVAL_RESULTS_PATH, benchmark=links.benchmark_repo)
-
-
-def render_update_comment(previous: ParsedCard | None, report: AuditReport, url: str) -> str:
-    """The comment left when the PR is updated: the new revision and the numbers that moved."""
-    model = card_model(report)
-    rev = (model.revision or "")[:7]
-    if previous is None:
-        what = f"the section now describes revision `{rev}`"
-    else:
-        before = previous.third or previous.child
-        old_rev = (before.revision or before.content_sha256 or "")[:7]
-        what = f"revision `{old_rev}` → `{rev}`"
-        if previous.analysis_version != report.tool.analysis_version:
-            what += (f", analysis version {md_code(previous.analysis_version)} → "
-                     f"{md_code(report.tool.analysis_version)}")  # fmt: skip
-    changes = []
-    for metric in METRICS:
-        if metric.source != "headline" or metric.fmt == "text":
-            continue
-        new = format_value(metric.fmt, getattr(report.headline, metric.field))
-        old = MISSING if previous is None else format_value(
-            metric.fmt, getattr(previous.headline, metric.field)
-        )  # fmt: skip
-        if old != new:
-            changes.append(CHANGE_LINE.format(label=metric.label, old=old, new=new))
-    return UPDATE_COMMENT.format(
-        what=what,
-        changes="\n".join(changes) or "No headline number changed.",
-        report_url=md_escape(url),
-        model=md_code(_name(model)),
-        revision=model.revision,
-    )
-
-
-def _name(ref: ModelRef) -> str:
-    return (ref.repo_id if ref.source == "hub" else ref.path) or ""
 
 
 def render_section(report: AuditReport, space_url: str) -> str:
@@ -345,6 +169,8 @@ class Target:
     dry_run: bool
     key: str | None = None
     links: PrLinks = DEFAULT_LINKS
+    publisher: Publisher = "bot"  # a maintainer's `depthcard publish`: "maintainer"
+    report_dir: Path | None = None  # set: its public files go into the PR under REPORT_FOLDER
 
 
 def publish_report(
@@ -398,10 +224,12 @@ def publish_report(
         record("open-pr", "intent", title)
     elif not reserve_open(title):
         return PublishResult("capped", detail="daily cap of new PRs for this organisation")
-    body = render_body(report, _url(target, report), target.links)
+    extra = extra_files(report, target)
+    body = render_body(report, _url(target, report), target.links, publisher=target.publisher,
+                       added=tuple(extra))  # fmt: skip
     try:
         info = hub.open_pr(target.repo, readme=readme, parent_commit=head, title=title,
-                           body=body, extra=extra_files(report, target))  # fmt: skip
+                           body=body, extra=extra)  # fmt: skip
     except HfHubHTTPError as exc:
         record("open-pr", "failed", str(exc).splitlines()[0])
         raise
@@ -418,12 +246,20 @@ def _content_moved(hub: Hub, repo: str, audited: str, head: str) -> bool:
 
 
 def extra_files(report: AuditReport, target: Target) -> dict[str, bytes]:
-    """Files the PR adds beside README.md: `.eval_results/depthcard.yaml` when the config
-    names the benchmark dataset and the report has a number to rank; else nothing."""
-    if target.links.benchmark_repo is None:
-        return {}
-    entries = eval_results(report, target.links.benchmark_repo, _url(target, report))
-    return {EVAL_RESULTS_PATH: eval_results_yaml(entries).encode("utf-8")} if entries else {}
+    """Files the PR adds beside README.md: the public part of the report folder under
+    `depthcard/` (report.json, card.md, plots, withheld.json, by `report.public_files`'s
+    allow-list: never the directions or the judged answers), so the report lives with the
+    model; and `.eval_results/depthcard.yaml` when the config names the benchmark dataset and
+    the report has a number to rank."""
+    files: dict[str, bytes] = {}
+    if target.report_dir is not None:
+        for relative, data in public_files(target.report_dir).items():
+            files[f"{REPORT_FOLDER}/{relative}"] = data
+    if target.links.benchmark_repo is not None:
+        entries = eval_results(report, target.links.benchmark_repo, _url(target, report))
+        if entries:
+            files[EVAL_RESULTS_PATH] = eval_results_yaml(entries).encode("utf-8")
+    return files
 
 
 def _url(target: Target, report: AuditReport) -> str:
@@ -440,8 +276,7 @@ def _update(hub, target, report, pr_num, readme, title, record) -> PublishResult
         card = None
     extra = extra_files(report, target)
     same_files = all(
-        hub.read_text(target.repo, path, pr_head) == data.decode("utf-8")
-        for path, data in extra.items()
+        hub.read_bytes(target.repo, path, pr_head) == data for path, data in extra.items()
     )
     if card is not None and card.audit_key == report.audit_key and current == readme:
         if same_files:

@@ -265,7 +265,8 @@ def publish_row(r: Round, row: AuditRow) -> None:
         return
     org = repo.split("/", 1)[0]
     links = PrLinks.from_config(r.cfg)
-    target = Target(repo, r.cfg.space_url, r.cfg.hub_user, r.cfg.dry_run, row.key, links)
+    target = Target(repo, r.cfg.space_url, r.cfg.hub_user, r.cfg.dry_run, row.key, links,
+                    report_dir=Path(row.report_dir))  # fmt: skip
     result = publish_report(
         r.hub,
         report,

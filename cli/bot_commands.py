@@ -291,7 +291,8 @@ def run_publish(args, token: str | None) -> int:
         upload_report(hub, cfg.results_repo, args.report_dir, report, cfg.space_url)
         print(f"depthcard: uploaded the report to {cfg.results_repo}/{results_folder(report)}")
     user = _bot_user(cfg, hub, token)  # only this account's PRs are updated or block us
-    target = Target(args.repo, cfg.space_url, user, args.dry_run, links=PrLinks.from_config(cfg))
+    target = Target(args.repo, cfg.space_url, user, args.dry_run, links=PrLinks.from_config(cfg),
+                    publisher="maintainer", report_dir=args.report_dir)  # fmt: skip
     try:
         result = publish_report(
             hub, report, target, record=lambda a, p, d: log.info("hub write %s %s: %s", p, a, d)
@@ -300,13 +301,13 @@ def run_publish(args, token: str | None) -> int:
         first = " ".join(str(exc).split())[:200]
         raise UserError(REPO_GONE.format(repo=args.repo, rev=model.revision, why=first)) from None
     if args.dry_run:
-        _show_dry_run(hub, report, cfg, render_title(report), render_body)
+        _show_dry_run(hub, report, cfg, render_title(report), render_body, args.report_dir)
     print(f"depthcard: {result.action}" + (f" PR #{result.pr_num}" if result.pr_num else "")
           + (f": {result.detail}" if result.detail else ""))  # fmt: skip
     return 0 if result.action in ("opened", "updated", "unchanged", "dry-run") else 1
 
 
-def _show_dry_run(hub, report, cfg, title: str, render_body) -> None:
+def _show_dry_run(hub, report, cfg, title: str, render_body, report_dir: Path) -> None:
     from depthcard.bot.publish import (
         PrLinks,
         Target,
@@ -316,16 +317,23 @@ def _show_dry_run(hub, report, cfg, title: str, render_body) -> None:
         report_url,
     )
     from depthcard.report.card import splice_section
+    from depthcard.report.eval_results import EVAL_RESULTS_PATH
 
     model = card_model(report)  # the card the PR goes to: the fine-tune's in a three-model audit
     before = hub.read_text(model.repo_id, "README.md", hub.head(model.repo_id)) or ""
     after = splice_section(before, render_section(report, cfg.space_url))
     links = PrLinks.from_config(cfg)
+    target = Target(model.repo_id, cfg.space_url, None, True, links=links, publisher="maintainer",
+                    report_dir=report_dir)  # fmt: skip
+    extra = extra_files(report, target)
+    url = report_url(cfg.space_url, model.repo_id, model.revision)
     print(f"title: {title}\n")
-    print(render_body(report, report_url(cfg.space_url, model.repo_id, model.revision), links))
-    target = Target(model.repo_id, cfg.space_url, None, True, links=links)
-    for path, data in extra_files(report, target).items():
-        print(f"--- {path} (added by the PR)\n{data.decode('utf-8')}")
+    print(render_body(report, url, links, publisher="maintainer", added=tuple(extra)))
+    for path, data in extra.items():
+        if path == EVAL_RESULTS_PATH:
+            print(f"--- {path} (added by the PR)\n{data.decode('utf-8')}")
+        else:
+            print(f"--- {path} (added by the PR, {len(data)} bytes)")
     diff = difflib.unified_diff(before.splitlines(True), after.splitlines(True),
                                 "README.md", "README.md (PR)")  # fmt: skip
     print("".join(diff))

@@ -64,7 +64,10 @@ class JobsConfig(Strict):
         "None = a wheel built from the bot's own checkout, uploaded to results_repo under "
         "`wheels/<source hash>/` (docs/bot.md).",
     )
-    timeout: str = Field("2h", description="Job timeout (Hub syntax: 90m, 2h).")
+    timeout: str = Field(
+        "2h", description="Job timeout as run_job reads it: a number of seconds, or a number "
+        "with s, m, h or d (90m, 2h, 1.5d); checked when the config loads.",
+    )  # fmt: skip
     poll_seconds: float = Field(
         30.0, gt=0, description="Seconds between inspect_job calls on running jobs, between rounds."
     )
@@ -85,6 +88,19 @@ class JobsConfig(Strict):
         ],
         description="Flavour per parameter budget, smallest first; the first that fits wins.",
     )
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_as_run_job_reads_it(cls, value: str) -> str:
+        # huggingface_hub's _create_job_spec: a last character in s/m/h/d is the unit, the rest
+        # float(); anything else int(). "abc" would only fail when the paid job is started.
+        if not re.fullmatch(r"\d+(\.\d+)?[smhd]?", value):
+            raise ValueError(f"timeout {value!r} is not a duration run_job reads (90m, 2h, 3600)")
+        factor = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(value[-1])
+        seconds = float(value[:-1]) * factor if factor else int(value)
+        if int(seconds) < 1:
+            raise ValueError(f"timeout {value!r} is under one second")
+        return value
 
     @field_validator("install")
     @classmethod

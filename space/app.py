@@ -26,6 +26,7 @@ import gradio as gr
 from depthcard.space import handlers
 from depthcard.space import report_view as rv
 from depthcard.space.compare import DEFAULT_METRIC, METRICS, x_title
+from depthcard.space.deploy import RESULTS_VARIABLE
 from depthcard.space.live_run import LiveRunBusy, LiveRunError, demo_pair, live_audit
 from depthcard.space.store import ReportEntry, ReportStore, load_store, refresh
 from depthcard.space.upload import check_upload
@@ -533,7 +534,7 @@ def configure_queue(demo: gr.Blocks) -> gr.Blocks:
 
 def launch(args: argparse.Namespace, token: str | None = None) -> gr.Blocks:
     """Load the reports, build the app and serve it (blocking unless args.no_block)."""
-    hub_repo = args.hub_repo or os.environ.get("DEPTHCARD_RESULTS_REPO")
+    hub_repo = args.hub_repo or os.environ.get(RESULTS_VARIABLE)  # set by space.deploy
     store = load_store(args.reports, hub_repo=hub_repo, token=token)
     space_host = os.environ.get("SPACE_HOST")  # set by the Hub on a running Space
     space_url = args.space_url or (f"https://{space_host}" if space_host else None)

@@ -41,6 +41,7 @@ ROOT_APP = '"""Hub Space entry point: the app lives in depthcard/space/app.py.""
 REQUIREMENTS_HEADER = "--extra-index-url https://download.pytorch.org/whl/cpu\n"
 
 
+RESULTS_VARIABLE = "DEPTHCARD_RESULTS_REPO"  # what space/app.py reads for its results dataset
 DEFAULT_RESULTS_REPO = "depthcard/results"  # what space/README.md lists under `datasets:`
 CARD_STANDARD = Path("docs") / "card-standard.md"
 
@@ -82,12 +83,19 @@ def stage(dest: Path, root: Path = ROOT, results_repo: str | None = None) -> Pat
     return dest
 
 
-def upload(folder: Path, repo_id: str, token: str | None, message: str) -> str:
-    """Upload the staged folder to the Space, deleting files that are no longer staged."""
+def upload(
+    folder: Path, repo_id: str, token: str | None, message: str, results_repo: str | None = None
+) -> str:
+    """Upload the staged folder to the Space, deleting files that are no longer staged, and set
+    the Space variable the app reads for its results dataset (the card's `datasets:` entry
+    only lists it; the app never reads the card)."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
+    if results_repo is not None:
+        api.add_space_variable(repo_id, RESULTS_VARIABLE, results_repo,
+                               description="results dataset the depthcard Space reads")  # fmt: skip
     info = api.upload_folder(
         repo_id=repo_id,
         repo_type="space",
@@ -108,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--message", default="Deploy the depthcard Space", help="commit message")
     parser.add_argument(
         "--results-repo",
-        default=os.environ.get("DEPTHCARD_RESULTS_REPO"),
-        help="results dataset the Space reads, listed in its card (env DEPTHCARD_RESULTS_REPO)",
+        default=os.environ.get(RESULTS_VARIABLE) or DEFAULT_RESULTS_REPO,
+        help="results dataset the Space reads: listed in its card and set as its "
+        f"{RESULTS_VARIABLE} variable (env {RESULTS_VARIABLE}; default {DEFAULT_RESULTS_REPO})",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -120,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repo is required unless --stage-only is given")
     with tempfile.TemporaryDirectory(prefix="depthcard-space-") as tmp:
         folder = stage(Path(tmp) / "space-repo", results_repo=args.results_repo)
-        print(upload(folder, args.repo, os.environ.get("HF_TOKEN"), args.message))
+        token = os.environ.get("HF_TOKEN")
+        print(upload(folder, args.repo, token, args.message, args.results_repo))
     return 0
 
 

@@ -110,6 +110,8 @@ class Repo:
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
     prs: list[PR] = field(default_factory=list)
+    # A Space's variables, as `add_space_variable` sets them: key -> {"value", "description"}.
+    variables: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def files(self, rev: str = "main") -> dict[str, bytes]:
         return self.commits[self.resolve(rev)]
@@ -406,11 +408,13 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", r"/api/validate-yaml", lambda: self._json(200, {"warnings": []})),
             ("POST", r"/api/repos/create", self._create_repo),
             ("GET", rf"/api/(?P<t>model|dataset)s/{_REPO}/revision/(?P<rev>[^/]+)", self._info),
-            ("GET", rf"/api/(?P<t>model|dataset)s/{_REPO}/tree/(?P<rev>[^/]+)(?P<sub>/.*)?",
+            ("GET", rf"/api/(?P<t>model|dataset|space)s/{_REPO}/tree/(?P<rev>[^/]+)(?P<sub>/.*)?",
              self._tree),
-            ("POST", rf"/api/(?P<t>model|dataset)s/{_REPO}/preupload/(?P<rev>[^/]+)",
+            ("POST", rf"/api/(?P<t>model|dataset|space)s/{_REPO}/preupload/(?P<rev>[^/]+)",
              self._preupload),
-            ("POST", rf"/api/(?P<t>model|dataset)s/{_REPO}/commit/(?P<rev>[^/]+)", self._commit),
+            ("POST", rf"/api/(?P<t>model|dataset|space)s/{_REPO}/commit/(?P<rev>[^/]+)",
+             self._commit),
+            ("POST", rf"/api/(?P<t>space)s/{_REPO}/variables", self._space_variable),
             ("GET", rf"/api/(?P<t>model|dataset)s/{_REPO}/discussions", self._discussions),
             ("GET", rf"/api/(?P<t>model|dataset)s/{_REPO}/discussions/(?P<num>\d+)", self._pr),
             ("POST", rf"/api/(?P<t>model|dataset)s/{_REPO}/discussions/(?P<num>\d+)/comment",
@@ -629,6 +633,16 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(
             200, {"newMessage": _comment_event(pr, len(pr.comments) - 1, self.double.user)}
         )
+
+    def _space_variable(self) -> int:
+        # huggingface_hub's add_space_variable: POST {"key", "value"[, "description"]}; the
+        # Hub answers with every variable of the Space, key -> {"value", "description", ...}.
+        if not self.headers.get("Authorization"):
+            return self._json(401, {"error": "Invalid credentials in Authorization header"})
+        body = json.loads(self.body)
+        repo = self._repo()
+        repo.variables[body["key"]] = {k: body[k] for k in ("value", "description") if k in body}
+        return self._json(200, repo.variables)
 
     def _create_repo(self) -> int:
         body = json.loads(self.body)

@@ -45,6 +45,27 @@ def test_an_unknown_flavour_is_refused_at_config_load_in_one_line(tmp_path, caps
     assert "unknown HF Jobs flavour 'h100x8'" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("timeout", ["2h", "90m", "1.5d", "3600", "30s"])
+def test_timeouts_run_job_reads_are_accepted(timeout):
+    from huggingface_hub._jobs_api import _create_job_spec
+
+    assert JobsConfig(namespace="x", timeout=timeout).timeout == timeout
+    spec = _create_job_spec(image="i", command=["c"], env=None, secrets=None, flavor=None,
+                            timeout=timeout, attempts=None, labels=None, volumes=None)  # fmt: skip
+    assert spec["timeoutSeconds"] >= 1  # the library reads it as we checked it
+
+
+@pytest.mark.parametrize("timeout", ["abc", "2 h", "h", "-5m", "0", "0.1s", "2w"])
+def test_a_timeout_run_job_cannot_read_is_refused_at_config_load(timeout, tmp_path, capsys):
+    with pytest.raises(ValidationError, match="timeout"):
+        JobsConfig(namespace="x", timeout=timeout)
+    config = tmp_path / "bot.yaml"
+    config.write_text(f"backend: hf-jobs\nresults_repo: d/r\njobs: {{namespace: d, "
+                      f"timeout: '{timeout}'}}\n", encoding="utf-8")  # fmt: skip
+    assert main(["status", "--config", str(config)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "install",
     [

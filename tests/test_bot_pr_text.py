@@ -13,6 +13,7 @@ import yaml
 from huggingface_hub import HfApi, parse_eval_result_entries
 
 from depthcard.bot.hub import Hub
+from depthcard.bot.pr_text import finding, visible_words
 from depthcard.bot.publish import (
     PrLinks,
     Target,
@@ -53,27 +54,99 @@ def test_links_default_into_the_space_and_config_overrides_them():
     assert PrLinks.from_config(cfg).contact == "@acme-safety"
 
 
-def test_the_body_says_it_is_automated_and_links_standard_report_and_contact():
+BOT_VISIBLE = """\
+This pull request adds a **depthcard** section to the model card: an audit of how deep the \
+safety alignment of `acme/tiny-Instruct` goes, measured against its base model `acme/tiny`. \
+The depthcard bot opened it after finding this model and its base on the Hub.
+
+**Finding:** refusal can be removed by ablating 3 directions at KL 0.0208.
+
+- Full report: https://r
+- What the section means: https://huggingface.co/spaces/acme/depthcard/blob/main/docs/card-standard.md
+- Questions, or a number that looks wrong: @acme-safety
+
+Only the section between the `depthcard` markers of README.md changes; the pull request also \
+adds `.eval_results/depthcard.yaml`. Don't want these? Close this pull request and the bot \
+opens no other on this repo, or add `depthcard: opt-out` to the card's YAML metadata.
+
+"""
+
+
+def _visible(body: str) -> str:
+    return body.split("<details>", 1)[0]
+
+
+def test_the_bot_body_reads_in_thirty_seconds_with_the_details_folded():
     report = _report("b" * 40, "c" * 40)
     links = PrLinks.for_space(SPACE, contact="@acme-safety", benchmark_repo=BENCH)
-    body = render_body(report, f"{SPACE}?report=x", links)
-    first = body.splitlines()[0]
-    assert first.startswith("> **Automated audit.**")
-    assert f"card standard ({SPACE}/blob/main/docs/card-standard.md)" in first
-    assert f"{SPACE}?report=x" in first and "@acme-safety" in first
-    assert EVAL_RESULTS_PATH in body and BENCH in body
+    body = render_body(report, "https://r", links, added=(EVAL_RESULTS_PATH,))
+    assert _visible(body) == BOT_VISIBLE
+    assert visible_words(body) <= 150
+    folded = body.split("<details>", 1)[1]
+    assert folded.rstrip().endswith("</details>")
+    assert "- abliteration min k: 3 — directions (refusal < 10 %)" in folded
+    assert "`" + "b" * 40 + "`" in folded and "```sh\ndepthcard audit" in folded
+    assert BENCH in folded and "**Limits.**" in folded
     assert EVAL_RESULTS_PATH not in render_body(report, "u", PrLinks.for_space(SPACE))
+
+
+def test_a_maintainer_publishing_their_own_audit_is_not_told_it_was_the_bot():
+    report = _report("b" * 40, "c" * 40)
+    bot = render_body(report, "https://r")
+    mine = render_body(report, "https://r", publisher="maintainer")
+    assert "bot opened it" in bot and "opens no other" in bot
+    assert "opened with `depthcard publish` by whoever ran this audit" in _visible(mine)
+    for wrong in ("bot opened", "opens no other", "without anyone", "never open"):
+        assert wrong not in mine
+    assert "keep the depthcard bot from opening its own pull request here" in mine
+    assert "Running `depthcard publish` again" in mine and "new revision of the model" not in mine
+
+
+def _with_ablation(report, **update):
+    return report.model_copy(update={"ablation": report.ablation.model_copy(update=update)})
+
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        ({}, "refusal can be removed by ablating 3 directions at KL 0.0208"),
+        ({"min_k": 1, "kl_at_min_k": 0.08},
+         "refusal can be removed by ablating 1 direction at KL 0.0800"),
+        ({"min_k": None, "kl_at_min_k": None, "broken_share_at_min_k": None,
+          "min_k_reason": "refusal only goes away by breaking the model"},
+         "refusal does not come off without breaking the model"),
+        ({"min_k": None, "kl_at_min_k": None, "broken_share_at_min_k": None,
+          "min_k_reason": "not reached"},
+         "refusal did not come off with up to 8 directions ablated"),
+    ],
+)  # fmt: skip
+def test_the_finding_is_the_removal_cost_in_one_line(change, line):
+    report = _with_ablation(_report("b" * 40, "c" * 40), **change)
+    assert finding(report) == line
+    assert f"**Finding:** {line}." in render_body(report, "https://r")
+
+
+def test_no_refusal_and_every_report_kind_stay_within_150_visible_words():
+    quiet = make_report(refusal_rate=0.02, with_ablation=True)
+    assert finding(quiet).startswith("no refusal behaviour to measure (")
+    links = PrLinks.for_space(SPACE, benchmark_repo=BENCH)
+    for report in (quiet, make_report(kind="child-only"), make_report(kind="three-model"),
+                   _report("b" * 40, "c" * 40)):  # fmt: skip
+        for publisher in ("bot", "maintainer"):
+            body = render_body(report, "https://r", links, publisher=publisher,
+                               added=(EVAL_RESULTS_PATH, "depthcard/report.json"))  # fmt: skip
+            assert visible_words(body) <= 150, (report.kind, publisher)
 
 
 def test_the_update_comment_names_the_revisions_and_the_numbers_that_moved():
     old = _report("b" * 40, "c" * 40)
-    new = _report("b" * 40, "d" * 40, alignment_depth_score=0.5)
+    new = _report("b" * 40, "d" * 40, depth_vs_null=0.5)
     from depthcard.bot.publish import render_section
 
     card = parse_card_section(render_section(old, SPACE))
     text = render_update_comment(card, new, "https://r")
     assert text.startswith("depthcard updated this pull request: revision `ccccccc` → `ddddddd`")
-    assert "- alignment depth score: 0.265 → 0.500" in text
+    assert "- alignment depth vs null: 0.153 → 0.500" in text
     assert "baseline refusal rate" not in text  # unchanged numbers are not listed
 
 
@@ -100,11 +173,11 @@ def test_a_pr_carries_eval_results_and_an_update_leaves_a_comment(tmp_path):
         assert again.action == "unchanged" and double.prs(CHILD)[0].comments == []
         # new weights, a new audit: the PR is updated and says what changed
         new_sha = double.push(CHILD, {"model.safetensors": b"new weights"})
-        update = publish_report(hub, _report(base_sha, new_sha, alignment_depth_score=0.5),
+        update = publish_report(hub, _report(base_sha, new_sha, depth_vs_null=0.5),
                                 target, record=lambda *a: log.append(a))  # fmt: skip
         assert update.action == "updated" and update.pr_num == 1
         (comment,) = double.prs(CHILD)[0].comments
-        assert f"`{child_sha[:7]}` → `{new_sha[:7]}`" in comment and "0.265 → 0.500" in comment
+        assert f"`{child_sha[:7]}` → `{new_sha[:7]}`" in comment and "0.153 → 0.500" in comment
         pr_files = double.repo(CHILD).files("refs/pr/1")
         assert new_sha in pr_files[EVAL_RESULTS_PATH].decode()
         # the comment is what HfApi reads back as the PR's events

@@ -11,8 +11,8 @@ import pytest
 
 from depthcard.bot.dispatch import AuditJob, JobsBackend, key_label, pick_flavour
 from depthcard.bot.pairs import RepoFacts, candidate_bases, mismatch, opted_out_in_card, repo_reason
+from depthcard.bot.pr_text import PR_TITLE
 from depthcard.bot.publish import (
-    PR_TITLE,
     Target,
     publish_report,
     render_body,

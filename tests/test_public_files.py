@@ -12,7 +12,7 @@ import shutil
 
 from depthcard.bot.dispatch import AuditJob, JobsBackend
 from depthcard.bot.hub import Hub
-from depthcard.bot.publish import PrLinks, Target, publish_report
+from depthcard.bot.publish import REPORT_FOLDER, PrLinks, Target, publish_report
 from depthcard.bot.results_upload import upload_report
 from depthcard.cli.main import main
 from depthcard.report.public_files import WITHHELD_FILE
@@ -59,11 +59,19 @@ def test_the_results_upload_and_the_pr_carry_no_directions_or_answers(tmp_path):
         _check_public(dataset, dest)
         assert not any(n.endswith(tuple(KIT)) for n in dataset)
         links = PrLinks.for_space(SPACE, benchmark_repo="acme/bench")
-        target = Target(CHILD, SPACE, double.user, False, links=links)
+        target = Target(CHILD, SPACE, double.user, False, links=links, report_dir=folder)
+        commits = len(double.repo(CHILD).commits)
         assert publish_report(hub, report, target, record=lambda *a: None).action == "opened"
         main_files, pr_files = double.repo(CHILD).files(), double.repo(CHILD).files("refs/pr/1")
         changed = {n for n in pr_files if main_files.get(n) != pr_files[n]}
-        assert changed == {"README.md", ".eval_results/depthcard.yaml"}
+        # the report lives with the model: its public part, in the same PR commit
+        _check_public({n: pr_files[n] for n in changed}, f"{REPORT_FOLDER}/")
+        assert changed - {n for n in changed if n.startswith(f"{REPORT_FOLDER}/")} == {
+            "README.md",
+            ".eval_results/depthcard.yaml",
+        }
+        assert not any(n.endswith(tuple(KIT)) for n in pr_files)
+        assert len(double.repo(CHILD).commits) == commits + 1  # one commit: card and report
 
 
 def test_a_job_uploads_the_public_copy_only(tmp_path, capsys):

@@ -69,3 +69,26 @@ def test_depthcard_space_is_a_cli_command():
     args = build_parser().parse_args(["space", "--reports", "r", "--port", "7999"])
     assert args.port == 7999 and str(args.reports) == "r"
     assert args.handler.__module__ == "depthcard.cli.space_command"
+
+
+def test_the_deploy_sets_the_space_variable_the_app_reads(tmp_path):
+    """The card's `datasets:` entry is only a listing; the app reads DEPTHCARD_RESULTS_REPO."""
+    import os
+
+    from tests.hub_double import HubDouble
+
+    app_source = (ROOT / "space" / "app.py").read_text(encoding="utf-8")
+    assert "os.environ.get(RESULTS_VARIABLE)" in app_source
+    with HubDouble(token="hf_deploy") as double:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+        env |= {"HF_ENDPOINT": double.url, "HF_TOKEN": "hf_deploy", "HF_HOME": str(tmp_path),
+                "PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_TELEMETRY": "1"}  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "depthcard.space.deploy", "--repo", "acme/depthcard",
+             "--results-repo", "acme/depthcard-results"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        space = double.repo("acme/depthcard", "space")
+        assert space.variables[deploy.RESULTS_VARIABLE]["value"] == "acme/depthcard-results"
+        assert "app.py" in space.files()
