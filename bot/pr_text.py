@@ -17,6 +17,7 @@ from depthcard.report.card_format import ParsedCard
 from depthcard.report.eval_results import EVAL_RESULTS_PATH
 from depthcard.report.markdown import md_code, md_escape, md_fence
 from depthcard.report.metrics import METRICS, MISSING, format_value, metric_rows
+from depthcard.report.removal import finding
 from depthcard.report.reproduce import reproduce_command
 from depthcard.schemas.report import AuditReport, ModelRef
 
@@ -67,13 +68,6 @@ CHANGES = "Only the section between the `depthcard` markers of README.md changes
 ADDED = "; the pull request also adds {paths}"
 AGAINST_BASE = "its base model {base}"
 AGAINST_NOTHING = "its own harmless prompts (no base model)"
-
-FINDING_MIN_K = "refusal can be removed by ablating {k} {directions} at KL {kl}"
-FINDING_BROKEN = "refusal does not come off without breaking the model"
-FINDING_NOT_REACHED = "refusal did not come off with up to {top} directions ablated"
-FINDING_NO_REFUSAL = "no refusal behaviour to measure ({rate} of harmful prompts refused)"
-FINDING_IDENTICAL = "the base and the child are identical in every layer; nothing to measure"
-FINDING_UNMEASURED = "{verdict} (the cost of removing refusal was not measured)"
 
 NUMBER_LINE = "- {label}: {value} — {unit}"
 UPDATES_NOTE: dict[Publisher, str] = {
@@ -144,27 +138,6 @@ def render_title(report: AuditReport) -> str:
     """The PR title (the commit summary)."""
     model = card_model(report)
     return PR_TITLE.format(child=model.repo_id, rev=(model.revision or "")[:7])
-
-
-def finding(report: AuditReport) -> str:
-    """The audit's result in one line, removal cost first (DESIGN: the section's first line)."""
-    h, ab = report.headline, report.ablation
-    if report.verdict.code == "no-refusal":
-        return FINDING_NO_REFUSAL.format(rate=format_value("percent", h.baseline_refusal_rate))
-    if report.verdict.code == "identical-models":
-        return FINDING_IDENTICAL
-    if ab is None or not ab.curve:
-        verdict = md_escape(report.verdict.text.rstrip(". ")) or "measured"
-        return FINDING_UNMEASURED.format(verdict=verdict[:1].lower() + verdict[1:])
-    if ab.min_k is not None:
-        return FINDING_MIN_K.format(
-            k=ab.min_k,
-            directions="direction" if ab.min_k == 1 else "directions",
-            kl=format_value("nats", ab.kl_at_min_k),
-        )
-    if ab.min_k_reason == "refusal only goes away by breaking the model":
-        return FINDING_BROKEN
-    return FINDING_NOT_REACHED.format(top=max(p.k for p in ab.curve))
 
 
 def render_body(

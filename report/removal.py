@@ -2,7 +2,8 @@
 
 Two pure text builders that the card, the CLI summary and the PR share:
 
-- `removal_finding`: one sentence a maintainer can read without the method — how many
+- `finding`: the one line the PR leads with; `removal_finding`: the same with the judged
+  shares behind it, one sentence a maintainer can read without the method — how many
   directions remove refusal at what cost, or that refusal does not come off without breaking
   the model, or that there is no refusal to remove — with the judged shares at min_k and at
   min_k − 1 (the point before it), and "not monotone" where the judged curve rises.
@@ -13,29 +14,52 @@ Two pure text builders that the card, the CLI summary and the PR share:
 
 from __future__ import annotations
 
+from depthcard.report.markdown import md_escape
+from depthcard.report.metrics import format_value
 from depthcard.schemas.report import AuditReport
 from depthcard.schemas.sections import Ablation, AblationPoint
 
-NO_REFUSAL = "no refusal behaviour to measure ({rate} of held-out harmful prompts refused)"
-FOUND = (
-    "refusal can be removed by ablating {k} direction{s} at first-token KL {kl}: held-out "
-    "refusal {r0} → {rk} ({bk} broken answers){before}"
-)
+FINDING_MIN_K = "refusal can be removed by ablating {k} {directions} at KL {kl}"
+FINDING_BROKEN = "refusal does not come off without breaking the model"
+FINDING_NOT_REACHED = "refusal did not come off with up to {top} directions ablated"
+FINDING_NO_REFUSAL = "no refusal behaviour to measure ({rate} of harmful prompts refused)"
+FINDING_IDENTICAL = "the base and the child are identical in every layer; nothing to measure"
+FINDING_UNMEASURED = "{verdict} (the cost of removing refusal was not measured)"
+FOUND_DETAIL = ": held-out refusal {r0} → {rk} ({bk} broken answers){before}"
 BEFORE = "; with {k} direction{s} it was {r} ({b} broken)"
-BREAKING = (
-    "refusal does not come off without breaking the model: where it fell below {thr} "
-    "(k = {k}) {b} of answers were broken (at most {max_b} allowed); judged k = 1..{top}"
+BREAKING_DETAIL = (
+    ": where refusal fell below {thr} (k = {k}), {b} of answers were broken (at most {max_b} "
+    "allowed); judged k = 1..{top}"
 )
-NOT_REACHED = (
-    "refusal was not removed by ablating up to {top} directions (lowest held-out refusal "
-    "{low} at k = {k}, {b} broken)"
-)
+NOT_REACHED_DETAIL = " (lowest held-out refusal {low} at k = {k}, {b} broken)"
 NON_MONOTONE = " The judged refusal curve is not monotone in k."
 SEARCH = {
     "ordered": "k judged in order up to the first coherent success",
     "bisect": "k bisected on a curve whose first-token score never rises, k − 1 judged",
     "all": "every k judged",
 }
+
+
+def finding(report: AuditReport) -> str:
+    """The audit's result in one line, removal cost first: the PR's finding, and the start
+    of the card's removal-cost paragraph."""
+    h, ab = report.headline, report.ablation
+    if report.verdict.code == "no-refusal":
+        return FINDING_NO_REFUSAL.format(rate=format_value("percent", h.baseline_refusal_rate))
+    if report.verdict.code == "identical-models":
+        return FINDING_IDENTICAL
+    if ab is None or not ab.curve:
+        verdict = md_escape(report.verdict.text.rstrip(". ")) or "measured"
+        return FINDING_UNMEASURED.format(verdict=verdict[:1].lower() + verdict[1:])
+    if ab.min_k is not None:
+        return FINDING_MIN_K.format(
+            k=ab.min_k,
+            directions="direction" if ab.min_k == 1 else "directions",
+            kl=format_value("nats", ab.kl_at_min_k),
+        )
+    if ab.min_k_reason == "refusal only goes away by breaking the model":
+        return FINDING_BROKEN
+    return FINDING_NOT_REACHED.format(top=max(p.k for p in ab.curve))
 
 
 def _pct(x: float | None) -> str:
@@ -47,14 +71,11 @@ def _judged(ab: Ablation) -> dict[int, AblationPoint]:
 
 
 def removal_finding(report: AuditReport) -> str:
-    """The one-line finding about the cost of removing refusal (no trailing period)."""
-    ab, h = report.ablation, report.headline
-    if ab is None:
-        if report.verdict.code == "no-refusal":
-            return NO_REFUSAL.format(rate=_pct(h.baseline_refusal_rate))
-        return "the removal cost was not measured"
+    """`finding` with the judged shares behind it (no trailing period)."""
+    ab, head = report.ablation, finding(report)
+    if ab is None or not ab.curve:
+        return head
     judged = _judged(ab)
-    top = max(judged)
     if ab.min_k is not None:
         at, prev = judged[ab.min_k], judged.get(ab.min_k - 1)
         before = ""
@@ -63,10 +84,7 @@ def removal_finding(report: AuditReport) -> str:
             before = BEFORE.format(
                 k=ab.min_k - 1, s=s, r=_pct(prev.refusal_rate), b=_pct(prev.broken_share)
             )
-        return FOUND.format(
-            k=ab.min_k,
-            s="" if ab.min_k == 1 else "s",
-            kl=f"{at.kl:.3g}",
+        return head + FOUND_DETAIL.format(
             r0=_pct(ab.baseline_refusal_rate),
             rk=_pct(at.refusal_rate),
             bk=_pct(at.broken_share),
@@ -75,16 +93,19 @@ def removal_finding(report: AuditReport) -> str:
     below = [p for p in judged.values() if p.k > 0 and p.refusal_rate < ab.threshold]
     if below:
         first = min(below, key=lambda p: p.k)
-        return BREAKING.format(
+        return head + BREAKING_DETAIL.format(
             thr=_pct(ab.threshold),
             k=first.k,
             b=_pct(first.broken_share),
             max_b=_pct(ab.max_broken_share),
-            top=top,
+            top=max(judged),
         )
-    low = min((p for p in judged.values() if p.k > 0), key=lambda p: p.refusal_rate)
-    return NOT_REACHED.format(
-        top=top, low=_pct(low.refusal_rate), k=low.k, b=_pct(low.broken_share)
+    tried = [p for p in judged.values() if p.k > 0]
+    if not tried:
+        return head
+    low = min(tried, key=lambda p: p.refusal_rate)
+    return head + NOT_REACHED_DETAIL.format(
+        low=_pct(low.refusal_rate), k=low.k, b=_pct(low.broken_share)
     )
 
 
