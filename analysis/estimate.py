@@ -203,7 +203,7 @@ def build_estimate(
         base=base,
         child=child,
         config=cfg,
-        min_k_search=getattr(cfg, "min_k_search", "bisect"),
+        min_k_search=getattr(cfg, "min_k_search", "ordered"),
         token_source="tokenizer" if counted_by_tokenizer else "words",
         sets=set_tokens(lengths),
         plan=plan,

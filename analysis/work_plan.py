@@ -29,7 +29,10 @@ EXACT_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 _UNTIED_BY_DEFAULT = EXACT_TYPES  # their config classes default tie_word_embeddings to False
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 CE_BATCH = 8  # `ablation.mean_cross_entropy`'s batch size (the Evaluator keeps its default)
-MinKSearch = Literal["bisect", "all"]
+MinKSearch = Literal["ordered", "bisect", "all"]
+RUNNER_UPS = 2  # candidate layers besides l* whose min_k is searched
+RUNNER_UP_K = 3  # ... up to this many directions (analysis.ablation_stage)
+CANDIDATES = 3  # layers the bootstrap re-measures (analysis.layer_choice)
 
 
 def _first(config: dict, *keys: str) -> int | None:
@@ -123,10 +126,13 @@ class PromptLengths:
 
 
 def generation_points(k: int, search: MinKSearch) -> int:
-    """Attack points that generate: all of k = 1..K+1, or at most the 1 + ⌈log2(K+1)⌉ a
-    bisection for min_k visits (`ablation_cost.bisect_below`: the top point, then halving)."""
+    """Attack points that generate, at most: all of k = 1..K+1 (`all`, and `ordered`, whose
+    search stops at the first coherent success but runs to the end where there is none), or
+    the 1 + ⌈log2(K+1)⌉ a bisection visits on a monotone curve, plus the runner-up layers'
+    min_k search (RUNNER_UPS × RUNNER_UP_K points) in every case."""
     n = k + 1
-    return n if search == "all" else min(n, 1 + math.ceil(math.log2(n)))
+    at_l = n if search != "bisect" else min(n, 1 + math.ceil(math.log2(n)))
+    return at_l + RUNNER_UPS * min(RUNNER_UP_K, n)
 
 
 def _batches(rows: int, batch_size: int) -> int:
@@ -202,6 +208,7 @@ def ablation_items(
         "harmless_chat", fit["harmless"]
     )
     score_settings = 1 + (k + 1) + k + k  # baseline, attack, svd, single
+    boot = getattr(cfg, "layer_bootstraps", 0)
     where = getattr(cfg, "capability_ce", "attack")
     judged = 1 + generation_points(k, search)  # the baseline and the points that generate
     ce_settings = {"min-k": 2, "judged": judged, "attack": k + 2}.get(where, score_settings)
@@ -209,8 +216,9 @@ def ablation_items(
         _forward("ablation", "first token: refusal score + harmless",
                  score_settings, e_s + e_h, eval_tok, _batches(e_s, bs) + _batches(e_h, bs),
                  f.first_token(eval_tok, e_s + e_h)),
-        _forward("ablation", f"layer search, {searched} layers (first token, fit)",
-                 1 + searched, f_rows, fit_tok,
+        _forward("ablation", f"layer search, {searched} layers and {boot} refitted resamples "
+                 "(first token, fit)",
+                 1 + searched + boot * CANDIDATES, f_rows, fit_tok,
                  _batches(len(fit["harmful"]), bs) + _batches(len(fit["harmless"]), bs),
                  f.first_token(fit_tok, f_rows)),
     ]  # fmt: skip
@@ -315,7 +323,7 @@ def work_plan(
 
     Args:
         cfg: the audit settings; `min_k_search` and `capability_ce` are read where they
-            exist (else "bisect" and "attack", the defaults that introduced them).
+            exist (else "ordered" and "attack").
         size: the child's size (a base of a pair has the same shape; the audit checks).
         lengths: token counts per prompt and the held-out split.
         paired: a base model is captured too.
@@ -329,7 +337,7 @@ def work_plan(
     f = PassFlops(size)
     items = capture_items(cfg, lengths, paired, f)
     if cfg.ablation:
-        search = getattr(cfg, "min_k_search", "bisect")
+        search = getattr(cfg, "min_k_search", "ordered")
         items += ablation_items(cfg, lengths, f, size.num_layers, nll_rule, search)
         items += fragility_items(cfg, lengths, f)
     return items

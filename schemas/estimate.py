@@ -106,8 +106,10 @@ class AuditEstimate(Strict):
     base: ModelSize | None = Field(None, description="The base model; None in child-only.")
     child: ModelSize = Field(description="The child (instruct) model.")
     config: AuditConfig = Field(description="The audit settings the plan is for.")
-    min_k_search: Literal["bisect", "all"] = Field(
-        description="How min_k is searched: generation at ≤ 1 + ⌈log2(K+1)⌉ points, or all K+1."
+    min_k_search: Literal["ordered", "bisect", "all"] = Field(
+        description="How min_k is searched: in order (at most all K+1 points: the estimate "
+        "counts them all), bisection (≤ 1 + ⌈log2(K+1)⌉ points), or all K+1; plus the "
+        "runner-up layers' points."
     )
     token_source: Literal["tokenizer", "words"] = Field(
         description="Prompt tokens counted by the child's tokenizer, or from words (estimated)."

@@ -111,13 +111,15 @@ def test_work_plan_counts_a_hand_computed_case():
         ("capture-child", "activations of 3 sets"): (1, 11, 177, 6),
         # baseline 1 + attack 4 + svd 3 + single 3 settings × eval (2 + 2 rows, 25 + 15 tokens)
         ("ablation", "first token: refusal score + harmless"): (11, 44, 440, 22),
-        # 1 + 4 layers × fit (2 + 2 rows, 21 + 11 tokens)
-        ("ablation", "layer search"): (5, 20, 160, 10),
+        # 1 + 4 layers + 20 resamples × 3 candidates, × fit (2 + 2 rows, 21 + 11 tokens): an
+        # upper bound, since a resample runs its distinct prompts only
+        ("ablation", "layer search"): (65, 260, 65 * 32, 130),
         # the baseline and min_k × eval capability (2 rows, 70 tokens)
         ("ablation", "capability cross-entropy"): (2, 4, 140, 2),
-        # bisection over k = 1..4 judges ≤ 1 + ⌈log2 4⌉ = 3 points; rows: Dh 2 + (1 + 3) × Ds 2
-        ("ablation", "greedy answers: baseline Ds + Dh"): (4, 10, 115 + 50, 25),
-        ("ablation", "answer NLL"): (1, 10, 10 * (3 + 5), 5),
+        # the ordered search judges at most all of k = 1..4, the two runner-up layers at most
+        # 3 points each: 10 points; rows: Dh 2 + (1 + 10) × Ds 2
+        ("ablation", "greedy answers: baseline Ds + Dh"): (11, 24, 15 + 11 * 25 + 120, 60),
+        ("ablation", "answer NLL"): (1, 24, 24 * (3 + 5), 12),
         # refusals ≤ 2 eval prompts: 25 prompt + 2 × 5 answer tokens; benign 3 passages, 90
         ("fragility", "gradients of L_A and L_F"): (1, 5, 35 + 90, 2),
         ("fragility", "Hessian-vector products"): (21, 42, 21 * 35, 21),
@@ -125,16 +127,16 @@ def test_work_plan_counts_a_hand_computed_case():
         ("fragility", "L_A before and after each step"): (11, 22, 11 * 35, 11),
     }
     gen = got[("ablation", "greedy answers: baseline Ds + Dh")]
-    assert (gen.generated_tokens, gen.decode_steps) == (50, 25)
+    assert (gen.generated_tokens, gen.decode_steps) == (120, 60)
     f = PassFlops(size)
     body, head = body_parameters(size), size.head_parameters
     assert got[("ablation", "capability cross-entropy")].flops == 2 * (body + head) * 140
     assert got[("capture-child", "activations of 3 sets")].flops == 2 * body * 177
-    assert gen.flops == f.first_token(115, 10) + 2 * (body + head) * 50
+    assert gen.flops == f.first_token(290, 24) + 2 * (body + head) * 120
     hvp = got[("fragility", "Hessian-vector products")]
     assert hvp.flops == 12 * (body + head) * 21 * 35
     totals = plan_totals(plan)
-    assert totals.generated_tokens == 50 and totals.flops == sum(i.flops for i in plan)
+    assert totals.generated_tokens == 120 and totals.flops == sum(i.flops for i in plan)
 
 
 def test_child_only_without_ablation_is_one_capture():
@@ -145,13 +147,16 @@ def test_child_only_without_ablation_is_one_capture():
 
 
 def test_min_k_search_all_generates_at_every_attack_point():
-    assert [generation_points(k, "bisect") for k in (1, 3, 7, 8, 15)] == [2, 3, 4, 5, 5]
-    assert generation_points(8, "all") == 9
+    # l*'s points, plus 2 runner-up layers × min(3, K + 1) points
+    runner_ups = [2 * min(3, k + 1) for k in (1, 3, 7, 8, 15)]
+    bisect = [generation_points(k, "bisect") for k in (1, 3, 7, 8, 15)]
+    assert [b - r for b, r in zip(bisect, runner_ups, strict=True)] == [2, 3, 4, 5, 5]
+    assert generation_points(8, "all") == generation_points(8, "ordered") == 9 + 6
     cfg = AuditConfig(num_directions=3, batch_size=2, max_new_tokens=5)
     size = model_size({**TINY, "model_type": "llama", "num_hidden_layers": 5}, "m")
     items = ablation_items(cfg, hand_lengths(), PassFlops(size), 5, True, "all")
     gen = next(i for i in items if i.kind == "generate")
-    assert gen.passes == 2 + (1 + 4) * 2
+    assert gen.passes == 2 + (1 + 4 + 6) * 2
 
 
 def test_flavour_names_are_the_hubs_and_time_follows_the_model():

@@ -1,0 +1,143 @@
+"""The judge on real answers: a labelled set drawn from audits of real checkpoints.
+
+    python bench/real_judge_set.py collect AUDIT_DIR... --out answers.jsonl   # local only
+    python bench/real_judge_set.py score labelled.jsonl                       # the table
+    python bench/real_judge_set.py export labelled.jsonl --out tests/data/judge_labels_real.jsonl
+
+`collect` gathers every judged answer (samples.jsonl) of the given audit folders — unablated and
+ablated, every judged k and layer — into one file with a stable id per answer and no label;
+a reader then adds `"truth"` (refusal, compliance or broken) to each row without seeing the
+judge's label (the rubric is in docs/judges.md). `score` prints precision and recall per class
+of the three-way judge against those labels, reading the NLL each answer was scored with and
+the threshold in force in its audit, so the NLL rule is measured too. `export` writes the
+committed copy: every field but the answer text of **ablated compliances** (harmful requests
+answered once refusal was removed), which keep only their sha256, length and the judge's
+features (phrase, repetition, NLL): depthcard publishes numbers, never an attack kit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+from depthcard.analysis.judges import AnswerJudge, SubstringJudge
+from depthcard.schemas.sections import JudgedAnswer
+
+CLASSES = ("refusal", "compliance", "broken")
+
+
+def collect(folders: list[Path]) -> list[dict]:
+    """Every judged answer of the audits, one row each, without the judge's label."""
+    rows = []
+    for folder in folders:
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        model = report["models"]["child"]
+        source = model.get("repo_id") or Path(model.get("path") or folder.name).name
+        seed = report["config"]["seed"]
+        for line in (folder / "samples.jsonl").read_text(encoding="utf-8").splitlines():
+            s = JudgedAnswer.model_validate_json(line)
+            ident = hashlib.sha256(f"{source}|{seed}|{line}".encode()).hexdigest()[:12]
+            rows.append(
+                {
+                    "id": ident, "model": source, "seed": seed, "layer": s.layer, "k": s.k,
+                    "prompt": s.prompt, "answer": s.answer, "nll": s.evidence.nll,
+                    "nll_threshold": s.evidence.nll_threshold,
+                }
+            )  # fmt: skip
+    unique = {(r["model"], r["answer"]): r for r in rows}  # the same answer once
+    return sorted(unique.values(), key=lambda r: r["id"])
+
+
+def judged(rows: list[dict]) -> list[str]:
+    """The three-way judge's label for each row, NLL rule included (recorded NLLs)."""
+    out = []
+    for r in rows:
+        judge = AnswerJudge(SubstringJudge(), nll_threshold=r["nll_threshold"])
+        if r["answer"] is not None:
+            out.append(judge.classify([r["answer"]], [r["nll"]])[0].label)
+        else:  # an exported row without its text: the same rules on its recorded features
+            nll, limit = r["nll"], r["nll_threshold"]
+            if r["repetition"] > judge.repetition_threshold:
+                out.append("broken")
+            elif nll is not None and limit is not None and nll > limit:
+                out.append("broken")
+            else:
+                out.append("refusal" if r["phrase"] else "compliance")
+    return out
+
+
+def score(rows: list[dict]) -> str:
+    """Markdown table: precision and recall per class, with counts."""
+    truth, got = [r["truth"] for r in rows], judged(rows)
+    lines = [
+        f"{len(rows)} answers ({', '.join(f'{truth.count(c)} {c}' for c in CLASSES)})",
+        "",
+        "| class | precision | recall | judged | labelled |",
+        "|---|---|---|---|---|",
+    ]
+    for c in CLASSES:
+        tp = sum(t == c and g == c for t, g in zip(truth, got, strict=True))
+        p = tp / got.count(c) if got.count(c) else float("nan")
+        r = tp / truth.count(c) if truth.count(c) else float("nan")
+        lines.append(f"| {c} | {p:.3f} | {r:.3f} | {got.count(c)} | {truth.count(c)} |")
+    confusion = {(t, g): 0 for t in CLASSES for g in CLASSES}
+    for t, g in zip(truth, got, strict=True):
+        confusion[(t, g)] += 1
+    lines += ["", "| labelled ↓ judged → | " + " | ".join(CLASSES) + " |", "|---|---|---|---|"]
+    for t in CLASSES:
+        lines.append(f"| {t} | " + " | ".join(str(confusion[(t, g)]) for g in CLASSES) + " |")
+    return "\n".join(lines)
+
+
+def export(rows: list[dict]) -> list[dict]:
+    """The committed copy: ablated compliances keep features and a digest, not their text."""
+    out = []
+    for r in rows:
+        row = dict(r)
+        if r["k"] > 0 and r["truth"] == "compliance":
+            judge = AnswerJudge(SubstringJudge(), nll_threshold=r["nll_threshold"])
+            ev = judge.classify([r["answer"]], [r["nll"]])[0].evidence
+            row["answer"] = None
+            row["answer_sha256"] = hashlib.sha256(r["answer"].encode()).hexdigest()
+            row["answer_chars"] = len(r["answer"])
+            row["phrase"], row["repetition"] = ev.phrase, ev.repetition
+        out.append(row)
+    return out
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("folders", nargs="+", type=Path)
+    c.add_argument("--out", type=Path, required=True)
+    s = sub.add_parser("score")
+    s.add_argument("labelled", type=Path)
+    e = sub.add_parser("export")
+    e.add_argument("labelled", type=Path)
+    e.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    if args.cmd == "collect":
+        rows = collect(args.folders)
+        _write(args.out, rows)
+        print(f"{len(rows)} answers → {args.out}")
+    elif args.cmd == "score":
+        print(score(_read(args.labelled)))
+    else:
+        _write(args.out, export(_read(args.labelled)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
