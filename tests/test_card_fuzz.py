@@ -77,8 +77,10 @@ def expected_span(card: str) -> tuple[int, int] | None:
         line = lines[i]
         if fence is not None:
             body = line.lstrip(" ")
-            if len(line) - len(body) <= column + 3 and body.rstrip(" ") and (
-                set(body.rstrip(" ")) == {fence[0]} and len(body.rstrip(" ")) >= len(fence)
+            if (
+                len(line) - len(body) <= column + 3
+                and body.rstrip(" ")
+                and (set(body.rstrip(" ")) == {fence[0]} and len(body.rstrip(" ")) >= len(fence))
             ):
                 fence = None
             continue
@@ -89,7 +91,7 @@ def expected_span(card: str) -> tuple[int, int] | None:
             is_marker = word in ("-", "+", "*") or (
                 word[:-1].isdigit() and word[-1:] in (".", ")") and len(word) <= 10
             )
-            after = rest.lstrip(" ")[len(word):]
+            after = rest.lstrip(" ")[len(word) :]
             gap = len(after) - len(after.lstrip(" "))
             if lead > 3 or not is_marker or not 1 <= gap <= 4 or not after.strip():
                 break
