@@ -1,9 +1,9 @@
 """The audit's savings leave its numbers unchanged: bundled pair, savings on against off.
 
-Savings (issue "a real audit in minutes"): min_k found by bisection instead of judging every
-k, ablated answers stopped once a refusal phrase decides them, ΔCE only where reported.
-Turned off, the audit judges every k in full and measures ΔCE everywhere; the numbers the
-savings keep must be identical, and the work they skip must be skipped.
+Savings: min_k searched in order up to the first coherent success instead of judging every k,
+ΔCE only where reported, the prompts' shared opening run once. Turned off, the audit judges
+every k and measures ΔCE everywhere; the numbers the savings keep must be identical, and the
+work they skip must be skipped.
 """
 
 import pytest
@@ -76,7 +76,9 @@ def test_savings_leave_every_reported_number_unchanged(both) -> None:
                 q.broken_share,
             )
     attack = [p for p in b.curve if p.basis == "attack"]
-    assert 2 <= judged < len(attack)  # the baseline and the bisection's points, not all
+    # this pair's refusal goes only by breaking, so the ordered search judges every k too
+    assert a.min_k_search == "ordered" and b.min_k_search == "all"
+    assert 2 <= judged <= len(attack)
     assert fast.headline.alignment_depth_score == full.headline.alignment_depth_score
     assert fast.depth == full.depth and fast.layers == full.layers  # captures: no savings
 
@@ -85,7 +87,8 @@ def test_savings_leave_every_reported_number_unchanged(both) -> None:
 def test_savings_skip_work(both) -> None:
     fast, full = both
     w_fast, w_full = _ablation_work(fast), _ablation_work(full)
-    assert w_fast.generated_tokens < 0.75 * w_full.generated_tokens
+    # no k removes this pair's refusal coherently: the ordered search judges them all
+    assert w_fast.generated_tokens <= w_full.generated_tokens
     ce_fast, ce_full = w_fast.work["cross-entropy"].calls, w_full.work["cross-entropy"].calls
     assert ce_fast < 0.6 * ce_full  # the baseline (and min_k where reached), of all 3K + 2
     tokens_fast, tokens_full = w_fast.work["first-token"].tokens, w_full.work["first-token"].tokens
@@ -94,6 +97,6 @@ def test_savings_skip_work(both) -> None:
 
 def test_savings_are_on_by_default_and_off_by_flag() -> None:
     cfg = AuditConfig()
-    assert (cfg.min_k_search, cfg.early_stop, cfg.capability_ce) == ("bisect", True, "min-k")
+    assert (cfg.min_k_search, cfg.early_stop, cfg.capability_ce) == ("ordered", False, "min-k")
     off = AuditConfig(**SAVINGS_OFF)
-    assert off.min_k_search == "all" and not off.early_stop
+    assert off.min_k_search == "all" and off.capability_ce == "every-point"
