@@ -415,3 +415,16 @@ def test_an_unusable_bot_state_is_one_line_and_left_as_it_was(tmp_path, capsys, 
     assert str(state) in lines[0] and problem in lines[0], lines[0]
     after = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_a_child_with_other_attention_heads_is_not_a_pair(tmp_path, pair, capsys):
+    """Same hidden size, so every weight has the shape the base's has, but another head
+    count: the pair check names it instead of an error deep inside the forward pass."""
+    base, _ = pair
+    bad = save_tiny(tmp_path / "heads", seed=2)
+    config = json.loads((bad / "config.json").read_text())
+    config.update(num_attention_heads=2, num_key_value_heads=2)  # head_dim 16 instead of 8
+    (bad / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    code, err = run_cli(["audit", str(base), str(bad), "--out", str(out)], capsys)
+    assert_clean_error(code, err, "num attention heads differs (base 4, child 2)", out)
