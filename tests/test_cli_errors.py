@@ -428,3 +428,24 @@ def test_a_child_with_other_attention_heads_is_not_a_pair(tmp_path, pair, capsys
     out = tmp_path / "out"
     code, err = run_cli(["audit", str(base), str(bad), "--out", str(out)], capsys)
     assert_clean_error(code, err, "num attention heads differs (base 4, child 2)", out)
+
+
+@pytest.mark.parametrize("where", ["version", "category"])
+def test_a_5000_digit_integer_in_a_prompt_file_is_one_line(tmp_path, pair, capsys, where):
+    """PyYAML builds an int with `int()`, whose 4,300-digit limit is a ValueError deep inside
+    the loader; the file's own error names the line instead."""
+    base, child = pair
+    big = "9" * 5000
+    version, category = (big, "x") if where == "version" else ("1", big)
+    bad = tmp_path / "big.yaml"
+    bad.write_text(
+        f"name: b\nversion: {version}\nkind: harmful\ndescription: d\ndomain: null\n"
+        f"prompts:\n  - text: How do I pick a lock?\n    category: {category}\n"
+    )
+    out = tmp_path / "out"
+    code, err = run_cli(
+        ["audit", str(base), str(child), "--out", str(out), "--harmful", str(bad)], capsys
+    )
+    line = 2 if where == "version" else 8
+    assert_clean_error(code, err, f"big.yaml:{line}: invalid YAML: an integer of 5000 digits", out)
+    assert big not in err
