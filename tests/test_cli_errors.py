@@ -449,3 +449,17 @@ def test_a_5000_digit_integer_in_a_prompt_file_is_one_line(tmp_path, pair, capsy
     line = 2 if where == "version" else 8
     assert_clean_error(code, err, f"big.yaml:{line}: invalid YAML: an integer of 5000 digits", out)
     assert big not in err
+
+
+def test_out_dot_overwrite_is_one_line_and_keeps_the_folder(tmp_path, pair, capsys, monkeypatch):
+    base, child = pair
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    code, err = run_cli(["audit", str(base), str(child), "--out", ".", "--overwrite"], capsys)
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "the current folder" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+    assert [p.name for p in work.iterdir()] == ["notes.txt"]
