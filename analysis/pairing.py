@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from depthcard.analysis.models import ModelLoadError, ResolvedModel
@@ -11,12 +11,19 @@ from depthcard.schemas.report import TokenizerCheck
 
 @dataclass(frozen=True)
 class Shape:
-    """The architecture facts two models of a pair must share."""
+    """The architecture facts two models of a pair must share.
+
+    The head counts are None when config.json does not give them; a pair is compared on them
+    only when both configs do. Another head count with the same hidden size leaves most
+    weights the same shape, so without this check the pair fails deep inside the load.
+    """
 
     architecture: str
     hidden_size: int
     num_layers: int
     vocab_size: int
+    num_attention_heads: int | None = None
+    num_key_value_heads: int | None = None
 
 
 def _first(config: dict, *keys: str) -> int | None:
@@ -39,7 +46,9 @@ def model_shape(model: ResolvedModel) -> Shape:
         raise ModelLoadError(
             f"{model.folder}: config.json lacks hidden size, layer count or vocab size"
         )
-    return Shape(str(archs[0]), hidden, layers, vocab)
+    heads = _first(merged, "num_attention_heads", "n_head", "num_heads")
+    kv_heads = _first(merged, "num_key_value_heads", "num_kv_heads") or heads
+    return Shape(str(archs[0]), hidden, layers, vocab, heads, kv_heads)
 
 
 def check_shapes(base: ResolvedModel, child: ResolvedModel, role: str = "base") -> Shape:
@@ -49,11 +58,12 @@ def check_shapes(base: ResolvedModel, child: ResolvedModel, role: str = "base") 
     """
     a, b = model_shape(base), model_shape(child)
     what = "a matched pair" if role == "base" else f"a fine-tune of the child ({role} model)"
-    for name in ("architecture", "hidden_size", "num_layers", "vocab_size"):
-        if getattr(a, name) != getattr(b, name):
+    for field in fields(Shape):
+        mine, theirs = getattr(a, field.name), getattr(b, field.name)
+        if mine is not None and theirs is not None and mine != theirs:
             raise ModelLoadError(
-                f"not {what}: {name.replace('_', ' ')} differs "
-                f"({role} {getattr(a, name)}, child {getattr(b, name)})"
+                f"not {what}: {field.name.replace('_', ' ')} differs "
+                f"({role} {mine}, child {theirs})"
             )
     return b
 

@@ -17,6 +17,8 @@ NOT_A_CHILD = frozenset({"adapter", "quantized", "merge"})
 CHILD_SUFFIXES = ("-Instruct", "-it", "-Chat")
 _PICKLE = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "vocab_size")
+# Compared when both configs state them (the audit's pair check does the same).
+_HEAD_KEYS = ("num_attention_heads", "num_key_value_heads")
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,10 @@ def mismatch(base: dict, child: dict) -> str | None:
     for key in _SHAPE_KEYS:
         b, c = _text_config(base).get(key), _text_config(child).get(key)
         if b is None or b != c:
+            return f"{key} differs ({b} vs {c})"
+    for key in _HEAD_KEYS:
+        b, c = _text_config(base).get(key), _text_config(child).get(key)
+        if b is not None and c is not None and b != c:
             return f"{key} differs ({b} vs {c})"
     return None
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from depthcard.bot.state_schema import open_schema
+from depthcard.bot.state_schema import foreign_tables, open_schema
 from depthcard.schemas.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 STATE_UNREADABLE = (
     "state file {path} is not a readable SQLite database ({problem}); "
     "move it aside to start with an empty state"
+)
+
+
+STATE_FOREIGN = (
+    "state file {path} is not a depthcard state ({problem}); set state_path to another file"
 )
 
 
@@ -98,20 +103,46 @@ class StateStore:
 
     checkpoint: Callable[[str], None] | None = None
 
-    def __init__(self, path: Path, *, clock=time.time, owner: str | None = None):
+    def __init__(
+        self, path: Path, *, clock=time.time, owner: str | None = None, check: bool = True
+    ):
+        """Open (or create) the state file.
+
+        Args:
+            check: read every page first (`PRAGMA quick_check`) so a damaged file is refused
+                here, in one line, instead of failing part-way through a round. The webhook
+                handler, which opens the file once per event after the server's start-up
+                check, passes False.
+
+        Raises:
+            StateFileError: the path is a folder, the file is not a SQLite database or is
+                damaged, or it holds tables of another schema. Nothing is written to it then.
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}"
-        # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE, which
-        # takes the write lock up front so a compare-and-set cannot interleave with another.
-        self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        if self.path.is_dir():
+            raise StateFileError(STATE_UNREADABLE.format(path=self.path, problem="it is a folder"))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE, which
+            # takes the write lock up front so a compare-and-set cannot interleave with another.
+            self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise StateFileError(STATE_UNREADABLE.format(path=self.path, problem=exc)) from None
         self._db.row_factory = sqlite3.Row
         try:
+            # Both checks come before the first write (WAL mode, tables), so a file the bot
+            # refuses is left exactly as it was.
+            if check:
+                _check_pages(self._db)
+            foreign = foreign_tables(self._db)
+            if foreign:
+                raise StateFileError(STATE_FOREIGN.format(path=self.path, problem=foreign))
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             open_schema(self._db)
-        except sqlite3.OperationalError:
+        except (StateFileError, sqlite3.OperationalError):
             self._db.close()
             raise
         except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
@@ -417,6 +448,14 @@ class StateStore:
         """Number of audits per state."""
         cur = self._db.execute("SELECT state, COUNT(*) FROM audits GROUP BY state")
         return dict(cur.fetchall())
+
+
+def _check_pages(db: sqlite3.Connection) -> None:
+    """Raise sqlite3.DatabaseError when a page of the file is damaged."""
+    found = [row[0] for row in db.execute("PRAGMA quick_check(1)")]
+    if found != ["ok"]:
+        first = str(found[0]).splitlines()[-1] if found else "no answer"
+        raise sqlite3.DatabaseError(f"database disk image is malformed: {first}")
 
 
 # Intents of one organisation since a time, less those whose own attempt failed: a `failed`

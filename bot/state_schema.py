@@ -88,6 +88,38 @@ def migrate(db: sqlite3.Connection) -> list[str]:
     return added
 
 
+def _expected_columns() -> dict[str, set[str]]:
+    """Each table's columns as this bot writes them (the schema built in memory)."""
+    mem = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        mem.executescript(SCHEMA)
+        migrate(mem)
+        tables = [r[0] for r in mem.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: _columns(mem, t) for t in tables if not t.startswith("sqlite_")}
+    finally:
+        mem.close()
+
+
+def foreign_tables(db: sqlite3.Connection) -> str | None:
+    """What makes an existing file another program's database, or None when it is ours.
+
+    A table of ours that exists but lacks a first-release column (`CREATE TABLE` above) is
+    someone else's: neither created nor migrated, so the bot must not write to the file.
+    Columns added since (`AUDIT_COLUMNS`) may be missing: `migrate` adds them.
+    """
+    later = {name for name, _ in AUDIT_COLUMNS}
+    have = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    for table, wanted in _expected_columns().items():
+        if table in have:
+            missing = sorted(wanted - _columns(db, table) - later)
+            if missing:
+                shown = ", ".join(missing[:3]) + (
+                    f" and {len(missing) - 3} more" if missing[3:] else ""
+                )
+                return f"its {table} table has no column {shown}"
+    return None
+
+
 def open_schema(db: sqlite3.Connection) -> None:
     """Create the tables a new file lacks, then add the columns an older file lacks."""
     db.executescript(SCHEMA)

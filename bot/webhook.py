@@ -154,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
         repo, why = triage(event, self.cfg)
         if repo is None:
             return 200, {"ignored": why}
-        store = StateStore(self.state_path)
+        store = StateStore(self.state_path, check=False)  # checked when the server started
         try:
             store.push_inbox(repo, f"webhook {why}")
         finally:

@@ -6,8 +6,9 @@ reading is not a worker's job here. One selector thread accepts connections and 
 without blocking, each under a deadline for the whole request (`deadline` seconds from
 accept to the last byte it waits for, however the bytes trickle in). Only a complete request
 goes to the worker pool, whose handler reads it from memory and answers at once; a request
-that misses its deadline gets 408. The accept loop never waits for a worker: a full pool only
-queues complete requests, which each take milliseconds.
+that misses its deadline gets 408, and one whose client shuts its side before the body its
+Content-Length announced is whole gets 400 at once. The accept loop never waits for a
+worker: a full pool only queues complete requests, which each take milliseconds.
 
 What "complete" means is the handler's call (`body_wanted`): the headers, plus the body only
 when the handler will read it (a POST with the right secret and an acceptable length), so a
@@ -36,6 +37,11 @@ TIMEOUT_REPLY = (
     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
     b"Content-Length: 30\r\nConnection: close\r\n\r\n"
     b'{"error": "request too slow"}\n'
+)
+BODY_CUT_SHORT = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 50\r\nConnection: close\r\n\r\n"
+    b'{"error": "body shorter than its Content-Length"}\n'
 )
 HEADERS_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\n"
@@ -146,10 +152,14 @@ class DeadlineServer:
             chunk = conn.recv(65_536)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
-            chunk = b""
-        if not chunk:  # the client went away before its request was whole
+        except OSError:  # reset: nobody is left to answer
             self._drop(conn)
+            return
+        if not chunk:  # the client shut its side before its request was whole
+            if request_head(pending.data) is not None:
+                self._dispatch(conn, reply=BODY_CUT_SHORT)  # it may still read the answer
+            else:
+                self._drop(conn)
             return
         pending.data += chunk
         head = request_head(pending.data)

@@ -41,6 +41,27 @@ KINDS: tuple[str, ...] = get_args(Kind)
 
 
 TOO_DEEP = "invalid YAML: nested too deeply to be a prompt set"
+MAX_INT_DIGITS = 64  # far above any version number; Python's int() refuses over 4,300
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing integers too long to be a prompt set's, with their line.
+
+    Its own int constructor calls `int()`, whose digit limit is a bare ValueError with no
+    line; here that is a YAML error at the scalar, like any other.
+    """
+
+    def construct_yaml_int(self, node):
+        digits = sum(ch.isdigit() for ch in str(node.value))
+        if digits > MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of {digits} digits (at most {MAX_INT_DIGITS})",
+                node.start_mark,
+            )  # fmt: skip
+        return super().construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 class PromptFileError(UserError):
@@ -231,7 +252,7 @@ def _decode(path: str | Path, raw: bytes) -> str:
 
 def _parse_yaml(path: str | Path, text: str) -> tuple[Any, yaml.Node | None]:
     """The constructed data and the node tree it came from (the nodes carry line numbers)."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None

@@ -9,6 +9,10 @@ so an interrupted or failed write never leaves a half-written report behind.
 resolved target and the link itself stays. A dangling symlink (or a loop) is refused by the
 preflight, before any work, since there is no folder to write into.
 
+`--overwrite` replaces only a report folder: one that holds nothing but the files a report
+writes (and `withheld.json` of a public copy). A folder with anything else in it, and the
+current folder or one that holds it, are refused by the preflight, and nothing is touched.
+
 Replacing an existing report renames it to the hidden sibling `.NAME.old`, renames the new
 folder to `NAME`, then removes `.NAME.old`. A process killed between the two renames leaves
 only `.NAME.old`; the next preflight (every write runs one) renames it back to `NAME` with a
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +37,11 @@ from depthcard.schemas.report import AuditReport
 from depthcard.schemas.sections import JudgedAnswer
 
 SAMPLES_FILE = "samples.jsonl"
+# What a report folder holds (with `withheld.json`, its public copy): all `--overwrite`
+# ever replaces, so a folder holding anything else is never wiped.
+REPORT_PATHS = re.compile(
+    r"report\.json|directions\.safetensors|card\.md|samples\.jsonl|withheld\.json|plots/[^/]+\.png"
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +56,25 @@ def preflight(out: Path, overwrite: bool) -> None:
     Also recovers a replacement that was killed half-way (see the module docstring).
     """
     target = _target(out)
+    here = Path.cwd().resolve()
+    if target.resolve() == here or target.resolve() in here.parents:
+        raise OutputError(
+            f"--out {out}: is the current folder or holds it, which a report never replaces; "
+            "name a folder for the report (e.g. --out report)"
+        )
     _recover_old(target)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputError(f"--out {out}: folder is not empty (pass --overwrite to replace it)")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputError(f"--out {out}: folder is not empty (pass --overwrite to replace it)")
+        foreign = _not_report_files(target)
+        if foreign:
+            more = f" (and {len(foreign) - 1} more)" if foreign[1:] else ""
+            raise OutputError(
+                f"--out {out}: holds {foreign[0]}{more}, which no report holds; --overwrite "
+                "replaces only a report folder, so move it or name another folder"
+            )
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -60,10 +84,21 @@ def preflight(out: Path, overwrite: bool) -> None:
     os.rmdir(probe)
 
 
+def _not_report_files(folder: Path) -> list[str]:
+    """Paths inside `folder` that no report folder (or its public copy) holds, sorted."""
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if not (p.is_dir() and not p.is_symlink())
+        and not REPORT_PATHS.fullmatch(p.relative_to(folder).as_posix())
+    )
+
+
 def _target(out: Path) -> Path:
-    """The folder a write really replaces: a symlink's resolved target, else `out`."""
+    """The folder a write really replaces: a symlink's resolved target, else `out` made
+    absolute (so `.` and `..` have a name and a parent like any folder)."""
     if not out.is_symlink():
-        return out
+        return Path(os.path.abspath(out))
     if not out.exists():  # dangling, or a loop
         raise OutputError(f"--out {out}: is a symlink to {os.readlink(out)}, which does not exist")
     return out.resolve()

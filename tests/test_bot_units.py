@@ -56,6 +56,11 @@ def test_relations_and_configs():
     assert mismatch(a, dict(a)) is None
     assert "num_hidden_layers" in mismatch(a, {**a, "num_hidden_layers": 3})
     assert "architectures" in mismatch(a, {**a, "architectures": ["G"]})
+    heads = {**a, "num_attention_heads": 4}
+    assert mismatch(heads, {**heads, "num_attention_heads": 2}) == (
+        "num_attention_heads differs (4 vs 2)"
+    )
+    assert mismatch(heads, a) is None  # a head count only one config states is not compared
     assert opted_out_in_card({"depthcard": "opt-out"}) and opted_out_in_card({"depthcard": False})
     assert not opted_out_in_card({"depthcard": "yes please"})
     assert "private" in repo_reason(facts(private=True))

@@ -354,3 +354,112 @@ def test_serve_without_a_webhook_secret_is_one_line(tmp_path, capsys, monkeypatc
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert SECRET_ENV in lines[0]
+
+
+def _state_with_rows(path, rows=400):
+    """A real state file with enough rows to span many pages, closed (WAL folded in)."""
+    from depthcard.bot.state import StateStore
+
+    store = StateStore(path)
+    for i in range(rows):
+        store.add(base_repo="acme/b", base_sha=f"{i:040x}", child_repo=f"acme/c{i}",
+                  child_sha=f"{i:040x}", analysis_version="1", state="discovered",
+                  reason="x" * 200)  # fmt: skip
+    store.close()
+
+
+def _damage_a_data_page(path):
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")  # the page size, from the SQLite header
+    assert len(data) >= 6 * page
+    data[4 * page : 5 * page] = b"\xa5" * page
+    path.write_bytes(bytes(data))
+
+
+def _foreign_audits_table(path):
+    import sqlite3
+
+    db = sqlite3.connect(str(path))
+    db.execute("CREATE TABLE audits (id INTEGER PRIMARY KEY, model TEXT, score REAL)")
+    db.execute("INSERT INTO audits (model, score) VALUES ('someone/else', 0.5)")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (_damage_a_data_page, "malformed"),
+        (_foreign_audits_table, "not a depthcard state"),
+        (lambda path: (path.mkdir(), (path / "keep.txt").write_text("mine")), "is a folder"),
+    ],
+    ids=["damaged-data-page", "foreign-audits-table", "folder"],
+)
+@pytest.mark.parametrize("command", ["status", "retry"])
+def test_an_unusable_bot_state_is_one_line_and_left_as_it_was(tmp_path, capsys, damage,
+                                                               problem, command):  # fmt: skip
+    """A state the bot cannot use is named in one line (exit 2) and not touched: no table
+    added to someone else's database, no column added to a foreign `audits` table."""
+    from tests.bot_helpers import write_config
+
+    config = write_config(tmp_path, dry_run=True)
+    state = tmp_path / "state.sqlite"
+    if damage is _damage_a_data_page:
+        _state_with_rows(state)
+    damage(state)
+    before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    args = [command, "--config", str(config)] + (["x/y/1"] if command == "retry" else [])
+    code, err = run_cli(args, capsys)
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert str(state) in lines[0] and problem in lines[0], lines[0]
+    after = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_child_with_other_attention_heads_is_not_a_pair(tmp_path, pair, capsys):
+    """Same hidden size, so every weight has the shape the base's has, but another head
+    count: the pair check names it instead of an error deep inside the forward pass."""
+    base, _ = pair
+    bad = save_tiny(tmp_path / "heads", seed=2)
+    config = json.loads((bad / "config.json").read_text())
+    config.update(num_attention_heads=2, num_key_value_heads=2)  # head_dim 16 instead of 8
+    (bad / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    code, err = run_cli(["audit", str(base), str(bad), "--out", str(out)], capsys)
+    assert_clean_error(code, err, "num attention heads differs (base 4, child 2)", out)
+
+
+@pytest.mark.parametrize("where", ["version", "category"])
+def test_a_5000_digit_integer_in_a_prompt_file_is_one_line(tmp_path, pair, capsys, where):
+    """PyYAML builds an int with `int()`, whose 4,300-digit limit is a ValueError deep inside
+    the loader; the file's own error names the line instead."""
+    base, child = pair
+    big = "9" * 5000
+    version, category = (big, "x") if where == "version" else ("1", big)
+    bad = tmp_path / "big.yaml"
+    bad.write_text(
+        f"name: b\nversion: {version}\nkind: harmful\ndescription: d\ndomain: null\n"
+        f"prompts:\n  - text: How do I pick a lock?\n    category: {category}\n"
+    )
+    out = tmp_path / "out"
+    code, err = run_cli(
+        ["audit", str(base), str(child), "--out", str(out), "--harmful", str(bad)], capsys
+    )
+    line = 2 if where == "version" else 8
+    assert_clean_error(code, err, f"big.yaml:{line}: invalid YAML: an integer of 5000 digits", out)
+    assert big not in err
+
+
+def test_out_dot_overwrite_is_one_line_and_keeps_the_folder(tmp_path, pair, capsys, monkeypatch):
+    base, child = pair
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    code, err = run_cli(["audit", str(base), str(child), "--out", ".", "--overwrite"], capsys)
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "the current folder" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+    assert [p.name for p in work.iterdir()] == ["notes.txt"]

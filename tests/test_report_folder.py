@@ -1,6 +1,7 @@
 """The report folder's edge cases: `--out` as a symlink, and a swap killed half-way."""
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,3 +69,34 @@ def test_a_stale_old_folder_is_removed_when_the_report_exists(tmp_path, report):
     (stale / "report.json").write_text("{}")
     preflight(out, overwrite=True)
     assert not stale.exists() and (out / "report.json").is_file()
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file()}  # fmt: skip
+
+
+@pytest.mark.parametrize("out", [".", "..", "./"])
+def test_the_current_folder_is_never_replaced(tmp_path, report, monkeypatch, out):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    before = _files(tmp_path)
+    with pytest.raises(OutputError, match="the current folder"):
+        write(Path(out), report, overwrite=True)
+    assert _files(tmp_path) == before and Path.cwd() == work
+
+
+def test_overwrite_replaces_only_a_report_folder(tmp_path, report):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    (out / "thesis.tex").write_text("two years of work")
+    before = _files(tmp_path)
+    with pytest.raises(OutputError, match="thesis.tex, which no report holds"):
+        preflight(out, overwrite=True)
+    assert _files(tmp_path) == before
+    (out / "thesis.tex").unlink()
+    write(out, report, overwrite=True)  # a report folder (even a broken one) is replaced
+    assert (out / "report.json").read_text() != "{}"

@@ -131,6 +131,24 @@ def test_a_body_shorter_than_its_content_length_is_408_at_the_deadline(tmp_path)
         srv.server_close()
 
 
+def test_a_body_cut_short_by_the_client_is_400_at_once(server, caplog):
+    """The client sent fewer bytes than its Content-Length and shut its side: nothing more
+    can come, so the answer is a 400 now, not a 408 at the deadline (or a 500)."""
+    srv, state = server  # the real 10 s deadline
+    sock = socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=5)
+    start = time.monotonic()
+    sock.sendall(f"POST / HTTP/1.1\r\n{SECRET_HEADER}: {SECRET}\r\n"
+                 "Content-Length: 100\r\n\r\n{}".encode())  # fmt: skip
+    sock.shutdown(socket.SHUT_WR)
+    reply = sock.recv(200)
+    sock.close()
+    assert reply.startswith(b"HTTP/1.1 400"), reply
+    assert b"shorter than its Content-Length" in reply
+    assert time.monotonic() - start < 1.0
+    assert "Traceback" not in caplog.text
+    assert StateStore(state).inbox() == []
+
+
 def test_the_defaults_are_the_ones_the_readme_states():
     assert (WORKERS, REQUEST_DEADLINE_S) == (32, 10.0)
 
