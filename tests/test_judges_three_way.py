@@ -181,7 +181,9 @@ def test_min_k_rule_and_its_reasons() -> None:
     assert pick_min_k([_pt(0, 0.9, 0.0), _pt(1, 0.5, 0.0)], 0.1, 0.1) == (None, "not reached")
 
 
-def test_bisection_judges_fewer_points_and_reaches_the_same_verdict(tiny, monkeypatch) -> None:
+def test_bisection_whose_point_is_broken_searches_in_order(tiny, monkeypatch) -> None:
+    """Every ablation breaks the model: the k a bisection finds below the threshold is not
+    coherent, so the search runs in order and judges every k before giving its verdict."""
     tok, model = tiny
     ev = _evaluator(tok, model, monkeypatch)
     ev.s = AblationSettings(SubstringJudge(), min_k_search="bisect")
@@ -189,6 +191,6 @@ def test_bisection_judges_fewer_points_and_reaches_the_same_verdict(tiny, monkey
     ab = ablation_curve(ev, 2, torch.randn(d, dtype=torch.float64), torch.randn(8, d).double(), "s")
     attack = [p for p in ab.curve if p.basis == "attack"]
     judged = [p.k for p in attack if p.refusal_rate is not None]
-    assert judged == [0, 1, 2, 3, 5, 9]  # the baseline, k = n first, then halving down to 1
+    assert judged == list(range(10)) and ab.min_k_search == "ordered"
     assert ab.min_k is None and ab.min_k_reason == "refusal only goes away by breaking the model"
     assert ab.samples_count == 10 * len(judged)

@@ -55,6 +55,7 @@ def _non_default(flag: ConfigFlag):
         "max_prompts": 12,
         "learning_rate": 0.05,
         "max_broken_share": 0.25,
+        "kl_budget": 0.35,
         "eval_fraction": 0.4,
         "min_k_search": "all",
         "capability_ce": "judged",

@@ -166,7 +166,7 @@ def test_progress_follows_the_audits_own_stage_events(tmp_path, monkeypatch):
     assert fractions == sorted(fractions) and len(seen) == 5  # "starting" + four events
     n = len(live_run.STAGES)
     child = live_run.STAGES.index("capture-child")
-    assert seen[2] == ((child + 0.25) / n, "stage 3/8 capture-child · harmful_chat 1/4 batch · "
+    assert seen[2] == ((child + 0.25) / n, "stage 4/9 capture-child · harmful_chat 1/4 batch · "
                        "12 forward passes")  # fmt: skip
     assert seen[3][0] == (child + 1) / n and "capture-child done" in seen[3][1]
     assert "spectra" in seen[4][1]
