@@ -60,7 +60,7 @@ def test_watch_audits_a_new_pair_opens_one_pr_and_keeps_it_current(tmp_path):
         assert hub.readme(CHILD) == CHILD_README  # main is untouched: it is a PR
         body = prs[0].description
         for needle in (child_sha, base_sha, "depthcard audit", "opt-out", "Limits",
-                       f"?report={CHILD}/{child_sha}"):  # fmt: skip
+                       f"/?model={CHILD}"):  # fmt: skip
             assert needle in body
 
         # Second run: nothing new to do, nothing written.
