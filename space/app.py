@@ -25,11 +25,12 @@ from pathlib import Path
 import gradio as gr
 from huggingface_hub import HfApi
 
+from depthcard.schemas.report import AuditConfig
 from depthcard.space import handlers
 from depthcard.space import report_view as rv
 from depthcard.space.compare import DEFAULT_METRIC, METRICS, x_title
 from depthcard.space.deploy import RESULTS_VARIABLE
-from depthcard.space.live_run import LiveRunBusy, LiveRunError, demo_pair, live_audit
+from depthcard.space.live_run import LIVE_CONFIG, LiveRunBusy, LiveRunError, demo_pair, live_audit
 from depthcard.space.model_report import ModelReports
 from depthcard.space.store import ReportEntry, ReportStore, load_store, refresh
 from depthcard.space.upload import check_upload
@@ -241,6 +242,7 @@ def build_app(
     store: ReportStore,
     *,
     space_url: str | None = None,
+    live_config: AuditConfig = LIVE_CONFIG,
     live_args: tuple[str, ...] = (),
     refresh_seconds: float = REFRESH_SECONDS,
     hub_api: HfApi | None = None,
@@ -251,7 +253,8 @@ def build_app(
         store: the reports the leaderboard lists.
         space_url: public URL of the Space (e.g. https://org-depthcard.hf.space), so the card
             sections shown link back to their report's page.
-        live_args: extra `depthcard audit` options for the Run tab (tests pass quick ones).
+        live_config: the Run tab's audit settings (tests pass quicker ones).
+        live_args: `depthcard audit` options that change no number (e.g. --no-plots).
         refresh_seconds: read the store's source again this often (0: never).
         hub_api: the client `?model=` links read model repos with (default: `HfApi()`,
             which follows HF_ENDPOINT and the environment's token).
@@ -274,7 +277,7 @@ def build_app(
             with gr.Tab("Validate", id="validate"):
                 wire_validate = _validate_tab(ui, last_upload, compare_ids)
             with gr.Tab("Run", id="run"):
-                wire_run = _run_tab(ui, live_args)
+                wire_run = _run_tab(ui, live_config, live_args)
         wire_report(demo)
         wire_board(demo)
         wire_compare()
@@ -491,7 +494,9 @@ def _validate_tab(
     return wire
 
 
-def _run_tab(ui: Shared, live_args: tuple[str, ...]) -> Callable[[], None]:
+def _run_tab(
+    ui: Shared, live_config: AuditConfig, live_args: tuple[str, ...]
+) -> Callable[[], None]:
     """A live audit of the bundled calibration pair, opened in the Report tab when done."""
     gr.Markdown(RUN_INTRO)
     run_button = gr.Button("Audit the calibration pair", variant="primary")
@@ -506,7 +511,7 @@ def _run_tab(ui: Shared, live_args: tuple[str, ...]) -> Callable[[], None]:
             raise gr.Error(rv.md_text("Cannot run: calibration pair missing"))
         skip = [gr.skip()] * (1 + len(ui.open_outputs))
         try:
-            for step in live_audit(*pair, extra_args=live_args):
+            for step in live_audit(*pair, config=live_config, output_args=live_args):
                 progress(step.fraction, desc=step.text)
                 if step.report is None:
                     yield [rv.md_text(step.text), *skip]
