@@ -40,6 +40,7 @@ from depthcard.analysis.judges import (
     wilson_interval,
 )
 from depthcard.analysis.progress import task
+from depthcard.schemas.report import AuditConfig
 from depthcard.schemas.sections import Ablation, AblationPoint, JudgedAnswer, MinKReason
 
 log = logging.getLogger(__name__)
@@ -62,15 +63,39 @@ class AblationInputs:
 
 @dataclass(frozen=True)
 class AblationSettings:
+    """The ablation stage's view of an `AuditConfig`, which holds every default (and says
+    what each field means); build it with `from_config`, never with values of its own."""
+
     judge: RefusalJudge
-    max_new_tokens: int = 64
-    threshold: float = 0.10
-    batch_size: int = 16
-    kl_budget: float = 0.1  # layer selection: first-token KL allowed on Dh
-    max_broken_share: float = 0.10  # min_k: broken share allowed where refusal is gone
-    min_k_search: str = "ordered"  # or "bisect" (where the cheap curve is monotone), "all"
-    capability_ce: str = "every-point"  # else "attack", "judged" or "min-k" (where ΔCE is)
-    reuse_opening: bool = False  # first-token passes reuse the prompts' shared opening's cache
+    max_new_tokens: int
+    threshold: float  # AuditConfig.refusal_threshold
+    batch_size: int
+    kl_budget: float  # layer selection: first-token KL allowed on Dh
+    max_broken_share: float  # min_k: broken share allowed where refusal is gone
+    min_k_search: str  # "ordered", "bisect" (where the cheap curve is monotone) or "all"
+    capability_ce: str  # "every-point", "attack", "judged" or "min-k" (where ΔCE is measured)
+    reuse_opening: bool  # first-token passes reuse the prompts' shared opening's cache
+
+    @classmethod
+    def from_config(cls, cfg: AuditConfig, judge: RefusalJudge) -> AblationSettings:
+        """The settings of `cfg` (its batch size already concrete, not "auto").
+
+        Raises:
+            ValueError: `cfg.batch_size` is still "auto" (a bug: the audit resolves it first).
+        """
+        if not isinstance(cfg.batch_size, int):
+            raise ValueError("AblationSettings needs a concrete batch size, not 'auto'")
+        return cls(
+            judge=judge,
+            max_new_tokens=cfg.max_new_tokens,
+            threshold=cfg.refusal_threshold,
+            batch_size=cfg.batch_size,
+            kl_budget=cfg.kl_budget,
+            max_broken_share=cfg.max_broken_share,
+            min_k_search=cfg.min_k_search,
+            capability_ce=cfg.capability_ce,
+            reuse_opening=cfg.reuse_opening,
+        )
 
 
 @dataclass(frozen=True)

@@ -98,17 +98,7 @@ def ablation_stage(
     judge = get_judge(cfg.judge)
     refusal_ids = refusal_token_ids(tokenizer)
     data = ablation_inputs(tok, prompts, split.eval, refusal_ids)
-    settings = AblationSettings(
-        judge=judge,
-        max_new_tokens=cfg.max_new_tokens,
-        threshold=cfg.refusal_threshold,
-        batch_size=cfg.batch_size,
-        kl_budget=cfg.kl_budget,
-        max_broken_share=cfg.max_broken_share,
-        min_k_search=cfg.min_k_search,
-        capability_ce=cfg.capability_ce,
-        reuse_opening=cfg.reuse_opening,
-    )
+    settings = AblationSettings.from_config(cfg, judge)
     ev = Evaluator(model, layers, tokenizer, data, settings)
     base = ev.measure_baseline()
     total = len(data.harmful_texts)

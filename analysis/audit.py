@@ -58,6 +58,7 @@ from depthcard.analysis.progress import watch
 from depthcard.analysis.prompt_inputs import (
     HeldOutSplit,
     PromptInputs,
+    check_num_directions,
     held_out_split,
     tokenize_inputs,
 )
@@ -450,7 +451,7 @@ def run_audit(
 
     Raises:
         ModelLoadError: a model that is missing, unsafe, or not a matched pair.
-        ValueError: settings that cannot work with these models (e.g. K above the rank cap).
+        UserError: settings that cannot work with these models (e.g. K above the rank cap).
     """
     timings: list[StageTiming] = []
     warnings: list[str] = []
@@ -504,13 +505,7 @@ def _concrete_dtype(cfg: AuditConfig, child: ResolvedModel, tokenizer, prompts, 
 
 def _check_directions(cfg: AuditConfig, prompts: PromptInputs, d: int) -> None:
     fit = len(held_out_split(prompts, cfg.eval_fraction, cfg.seed).fit["harmful"])
-    cap = min(fit, d)
-    if cfg.num_directions > cap:
-        raise ValueError(
-            f"K = {cfg.num_directions} directions (num_directions) exceeds the largest possible "
-            "rank of M_DiD on the fit half, "
-            f"min(harmful fit prompts {fit}, d_model {d}) = {cap}"
-        )
+    check_num_directions(cfg.num_directions, fit, d)
 
 
 __all__ = [

@@ -17,7 +17,7 @@ from depthcard.analysis.job_time import (
     flavour_estimate,
     job_timeout_minutes,
 )
-from depthcard.analysis.prompt_inputs import PromptInputs, held_out_split
+from depthcard.analysis.prompt_inputs import PromptInputs, check_num_directions, held_out_split
 from depthcard.analysis.work_plan import PromptLengths, model_size, plan_totals, work_plan
 from depthcard.schemas.errors import UserError
 from depthcard.schemas.estimate import AuditEstimate, ModelSize, SetTokens
@@ -152,12 +152,7 @@ def set_tokens(lengths: PromptLengths) -> list[SetTokens]:
 
 def check_directions(cfg: AuditConfig, lengths: PromptLengths, size: ModelSize) -> None:
     """K must fit the rank of M_DiD on the fit half, as the audit checks once it has a model."""
-    cap = min(len(lengths.fit["harmful"]), size.hidden_size)
-    if cfg.num_directions > cap:
-        raise UserError(
-            f"--num-directions {cfg.num_directions} exceeds the largest possible rank of M_DiD "
-            f"on the fit half, min(harmful fit prompts, d_model) = {cap}"
-        )
+    check_num_directions(cfg.num_directions, len(lengths.fit["harmful"]), size.hidden_size)
 
 
 def build_estimate(

@@ -99,6 +99,23 @@ def split_indices(categories: list[str], eval_fraction: float, seed: int, name: 
     return sorted(fit), sorted(held)
 
 
+def check_num_directions(num_directions: int, fit_harmful: int, hidden_size: int) -> None:
+    """K must fit the rank of M_DiD on the fit half: at most min(harmful fit prompts, d).
+
+    The one check of `--num-directions`, used by `depthcard estimate` (from config.json) and
+    by the audit once its model is loaded.
+
+    Raises:
+        UserError: K is above that cap.
+    """
+    cap = min(fit_harmful, hidden_size)
+    if num_directions > cap:
+        raise UserError(
+            f"--num-directions {num_directions} exceeds the largest possible rank of M_DiD on "
+            f"the fit half, min(harmful fit prompts {fit_harmful}, d_model {hidden_size}) = {cap}"
+        )
+
+
 def held_out_split(prompts: PromptInputs, eval_fraction: float, seed: int) -> HeldOutSplit:
     """The seeded, category-stratified fit/eval split of every split set."""
     fit, held = {}, {}

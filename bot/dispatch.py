@@ -13,7 +13,6 @@ config.json it falls back to the parameter-budget rule and the configured timeou
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shlex
 import subprocess
@@ -28,7 +27,7 @@ from pydantic import ValidationError
 from depthcard.analysis.job_time import FLAVOURS, hub_minutes, job_timeout_minutes
 from depthcard.analysis.work_plan import model_size
 from depthcard.bot.job_install import checkout_root, install_steps, ship_wheel
-from depthcard.report.reproduce import AUDIT_FLAGS
+from depthcard.report.reproduce import audit_words
 from depthcard.schemas.bot_config import BotConfig, JobsConfig
 from depthcard.schemas.errors import UserError
 from depthcard.schemas.estimate import AuditEstimate
@@ -118,7 +117,7 @@ class LocalBackend:
 
     def __init__(self, cfg: BotConfig, env: dict[str, str] | None = None):
         self.command = list(cfg.audit_command)
-        self.args = list(cfg.audit_args)
+        self.args = audit_words(cfg.audit)  # UserError: a setting no flag can carry
         self.work_dir = Path(cfg.work_dir)
         self.env = env
 
@@ -204,39 +203,14 @@ def choose_job(jobs: JobsConfig, parameters: int | None, estimate: AuditEstimate
     return JobChoice(flavor, jobs.timeout, f"{why}: parameter-budget rule, timeout {jobs.timeout}")
 
 
-def audit_config(words: list[str]) -> AuditConfig:
-    """The AuditConfig `depthcard audit` builds from these arguments (the bot's
-    `audit_args`), read through `AUDIT_FLAGS`; other arguments are ignored.
-
-    Raises:
-        ValueError: a value the config refuses.
-    """
-    parser = argparse.ArgumentParser(add_help=False)
-    for flag in AUDIT_FLAGS:
-        parser.add_argument(flag.flag, dest=flag.dest,
-                            action="store_true" if flag.switch_off else "store")  # fmt: skip
-    known, _ = parser.parse_known_args(words)
-    top: dict = {}
-    for flag in AUDIT_FLAGS:
-        value = getattr(known, flag.dest)
-        if flag.switch_off and value:
-            top[flag.path[0]] = None if flag.path[0] == "fragility" else False
-        elif not flag.switch_off and value is not None:
-            if len(flag.path) == 1:
-                top[flag.path[0]] = value
-            elif top.get(flag.path[0], {}) is not None:
-                top.setdefault(flag.path[0], {})[flag.path[1]] = value
-    return AuditConfig.model_validate(top)
-
-
-def estimate_job(job: AuditJob, config: dict, jobs: JobsConfig, audit_args: list[str]):
+def estimate_job(job: AuditJob, config: dict, jobs: JobsConfig, cfg: AuditConfig):
     """The dry estimate of `job` on the configured flavours the table knows, or None when
     it knows none. The child's config.json stands for the base (the pair was checked to
     match); prompt tokens are counted from words (no tokenizer is downloaded), with the
     built-in prompt sets, and the job downloads every model's weights.
 
     Raises:
-        ValueError: a config.json, audit argument or timeout that cannot be read.
+        ValueError: a config.json or timeout that cannot be read.
     """
     from depthcard.analysis.estimate import build_estimate, prompt_lengths  # torch: when used
     from depthcard.analysis.prompt_inputs import load_prompt_inputs
@@ -244,7 +218,6 @@ def estimate_job(job: AuditJob, config: dict, jobs: JobsConfig, audit_args: list
     names = [r.flavor for r in jobs.flavours if r.flavor in FLAVOURS]
     if not names:
         return None
-    cfg = audit_config(audit_args)
     size = model_size(config, job.spec("child"))
     prompts = load_prompt_inputs(max_prompts=cfg.max_prompts, seed=cfg.seed)
     models = 3 if job.third_repo else 2
@@ -275,7 +248,8 @@ class JobsBackend:
         if cfg.jobs is None or cfg.results_repo is None:
             raise ValueError("backend hf-jobs needs `jobs` and `results_repo` in the config")
         self.jobs, self.results_repo = cfg.jobs, cfg.results_repo
-        self.args = list(cfg.audit_args)
+        self.audit = cfg.audit
+        self.args = audit_words(cfg.audit)  # UserError: a setting no flag can carry
         self.api, self.token = api, token
         self.download = download  # (repo, path_in_repo, local_dir) -> Path
         self.read_config = read_config  # (repo, sha) -> parsed config.json, or None
@@ -301,7 +275,7 @@ class JobsBackend:
         config = self.read_config(job.child_repo, job.child_sha) if self.read_config else None
         if config is not None:
             try:
-                estimate = estimate_job(job, config, self.jobs, self.args)
+                estimate = estimate_job(job, config, self.jobs, self.audit)
             except (UserError, ValueError) as exc:  # pydantic's ValidationError included
                 log.warning("no estimate for %s, sizing by parameters: %s", job.key, exc)
         return choose_job(self.jobs, job.parameters, estimate)

@@ -45,7 +45,7 @@ from depthcard.report.card import (
     splice_section,
 )
 from depthcard.report.eval_results import EVAL_RESULTS_PATH, eval_results, eval_results_yaml
-from depthcard.report.public_files import public_files
+from depthcard.report.public_files import REPORT_FOLDER, model_report_url, public_files
 from depthcard.report.reproduce import reproduce_command
 from depthcard.schemas.hub_events import repo_id_problem
 from depthcard.schemas.report import AuditReport
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 Action = Literal[
     "opened", "updated", "unchanged", "dry-run", "blocked", "capped", "conflict", "busy"
 ]
-REPORT_FOLDER = "depthcard"  # the model repo's folder holding the public report
 HEAD_TRIES = 3  # reads of the branch head before giving up on a card that keeps changing
 
 
@@ -69,14 +68,15 @@ class PublishResult:
 
 
 def report_url(space_url: str, child_repo: str, child_sha: str) -> str:
-    """The Space page of a report: `{space_url}?report={org}/{model}/{revision}`."""
+    """The Space page of one audit in the results dataset, the leaderboard's link:
+    `{space_url}?report={org}/{model}/{revision}`."""
     return f"{space_url}?report={child_repo}/{child_sha}"
 
 
 def render_section(report: AuditReport, space_url: str) -> str:
-    """The card section of a hub report, linking to its Space page."""
-    model = card_model(report)
-    url = report_url(space_url, model.repo_id, model.revision)
+    """The card section of a hub report, linking to the model's own report in the Space
+    (`?model=`: read from the model repo, so it opens for the bot's PR and a maintainer's)."""
+    url = model_report_url(space_url, card_model(report).repo_id)
     return render_card_section(report, report_url=url, reproduce_command=reproduce_command(report))
 
 
@@ -263,8 +263,7 @@ def extra_files(report: AuditReport, target: Target) -> dict[str, bytes]:
 
 
 def _url(target: Target, report: AuditReport) -> str:
-    child = card_model(report)
-    return report_url(target.space_url, child.repo_id, child.revision)
+    return model_report_url(target.space_url, card_model(report).repo_id)
 
 
 def _update(hub, target, report, pr_num, readme, title, record) -> PublishResult:

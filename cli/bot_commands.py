@@ -314,10 +314,10 @@ def _show_dry_run(hub, report, cfg, title: str, render_body, report_dir: Path) -
         card_model,
         extra_files,
         render_section,
-        report_url,
     )
     from depthcard.report.card import splice_section
     from depthcard.report.eval_results import EVAL_RESULTS_PATH
+    from depthcard.report.public_files import model_report_url
 
     model = card_model(report)  # the card the PR goes to: the fine-tune's in a three-model audit
     before = hub.read_text(model.repo_id, "README.md", hub.head(model.repo_id)) or ""
@@ -326,7 +326,7 @@ def _show_dry_run(hub, report, cfg, title: str, render_body, report_dir: Path) -
     target = Target(model.repo_id, cfg.space_url, None, True, links=links, publisher="maintainer",
                     report_dir=report_dir)  # fmt: skip
     extra = extra_files(report, target)
-    url = report_url(cfg.space_url, model.repo_id, model.revision)
+    url = model_report_url(cfg.space_url, model.repo_id)
     print(f"title: {title}\n")
     print(render_body(report, url, links, publisher="maintainer", added=tuple(extra)))
     for path, data in extra.items():

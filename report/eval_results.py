@@ -47,13 +47,16 @@ TASKS: tuple[Task, ...] = (
 
 def _notes(report: AuditReport, task: Task) -> str:
     h = report.headline
+    model = report.models.third or report.models.child
+    # The source link opens the model's current report; the notes pin the audited revision.
+    audited = f"depthcard analysis {report.tool.analysis_version} of revision {model.revision}"
     if task.field == "depth_vs_null":
         return (
-            f"depthcard analysis {report.tool.analysis_version}, mean over layers "
+            f"{audited}, mean over layers "
             f"{depth_window(report)} (not at l*); permutation p = {h.depth_p_value:.4g}; raw "
             f"score {h.alignment_depth_score:.3f}, null mean {h.depth_null_mean:.3f}"
         )
-    notes = f"depthcard analysis {report.tool.analysis_version}, layer l*={h.layer}"
+    notes = f"{audited}, layer l*={h.layer}"
     if task.field == "baseline_refusal_rate" and h.judge:
         notes += f"; judge {h.judge}"
     return notes

@@ -17,6 +17,9 @@ import re
 from pathlib import Path
 
 WITHHELD_FILE = "withheld.json"
+# The model repo's folder holding the public report: `depthcard publish` adds it in the pull
+# request's commit, and the Space's `?model=org/name` link reads it from there.
+REPORT_FOLDER = "depthcard"
 # Public: the report's numbers, the card section and the standard plots.
 PUBLIC = re.compile(r"(report\.json|card\.md|plots/[^/]+\.png)")
 WITHHELD_NOTE = (
@@ -25,6 +28,13 @@ WITHHELD_NOTE = (
     "(samples.jsonl), would help strip the model's safety training. Their sha256 lets the "
     "holder of the audit folder show that this public report is the one the audit wrote."
 )
+
+
+def model_report_url(space_url: str, repo_id: str) -> str:
+    """The Space page of a model's own report, the card's and the PR's "Full report" link:
+    `{space_url}/?model={org}/{name}` (the report under REPORT_FOLDER of the model repo, at
+    main or in its open depthcard pull request)."""
+    return f"{space_url.rstrip('/')}/?model={repo_id}"
 
 
 def is_public(relative: str) -> bool:

@@ -12,6 +12,9 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.report import DEFAULT_PROMPT_SETS, AuditConfig, AuditReport, ModelRef
 
 
@@ -87,6 +90,39 @@ def config_flags(cfg: AuditConfig) -> list[str]:
         elif value is not None and value != flag_value(default, flag):
             words += [flag.flag, str(value)]
     return words
+
+
+def unflagged_settings(cfg: AuditConfig) -> list[str]:
+    """Fields of `cfg` that differ from `AuditConfig()` but have no `depthcard audit` flag
+    (`section.name` inside a settings section): a command line cannot carry them."""
+    default, flagged = AuditConfig(), {flag.path for flag in AUDIT_FLAGS}
+    names: list[str] = []
+    for name in AuditConfig.model_fields:
+        mine, theirs = getattr(cfg, name), getattr(default, name)
+        if mine == theirs or (name,) in flagged:
+            continue
+        if isinstance(mine, BaseModel) and isinstance(theirs, BaseModel):
+            names += [f"{name}.{sub}" for sub in type(mine).model_fields
+                      if getattr(mine, sub) != getattr(theirs, sub)
+                      and (name, sub) not in flagged]  # fmt: skip
+        else:
+            names.append(name)
+    return names
+
+
+def audit_words(cfg: AuditConfig) -> list[str]:
+    """The `depthcard audit` flags that make the audit's config `cfg` (the bot's settings).
+
+    Raises:
+        UserError: `cfg` changes a field that has no flag, which the audit would not see.
+    """
+    unflagged = unflagged_settings(cfg)
+    if unflagged:
+        raise UserError(
+            f"audit settings without a `depthcard audit` flag cannot be passed to an audit: "
+            f"{', '.join(unflagged)} (leave them at their defaults)"
+        )
+    return config_flags(cfg)
 
 
 def _model_name(ref: ModelRef) -> str:

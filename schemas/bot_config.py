@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from depthcard.schemas._base import Strict
+from depthcard.schemas.report import AuditConfig
 
 BOT_CONFIG_VERSION = "1"
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -150,8 +151,11 @@ class BotConfig(Strict):
         min_length=1,
         description="Command of the local backend; BASE CHILD --out DIR are appended.",
     )
-    audit_args: list[str] = Field(
-        default_factory=list, description="Extra arguments for `depthcard audit`."
+    audit: AuditConfig = Field(
+        default_factory=AuditConfig,
+        description="Settings of every audit the bot runs: `AuditConfig`, the fields and "
+        "defaults behind `depthcard audit`'s flags (e.g. `{max_prompts: 64}`); the bot passes "
+        "them as those flags, so only fields that have a flag may differ from the default.",
     )
     jobs: JobsConfig | None = Field(None, description="Settings of the hf-jobs backend.")
     results_repo: str | None = Field(

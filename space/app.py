@@ -2,10 +2,11 @@
 
 Only gradio wiring lives here; every value shown comes from the pure functions of
 `space.handlers`, `space.report_view` and `space.compare`. Reports come from a local folder
-(the default, including the demo audit) or from the results dataset repo on the Hub; a card's
-link `?report={org}/{model}/{revision}` opens one report. Reports a visitor brings (uploads,
-live runs) live in that visitor's session state only, so one visitor never changes what
-another sees.
+(the default, including the demo audit) or from the results dataset repo on the Hub. A card's
+link `?model={org}/{name}` opens that model's own report, read from its repo
+(space.model_report); `?report={org}/{model}/{revision}` opens one report of the store.
+Reports a visitor brings (uploads, live runs) live in that visitor's session state only, so
+one visitor never changes what another sees.
 
 Run locally with `depthcard space` (or `python -m depthcard.space.app`); on a Hub Space the root
 `app.py` written by `space.deploy` calls `main()`.
@@ -22,12 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from huggingface_hub import HfApi
 
+from depthcard.schemas.report import AuditConfig
 from depthcard.space import handlers
 from depthcard.space import report_view as rv
 from depthcard.space.compare import DEFAULT_METRIC, METRICS, x_title
 from depthcard.space.deploy import RESULTS_VARIABLE
-from depthcard.space.live_run import LiveRunBusy, LiveRunError, demo_pair, live_audit
+from depthcard.space.live_run import LIVE_CONFIG, LiveRunBusy, LiveRunError, demo_pair, live_audit
+from depthcard.space.model_report import ModelReports
 from depthcard.space.store import ReportEntry, ReportStore, load_store, refresh
 from depthcard.space.upload import check_upload
 
@@ -192,14 +196,26 @@ class Shared:
     space_url: str | None
     extra: gr.State  # this visitor's uploads and live runs: {report id: ReportEntry}
     tabs: gr.Tabs
+    models: ModelReports  # `?model=` reads, remembered a while
     picker: gr.Dropdown | None = None
     panel: ReportPanel | None = None
 
     def view_for(self, report_id: str | None, extra: dict[str, ReportEntry]) -> list:
         """Updates of the report panel for one report (or for none)."""
-        url = rv.report_link(self.space_url, report_id) if report_id else None
+        url = rv.report_link(self.space_url, rv.find_entry(report_id, self.store, extra))
         view = rv.open_report(report_id, self.store, extra, report_url=url)
         return ReportPanel.updates(view)
+
+    def opened_model(self, model: str, extra: dict[str, ReportEntry]) -> list:
+        """Switch to the Report tab showing `model`'s own report (`?model=`)."""
+        found = self.models.read(model)
+        picked = found.entry.id if found.entry else None
+        view = rv.model_view(found, self.space_url)
+        return [
+            gr.Tabs(selected="report"),
+            self.picker_update(extra, picked),
+            *ReportPanel.updates(view),
+        ]
 
     def picker_update(self, extra: dict[str, ReportEntry], value: str | None = None):
         """The report picker's choices; without `value` the current choice stays."""
@@ -226,8 +242,10 @@ def build_app(
     store: ReportStore,
     *,
     space_url: str | None = None,
+    live_config: AuditConfig = LIVE_CONFIG,
     live_args: tuple[str, ...] = (),
     refresh_seconds: float = REFRESH_SECONDS,
+    hub_api: HfApi | None = None,
 ) -> gr.Blocks:
     """The Blocks app over `store`.
 
@@ -235,9 +253,13 @@ def build_app(
         store: the reports the leaderboard lists.
         space_url: public URL of the Space (e.g. https://org-depthcard.hf.space), so the card
             sections shown link back to their report's page.
-        live_args: extra `depthcard audit` options for the Run tab (tests pass quick ones).
+        live_config: the Run tab's audit settings (tests pass quicker ones).
+        live_args: `depthcard audit` options that change no number (e.g. --no-plots).
         refresh_seconds: read the store's source again this often (0: never).
+        hub_api: the client `?model=` links read model repos with (default: `HfApi()`,
+            which follows HF_ENDPOINT and the environment's token).
     """
+    models = ModelReports(hub_api or HfApi(), store)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         extra = gr.State({})
         last_upload = gr.State(None)
@@ -245,7 +267,7 @@ def build_app(
         # Every tab's components are built first, in page order; the events are wired after,
         # because the Leaderboard opens its rows in the Report tab built after it.
         with gr.Tabs(selected="leaderboard") as tabs:
-            ui = Shared(store, space_url, extra, tabs)
+            ui = Shared(store, space_url, extra, tabs, models)
             with gr.Tab("Leaderboard", id="leaderboard"):
                 wire_board = _leaderboard_tab(ui, refresh_seconds)
             with gr.Tab("Report", id="report"):
@@ -255,7 +277,7 @@ def build_app(
             with gr.Tab("Validate", id="validate"):
                 wire_validate = _validate_tab(ui, last_upload, compare_ids)
             with gr.Tab("Run", id="run"):
-                wire_run = _run_tab(ui, live_args)
+                wire_run = _run_tab(ui, live_config, live_args)
         wire_report(demo)
         wire_board(demo)
         wire_compare()
@@ -321,7 +343,8 @@ def _skipped_note(store: ReportStore) -> str:
 
 
 def _report_tab(ui: Shared) -> Callable[[gr.Blocks], None]:
-    """The report picker and panel; a card's `?report=` link opens its report on load."""
+    """The report picker and panel; a card's `?model=` link (or a `?report=` one) opens its
+    report on load."""
     ui.picker = gr.Dropdown(
         rv.report_choices(ui.store),
         value=None,
@@ -353,7 +376,10 @@ def _report_tab(ui: Shared) -> Callable[[gr.Blocks], None]:
 
     @_safe
     def open_from_link(extra_reports, request: gr.Request):
-        report_id = dict(request.query_params).get("report") if request else None
+        params = dict(request.query_params) if request else {}
+        if params.get("model"):
+            return ui.opened_model(params["model"], extra_reports)
+        report_id = params.get("report")
         if not report_id:
             return [gr.Tabs(), gr.Dropdown(), *ui.view_for(None, extra_reports)]
         return ui.opened(report_id, extra_reports)
@@ -468,7 +494,9 @@ def _validate_tab(
     return wire
 
 
-def _run_tab(ui: Shared, live_args: tuple[str, ...]) -> Callable[[], None]:
+def _run_tab(
+    ui: Shared, live_config: AuditConfig, live_args: tuple[str, ...]
+) -> Callable[[], None]:
     """A live audit of the bundled calibration pair, opened in the Report tab when done."""
     gr.Markdown(RUN_INTRO)
     run_button = gr.Button("Audit the calibration pair", variant="primary")
@@ -483,7 +511,7 @@ def _run_tab(ui: Shared, live_args: tuple[str, ...]) -> Callable[[], None]:
             raise gr.Error(rv.md_text("Cannot run: calibration pair missing"))
         skip = [gr.skip()] * (1 + len(ui.open_outputs))
         try:
-            for step in live_audit(*pair, extra_args=live_args):
+            for step in live_audit(*pair, config=live_config, output_args=live_args):
                 progress(step.fraction, desc=step.text)
                 if step.report is None:
                     yield [rv.md_text(step.text), *skip]
@@ -541,7 +569,9 @@ def launch(args: argparse.Namespace, token: str | None = None) -> gr.Blocks:
     refresh_seconds = args.refresh_seconds
     if refresh_seconds is None:
         refresh_seconds = float(os.environ.get("DEPTHCARD_REFRESH_SECONDS", REFRESH_SECONDS))
-    demo = build_app(store, space_url=space_url, refresh_seconds=refresh_seconds)
+    demo = build_app(
+        store, space_url=space_url, refresh_seconds=refresh_seconds, hub_api=HfApi(token=token)
+    )
     configure_queue(demo)
     demo.launch(
         server_name=args.host,

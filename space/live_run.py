@@ -25,8 +25,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from depthcard.analysis.audit import DEMO_DIR
+from depthcard.report.reproduce import audit_words
 from depthcard.schemas.progress import ProgressEvent
-from depthcard.schemas.report import AuditReport
+from depthcard.schemas.report import AuditConfig, AuditReport
 from depthcard.space.store import read_report
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ class LiveRunBusy(LiveRunError):
     """Another live audit holds the process's only slot."""
 
 
+# The live audit's settings: the default audit on this Space's CPU, in float32 (a CPU's
+# bf16 check would cost the visitor time; the bundled pair is tiny).
+LIVE_CONFIG = AuditConfig(device="cpu", dtype="float32")
+
+
 def demo_pair() -> tuple[Path, Path] | None:
     """(base, child) folders of the bundled calibration pair, or None when not installed."""
     base, child = DEMO_DIR / "base", DEMO_DIR / "instruct"
@@ -69,20 +75,18 @@ def audit_command(
     base: Path,
     child: Path,
     out: Path,
-    max_prompts: int | None,
-    extra_args: tuple[str, ...] = (),
+    config: AuditConfig = LIVE_CONFIG,
+    output_args: tuple[str, ...] = (),
 ) -> list[str]:
-    """The command line of the live audit (CPU, float32, the report folder `out`).
+    """The command line of the live audit into the report folder `out`.
 
-    `extra_args` are further `depthcard audit` options, e.g. ("--no-ablation",) for a
-    quicker run.
+    The settings are `config`, passed as the flags `report.reproduce` builds from it (the
+    Space holds no audit default of its own); `output_args` are options that change no
+    number, e.g. ("--no-plots",).
     """
     cmd = [sys.executable, "-m", "depthcard", "-v", "audit", str(base), str(child)]
-    cmd += ["--out", str(out), "--overwrite", "--device", "cpu", "--dtype", "float32"]
-    cmd += ["--progress", "json"]
-    if max_prompts is not None:
-        cmd += ["--max-prompts", str(max_prompts)]
-    return cmd + list(extra_args)
+    cmd += ["--out", str(out), "--overwrite", "--progress", "json"]
+    return cmd + audit_words(config) + list(output_args)
 
 
 def stage_fraction(event: ProgressEvent) -> float:
@@ -162,8 +166,8 @@ def live_audit(
     child: Path,
     out: Path | None = None,
     *,
-    max_prompts: int | None = None,
-    extra_args: tuple[str, ...] = (),
+    config: AuditConfig = LIVE_CONFIG,
+    output_args: tuple[str, ...] = (),
     timeout_seconds: float = TIMEOUT_SECONDS,
     slot_wait: float | None = None,
 ) -> Iterator[Step]:
@@ -191,7 +195,7 @@ def live_audit(
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         logfile = out.parent / f"{out.name}.log"
-        cmd = audit_command(base, child, out, max_prompts, extra_args)
+        cmd = audit_command(base, child, out, config, output_args)
         # A client that left while queued is not resumed past this first step (gradio checks
         # the event is alive before each iteration), so its audit never starts.
         yield Step(0.0, "starting the audit")
@@ -242,8 +246,8 @@ def run_live_audit(
     out: Path,
     *,
     progress: Progress | None = None,
-    max_prompts: int | None = None,
-    extra_args: tuple[str, ...] = (),
+    config: AuditConfig = LIVE_CONFIG,
+    output_args: tuple[str, ...] = (),
     timeout_seconds: float = TIMEOUT_SECONDS,
 ) -> AuditReport:
     """Run the audit of `base` vs `child` into `out` and return its validated report.
@@ -255,7 +259,7 @@ def run_live_audit(
     """
     progress = progress or (lambda fraction, text: None)
     steps = live_audit(
-        base, child, out, max_prompts=max_prompts, extra_args=extra_args,
+        base, child, out, config=config, output_args=output_args,
         timeout_seconds=timeout_seconds,
     )  # fmt: skip
     with closing(steps):

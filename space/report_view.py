@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from depthcard.report.markdown import md_code
 from depthcard.report.plots import plot_cross_domain
+from depthcard.report.public_files import model_report_url
 from depthcard.report.reproduce import reproduce_command
 from depthcard.report.samples import read_samples
 from depthcard.schemas.report import AuditReport
@@ -31,6 +32,7 @@ from depthcard.space.handlers import (
     provenance_markdown,
     report_summary,
 )
+from depthcard.space.model_report import ModelReport
 from depthcard.space.store import ReportEntry, ReportStore, samples_path
 from depthcard.space.store import report_id as id_of_report
 
@@ -179,11 +181,26 @@ def report_choices(store: ReportStore, extra: dict[str, ReportEntry] | None = No
     return [*(extra or {}), *store.ids()]
 
 
-def report_link(base_url: str | None, report_id: str) -> str | None:
-    """The Space page of a report (`?report=` deep link), or None without a base URL."""
-    if not base_url:
+def report_link(base_url: str | None, entry: ReportEntry | None) -> str | None:
+    """The Space page a card section links to: the model's own report (`?model=org/name`,
+    read from its repo) for a Hub model, `?report={id}` for a local one; None without a base
+    URL or a report."""
+    if not base_url or entry is None:
         return None
-    return f"{base_url.rstrip('/')}/?report={report_id}"
+    model = entry.report.models.third or entry.report.models.child
+    if model.source == "hub":
+        return model_report_url(base_url, model.repo_id)
+    return f"{base_url.rstrip('/')}/?report={entry.id}"
+
+
+def model_view(found: ModelReport, base_url: str | None) -> ReportView:
+    """The view a `?model=` link opens: the report with a line saying where it was read, or
+    the reason there is none."""
+    if found.entry is None:
+        return ReportView(found=False, summary=found.note)
+    view = report_view(found.entry, report_url=report_link(base_url, found.entry))
+    view.summary = f"{found.note}\n\n{view.summary}"
+    return view
 
 
 def session_entry(report: AuditReport, prefix: str, source: str | Path) -> ReportEntry:

@@ -67,6 +67,9 @@ class ReportStore:
     source: StoreSource | None = None
     loaded_at: float = 0.0
     version: int = 0  # bumped by every refresh, so a page can tell whether it is behind
+    # Reports read from model repos (`?model=` links, space.model_report), kept apart so a
+    # refresh of the store's own source never drops one a page is showing.
+    linked: dict[str, ReportEntry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, entry: ReportEntry) -> None:
@@ -74,8 +77,9 @@ class ReportStore:
         self.entries[entry.id] = entry
 
     def get(self, report_id: str) -> ReportEntry | None:
-        """The entry with this id, or None."""
-        return self.entries.get(report_id)
+        """The entry with this id (the store's own first, then those read from model repos),
+        or None."""
+        return self.entries.get(report_id) or self.linked.get(report_id)
 
     def ids(self) -> list[str]:
         """Every id, in the order found."""

@@ -23,6 +23,9 @@ CHILD_README = (
 FAKE_AUDIT = [sys.executable, str(ROOT / "tests" / "fake_audit.py")]
 # 16 prompts a set: the held-out split needs at least 8 in each eval half.
 REAL_AUDIT_ARGS = ["--no-ablation", "--max-prompts", "16", "--no-plots"]
+# The same as the bot's settings (AuditConfig fields) and its output-only flag.
+REAL_AUDIT_SETTINGS = {"ablation": False, "max_prompts": 16}
+REAL_AUDIT_COMMAND = ["depthcard", "audit", "--no-plots"]
 
 
 def add_pair(double: HubDouble, readme: str = CHILD_README, **child_kw) -> tuple[str, str]:

@@ -602,6 +602,11 @@ class _Handler(BaseHTTPRequestHandler):
         prs = [p for p in repo.prs if self._q("author") in (None, p.author)]
         if self._q("type") == "discussion":
             prs = []
+        # `get_repo_discussions(discussion_status=...)` sends status=open|closed|all; the Hub
+        # counts a merged PR as closed.
+        status = self._q("status", "all")
+        if status != "all":
+            prs = [p for p in prs if (p.status == "open") == (status == "open")]
         prs = sorted(prs, key=lambda p: p.num, reverse=True)
         payload = [self.double.pr_json(repo, p) for p in prs]
         start = int(self._q("p", "0")) * 50

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from depthcard.schemas.report import AuditReport
 from depthcard.schemas.sections import Evidence, JudgedAnswer
+from depthcard.space.live_run import LIVE_CONFIG
 from depthcard.space.store import ReportStore, load_folder, report_id
 from tests.report_factory import make_report
 
@@ -115,14 +116,17 @@ def free_port() -> int:
 
 
 # A quick live audit for the Run tab's test: no ablation, no plots, 8 prompts per set.
-QUICK_LIVE_ARGS = ("--no-ablation", "--no-plots", "--max-prompts", "16")  # 8 per eval half
+QUICK_LIVE_CONFIG = LIVE_CONFIG.model_copy(update={"ablation": False, "max_prompts": 16})
+QUICK_LIVE_ARGS = ("--no-plots",)
 
 
 def launch_app(space_url: str | None = None):
     """Build and launch the app on 127.0.0.1 in this process; returns (demo, url)."""
     from depthcard.space.app import MAX_UPLOAD, THEME, build_app
 
-    demo = build_app(store(), space_url=space_url, live_args=QUICK_LIVE_ARGS)
+    demo = build_app(
+        store(), space_url=space_url, live_config=QUICK_LIVE_CONFIG, live_args=QUICK_LIVE_ARGS
+    )
     demo.queue()
     _, url, _ = demo.launch(
         server_name="127.0.0.1",

@@ -11,7 +11,8 @@ from tests.bot_helpers import (
     BASE,
     CHILD,
     CHILD_README,
-    REAL_AUDIT_ARGS,
+    REAL_AUDIT_COMMAND,
+    REAL_AUDIT_SETTINGS,
     TOKEN,
     add_pair,
     bot_env,
@@ -43,8 +44,7 @@ def _assert_only_section_added(pr_readme: str, original: str) -> None:
 def test_watch_audits_a_new_pair_opens_one_pr_and_keeps_it_current(tmp_path):
     with HubDouble(token=TOKEN) as hub:
         base_sha, child_sha = add_pair(hub)
-        cfg = write_config(tmp_path, audit_command=["depthcard", "audit"],
-                           audit_args=REAL_AUDIT_ARGS)  # fmt: skip
+        cfg = write_config(tmp_path, audit_command=REAL_AUDIT_COMMAND, audit=REAL_AUDIT_SETTINGS)
         env = bot_env(hub, tmp_path)
 
         out = _watch(cfg, env)
@@ -60,7 +60,7 @@ def test_watch_audits_a_new_pair_opens_one_pr_and_keeps_it_current(tmp_path):
         assert hub.readme(CHILD) == CHILD_README  # main is untouched: it is a PR
         body = prs[0].description
         for needle in (child_sha, base_sha, "depthcard audit", "opt-out", "Limits",
-                       f"?report={CHILD}/{child_sha}"):  # fmt: skip
+                       f"/?model={CHILD}"):  # fmt: skip
             assert needle in body
 
         # Second run: nothing new to do, nothing written.

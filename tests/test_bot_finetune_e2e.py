@@ -19,7 +19,8 @@ from tests.bot_helpers import (
     BASE,
     CALIBRATION,
     CHILD,
-    REAL_AUDIT_ARGS,
+    REAL_AUDIT_COMMAND,
+    REAL_AUDIT_SETTINGS,
     TOKEN,
     add_pair,
     bot_env,
@@ -50,8 +51,8 @@ def test_watch_audits_an_instruct_finetune_as_three_models_on_its_card(tmp_path)
     with HubDouble(token=TOKEN) as hub:
         base_sha, child_sha = add_pair(hub)
         ft_sha = hub.add_folder(FT, eroded, readme=FT_README, parameters=400_000)
-        args = [*REAL_AUDIT_ARGS, "--no-fragility"]
-        cfg = write_config(tmp_path, audit_command=["depthcard", "audit"], audit_args=args,
+        settings = {**REAL_AUDIT_SETTINGS, "fragility": None}
+        cfg = write_config(tmp_path, audit_command=REAL_AUDIT_COMMAND, audit=settings,
                            max_parallel=2)  # fmt: skip
         env = bot_env(hub, tmp_path)
 

@@ -166,7 +166,7 @@ def test_a_pr_carries_eval_results_and_an_update_leaves_a_comment(tmp_path):
         EvalResultsFile.model_validate(entries)  # our schema
         parsed = parse_eval_result_entries(entries)  # and the library's reader
         assert {e.dataset_id for e in parsed} == {BENCH}
-        assert all(e.source_url == f"{SPACE}?report={CHILD}/{child_sha}" for e in parsed)
+        assert all(e.source_url == f"{SPACE}/?model={CHILD}" for e in parsed)
         assert double.prs(CHILD)[0].comments == []
         # the same audit again: nothing to do, no comment
         again = publish_report(hub, _report(base_sha, child_sha), target, record=log.append)

@@ -142,6 +142,14 @@ def test_too_many_directions(tmp_path, pair, capsys):
     assert_clean_error(code, err, "exceeds the largest possible rank", out)
 
 
+def test_too_many_directions_for_the_demos_width(tmp_path, capsys):
+    # 120 harmful fit prompts pass the check before loading; d_model = 64 is known only once
+    # the model is loaded, and that check is a user error too (one line, exit 2)
+    out = tmp_path / "out"
+    code, err = run_cli(["audit", "--demo", "--out", str(out), "--num-directions", "100"], capsys)
+    assert_clean_error(code, err, "d_model 64) = 64", out)
+
+
 def test_unknown_judge(tmp_path, pair, capsys):
     base, child = pair
     out = tmp_path / "out"

@@ -33,9 +33,10 @@ from depthcard.analysis.work_plan import (
     plan_totals,
     work_plan,
 )
-from depthcard.bot.dispatch import AuditJob, JobsBackend, audit_config, choose_job
+from depthcard.bot.dispatch import AuditJob, JobsBackend, LocalBackend, choose_job
 from depthcard.cli.main import main
 from depthcard.schemas.bot_config import BotConfig, JobsConfig
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.estimate import AuditEstimate
 from depthcard.schemas.report import AuditConfig
 from tests.test_bot_units import RecordingJobsApi
@@ -263,7 +264,7 @@ def test_hub_model_reads_config_json_only(tmp_path, monkeypatch, capsys):
 
 def jobs_backend(tmp_path, read_config, **jobs):
     cfg = BotConfig(backend="hf-jobs", results_repo="depthcard/results", work_dir=tmp_path,
-                    audit_args=["--max-prompts", "64"],
+                    audit={"max_prompts": 64},
                     jobs={"namespace": "depthcard", **jobs})  # fmt: skip
     api = RecordingJobsApi()
     wheel = "wheels/0123456789abcdef/depthcard-0.1.0-py3-none-any.whl"  # shipped, not built
@@ -300,10 +301,21 @@ def test_dispatch_keeps_the_parameter_rule_when_the_size_is_unknown(tmp_path):
     assert choose_job(only_unknown, 10**9, None).flavor == "rtx-pro-6000"
 
 
-def test_bot_audit_args_become_the_audit_config():
-    cfg = audit_config(["--max-prompts", "64", "--no-fragility", "--fragility-steps", "3",
-                        "--max-new-tokens", "32", "--unrelated"])  # fmt: skip
-    assert (cfg.max_prompts, cfg.max_new_tokens, cfg.fragility) == (64, 32, None)
-    assert audit_config([]) == AuditConfig()
+def test_the_bots_audit_settings_are_an_audit_config_passed_as_its_flags(tmp_path):
+    from depthcard.cli.audit_command import config_from_args
+    from depthcard.cli.main import build_parser
+    from depthcard.report.reproduce import audit_words
+
+    settings = {"max_prompts": 64, "fragility": None, "max_new_tokens": 32}
+    cfg = BotConfig(audit=settings, work_dir=tmp_path)
+    words = LocalBackend(cfg).args
+    assert words == ["--max-prompts", "64", "--max-new-tokens", "32", "--no-fragility"]
+    # the audit's own parser reads those words back into the same config
+    args = build_parser().parse_args(["audit", "--demo", "--out", "x", *words])
+    assert config_from_args(args) == cfg.audit
+    assert audit_words(AuditConfig()) == []
     with pytest.raises(ValueError):
-        audit_config(["--batch-size", "0"])
+        BotConfig(audit={"batch_size": 0})
+    # a field with no flag would not reach the audit: refused, one line
+    with pytest.raises(UserError, match="tau_species"):
+        LocalBackend(BotConfig(audit={"tau_species": 0.9}, work_dir=tmp_path))

@@ -29,6 +29,7 @@ from depthcard.analysis.judges import (
 )
 from depthcard.analysis.models import decoder_layers
 from depthcard.report.samples import read_samples, rejudge
+from depthcard.schemas.report import AuditConfig
 from depthcard.schemas.sections import AblationPoint
 from tests.tiny_models import HARMFUL_WORDS, HARMLESS_WORDS, make_llama, make_tokenizer, prompts
 
@@ -121,6 +122,11 @@ def test_answer_nll_is_batch_invariant_and_skips_empty_answers(tiny) -> None:
     assert all(x is None or x > 0 for x in batched)
 
 
+def _settings(**config) -> AblationSettings:
+    """The settings a default audit passes the stage (AuditConfig holds every default)."""
+    return AblationSettings.from_config(AuditConfig(batch_size=16, **config), SubstringJudge())
+
+
 def _evaluator(tok, model, monkeypatch) -> Evaluator:
     """An evaluator whose unablated child refuses and whose every ablation answers in loops."""
     harmful, harmless = prompts(HARMFUL_WORDS, 10, 1), prompts(HARMLESS_WORDS, 10, 2)
@@ -134,7 +140,7 @@ def _evaluator(tok, model, monkeypatch) -> Evaluator:
         harmful_texts=harmful, pad_id=tok.pad_token_id, refusal_ids=refusal_token_ids(tok),
         harmless_texts=harmless,
     )  # fmt: skip
-    ev = Evaluator(model, decoder_layers(model), tok, data, AblationSettings(SubstringJudge()))
+    ev = Evaluator(model, decoder_layers(model), tok, data, _settings())
     layers = ev.layers
 
     def fake_generate(model, tokenizer, texts, **_):
@@ -186,7 +192,7 @@ def test_bisection_whose_point_is_broken_searches_in_order(tiny, monkeypatch) ->
     coherent, so the search runs in order and judges every k before giving its verdict."""
     tok, model = tiny
     ev = _evaluator(tok, model, monkeypatch)
-    ev.s = AblationSettings(SubstringJudge(), min_k_search="bisect")
+    ev.s = _settings(min_k_search="bisect")
     d = model.config.hidden_size
     ab = ablation_curve(ev, 2, torch.randn(d, dtype=torch.float64), torch.randn(8, d).double(), "s")
     attack = [p for p in ab.curve if p.basis == "attack"]

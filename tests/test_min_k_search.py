@@ -15,6 +15,7 @@ from depthcard.analysis.ablation_cost import (
     share_fields,
 )
 from depthcard.analysis.judges import Judgement, SubstringJudge
+from depthcard.schemas.report import AuditConfig
 from depthcard.schemas.sections import AblationPoint, Evidence
 
 # judged refusal share at k = 0..9 (the real model's curve), broken share 0 throughout
@@ -26,7 +27,8 @@ class FakeEvaluator:
 
     def __init__(self, refusal, broken=None, search="ordered"):
         self.refusal, self.broken = refusal, broken or [0.0] * len(refusal)
-        self.s = AblationSettings(SubstringJudge(), min_k_search=search)
+        config = AuditConfig(batch_size=16, min_k_search=search)
+        self.s = AblationSettings.from_config(config, SubstringJudge())
         self.judged: list[int] = []
 
     def judge_point(self, basis_name, k, basis, layer):

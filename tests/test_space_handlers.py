@@ -154,7 +154,12 @@ def test_open_report_by_deep_link_id_and_unknown_ids(store):
     missing = rv.open_report("no/such/<b>", store)
     assert not missing.found and "&lt;b&gt;" in missing.summary
     assert rv.open_report(None, store).summary == rv.NO_REPORT
-    assert rv.report_link("https://s.hf.space/", "a/b/c") == "https://s.hf.space/?report=a/b/c"
+    local = store.get(demo_id)
+    assert rv.report_link("https://s.hf.space/", local) == f"https://s.hf.space/?report={demo_id}"
+    hub = next(store.get(i) for i in store.ids() if i.startswith("alpha-lab/Alpha-7B"))
+    link = rv.report_link("https://s.hf.space/", hub)
+    assert link == "https://s.hf.space/?model=alpha-lab/Alpha-7B-Instruct"
+    assert rv.report_link(None, hub) is None
 
 
 @pytest.mark.slow

@@ -12,16 +12,23 @@ from pathlib import Path
 
 import pytest
 
+from depthcard.report.reproduce import audit_words
 from depthcard.space import app, live_run
 
 
 def test_the_bundled_pair_is_found_and_the_command_is_cpu_float32(tmp_path):
     pair = live_run.demo_pair()
     assert pair is not None and all((p / "config.json").is_file() for p in pair)
-    cmd = live_run.audit_command(*pair, tmp_path / "out", 8, ("--no-ablation",))
+    quick = live_run.LIVE_CONFIG.model_copy(update={"max_prompts": 8, "ablation": False})
+    cmd = live_run.audit_command(*pair, tmp_path / "out", quick, ("--no-plots",))
     assert cmd[:3] == [sys.executable, "-m", "depthcard"]
     assert cmd[cmd.index("--device") + 1] == "cpu" and cmd[cmd.index("--dtype") + 1] == "float32"
-    assert cmd[-3:] == ["--max-prompts", "8", "--no-ablation"]
+    assert cmd[cmd.index("--max-prompts") + 1] == "8" and "--no-ablation" in cmd
+    # every setting is a flag built from the config, none written by hand
+    assert cmd[cmd.index("json") + 1 :] == [*audit_words(quick), "--no-plots"]
+    # every setting comes from the config: the default live run names only CPU and float32
+    default = live_run.audit_command(*pair, tmp_path / "out")
+    assert default[-4:] == ["--device", "cpu", "--dtype", "float32"]
 
 
 def test_a_run_past_its_time_limit_is_stopped(tmp_path, monkeypatch):
@@ -173,5 +180,5 @@ def test_progress_follows_the_audits_own_stage_events(tmp_path, monkeypatch):
 
 
 def test_the_live_audit_asks_for_json_progress(tmp_path):
-    cmd = live_run.audit_command(Path("b"), Path("c"), tmp_path, None)
+    cmd = live_run.audit_command(Path("b"), Path("c"), tmp_path)
     assert cmd[cmd.index("--progress") + 1] == "json"
