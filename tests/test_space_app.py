@@ -31,10 +31,11 @@ def ids() -> list[str]:
 
 def test_leaderboard_endpoint_leads_with_numbers_and_links_models(client):
     rows = client.predict(api_name="/board")
-    assert list(rows[0])[:2] == ["model", "depth score"] and list(rows[0])[-1] == "report"
+    assert list(rows[0])[:3] == ["model", "depth vs null", "depth p"]
+    assert list(rows[0])[-1] == "report"
     alpha = next(r for r in rows if r["report"].startswith("alpha-lab/Alpha-7B"))
     assert alpha["model"].startswith("[alpha-lab/Alpha-7B-Instruct](https://huggingface.co/")
-    assert alpha["depth score"] == 0.265  # a number with the card's digits, sortable
+    assert alpha["depth score (raw)"] == 0.265  # a number with the card's digits, sortable
 
 
 def test_the_board_uses_gradios_own_search_sort_and_pinned_column():
