@@ -251,6 +251,23 @@ def layer_stability(report: AuditReport) -> str | None:
     return f"chosen by {100 * sel.stability:.0f} % of {sel.bootstraps} bootstrap resamples"
 
 
+def _exponent_unsupported(report: AuditReport) -> str | None:
+    """The exponent is a fitted number: shown only where its fit passes the checks."""
+    f, settings = report.fragility, report.config.fragility
+    if f is None or settings is None or not f.forecast_checked or f.fit_r2 is None:
+        return None
+    if f.fit_r2 < settings.min_fit_r2 or f.fit_points < settings.min_rising_steps:
+        return f"no reliable fit (R² {f.fit_r2:.2f}, {f.fit_points} rising steps)"
+    return None
+
+
+def _sharpness_unconverged(report: AuditReport) -> str | None:
+    f = report.fragility
+    if f is None or f.sharpness_converged is not False:
+        return None
+    return f"{format_value('sig4', f.sharpness)}, not converged"
+
+
 CI = " [95 % CI {low}–{high}]"
 PAIR: frozenset[AuditKind] = frozenset({"pair", "three-model"})
 RHO_UNIT = "fraction of d (ε = {eps})"
@@ -341,10 +358,10 @@ METRICS: tuple[Metric, ...] = (
            "text"),
     Metric("sharpness", "fragility sharpness", "top Hessian eigenvalue",
            "How sharply the refusal loss curves: the top eigenvalue of its Hessian over {over}.",
-           "sig4", source="fragility"),
+           "sig4", source="fragility", replace=_sharpness_unconverged),
     Metric("exponent", "fragility exponent", "p in ΔL_A ≈ c·t^p",
            "How fast the refusal loss rises under a benign fine-tune; forecast: {forecast}.",
-           "sig4", source="fragility"),
+           "sig4", source="fragility", replace=_exponent_unsupported),
 )  # fmt: skip
 
 

@@ -134,3 +134,20 @@ def test_the_stage_records_the_checks():
     )
     assert section.fit_negative_points is not None
     assert all(math.isfinite(x) for x in section.delta_loss)
+
+
+def test_an_exponent_whose_fit_fails_is_not_printed_as_a_number():
+    """The exponent is the fit's own output: with R² 0.21 the table says so instead."""
+    from depthcard.report.metrics import metric_rows
+
+    report = make_report(
+        with_fragility=True,
+        fragility={"forecast_steps": None, "fit_r2": 0.21, "exponent": 4.296,
+                   "no_forecast_reasons": ["R² 0.21 < 0.8"], "sharpness_converged": False},
+    )  # fmt: skip
+    rows = {r.label: r for r in metric_rows(report, source=None)}
+    assert rows["fragility exponent"].number.startswith("no reliable fit (R² 0.21")
+    assert "4.296" not in rows["fragility exponent"].number
+    assert rows["fragility sharpness"].number.endswith("not converged")
+    good = {r.label: r for r in metric_rows(make_report(with_fragility=True), source=None)}
+    assert good["fragility exponent"].number[0].isdigit()
