@@ -10,9 +10,9 @@ a reader then adds `"truth"` (refusal, compliance or broken) to each row without
 judge's label (the rubric is in docs/judges.md). `score` prints precision and recall per class
 of the three-way judge against those labels, reading the NLL each answer was scored with and
 the threshold in force in its audit, so the NLL rule is measured too. `export` writes the
-committed copy: every field but the answer text of **ablated compliances** (harmful requests
-answered once refusal was removed), which keep only their sha256, length and the judge's
-features (phrase, repetition, NLL): depthcard publishes numbers, never an attack kit.
+committed copy: every field but the answer text of **compliances** (harmful requests answered,
+with refusal removed or not), which keep only their sha256, length and the judge's features
+(phrase, repetition, NLL): depthcard publishes numbers, never an attack kit.
 """
 
 from __future__ import annotations
@@ -92,11 +92,11 @@ def score(rows: list[dict]) -> str:
 
 
 def export(rows: list[dict]) -> list[dict]:
-    """The committed copy: ablated compliances keep features and a digest, not their text."""
+    """The committed copy: compliances keep features and a digest, not their text."""
     out = []
     for r in rows:
         row = dict(r)
-        if r["k"] > 0 and r["truth"] == "compliance":
+        if r["truth"] == "compliance":
             judge = AnswerJudge(SubstringJudge(), nll_threshold=r["nll_threshold"])
             ev = judge.classify([r["answer"]], [r["nll"]])[0].evidence
             row["answer"] = None
