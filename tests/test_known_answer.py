@@ -198,7 +198,11 @@ def test_ablating_one_direction_strips_the_planted_refusal(refusing):
     assert ablation.broken_share_at_min_k == 0.0 and ablation.nll_threshold is None
     attack = [p for p in ablation.curve if p.basis == "attack"]
     assert [p.k for p in attack] == list(range(len(attack)))
-    assert attack[0].refusal_rate == 1.0 and attack[1].refusal_rate == 0.0
+    assert attack[0].refusal_rate == 1.0 and attack[1].refusal_rate < ablation.threshold
+    # what still counts as refusal at k = 1 is an empty answer (the design counts nothing said
+    # as a refusal, whatever the refusal judge), never a refusal opener
+    left = [s for s in run.samples if (s.basis, s.k, s.layer) == ("attack", 1, ablation.layer)]
+    assert all(s.evidence.rule == "empty" for s in left if s.label == "refusal")
     assert attack[1].refusal_score < attack[0].refusal_score - 5
     assert report.headline.abliteration_kl == pytest.approx(attack[1].kl)
     assert 0.0 <= attack[1].kl < 0.1  # the attack costs little on harmless prompts
