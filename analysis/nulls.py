@@ -139,7 +139,8 @@ def _mean_shift(xs: torch.Tensor, xh: torch.Tensor, cs: torch.Tensor, ch: torch.
     """|cos(mean row of X_s − mean X_h, r)|: the recovery M_DiD's mean row scores by itself.
 
     Paired, the mean row is r_I − r_B, so this is what recovery is whenever the base's own
-    contrast r_B is small; child-only it is r itself (1).
+    contrast r_B is small. Child-only the mean row is r itself, so the baseline is 1 by
+    construction and says nothing: `point_nulls` does not compute it there.
     """
     mean_row = xs.mean(0) - xh.mean(0)
     if float(mean_row.norm()) == 0.0:
@@ -198,7 +199,7 @@ def point_nulls(
     for _ in range(bootstraps):
         i_s, i_h = _resample(fxs.shape[0], gen), _resample(fxh.shape[0], gen)
         value = _recovery(fxs[i_s], fxh[i_h], fcs[i_s], fch[i_h])
-        base = _mean_shift(fxs[i_s], fxh[i_h], fcs[i_s], fch[i_h])
+        base = _mean_shift(fxs[i_s], fxh[i_h], fcs[i_s], fch[i_h]) if fit.paired else None
         if value is not None:
             rec_b.append(value)
             if base is not None:
@@ -207,7 +208,7 @@ def point_nulls(
     return PointNulls(
         recovery_placebo=_mean(rec_p),
         recovery_interval=percentile_interval(rec_b) if rec_b else None,
-        recovery_baseline=_mean_shift(fxs, fxh, fcs, fch),
+        recovery_baseline=_mean_shift(fxs, fxh, fcs, fch) if fit.paired else None,
         recovery_beyond_interval=percentile_interval(beyond_b) if beyond_b else None,
         cross_domain_placebo=_mean(cross),
         cross_domain_rows=rows,
