@@ -204,7 +204,7 @@ def _knob(model, tok, settings: TrainSettings) -> dict:
 
 
 def train_child(base, tok, spec: ChildSpec, settings: TrainSettings, knob: dict | None) -> tuple:
-    """LoRA-train a copy of `base` under `spec`; (adapter tensors, record). `base` is kept."""
+    """LoRA-train a copy of `base` under `spec`; (the adapted copy, record). `base` is kept."""
     model = copy.deepcopy(base)
     names = lora.add_lora(model, settings.targets, settings.rank, settings.alpha, spec.seed)
     examples = chat_examples(tok, spec.conversations(), END_OF_TURN, settings.max_len)
@@ -230,7 +230,7 @@ def train_child(base, tok, spec: ChildSpec, settings: TrainSettings, knob: dict 
         "entanglement": wrapped.entanglement[-10:],
         "train_seconds": round(time.perf_counter() - clock, 1),
     }
-    return lora.adapter_state(model), record
+    return model, record
 
 
 def build_family(
@@ -258,7 +258,9 @@ def build_family(
         knob = _knob(base, tok, settings) if any(c.spec.tau is not None for c in todo) else None
         for child in todo:
             torch.manual_seed(child.spec.seed)
-            state, record = train_child(base, tok, child.spec, settings, knob)
+            model, record = train_child(base, tok, child.spec, settings, knob)
+            state = lora.adapter_state(model)
+            del model
             tmp = child.adapter_dir.with_name(child.adapter_dir.name + ".tmp")
             tmp.mkdir(parents=True, exist_ok=True)
             save_file(state, tmp / "adapter.safetensors")
