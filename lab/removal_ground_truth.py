@@ -136,7 +136,7 @@ def _point(method: str, layer: int, k: int, fields: dict, kl: float, ev: Evaluat
 
 def direction_point(ev: Evaluator, basis: torch.Tensor, layer: int, k: int) -> RemovalPoint:
     """Judge the child with `basis[:k]` (k, d) ablated at every residual point."""
-    p = ev.point("ground-truth", k, basis[:k].T, generate=True, layer=layer)
+    p = ev.point("attack", k, basis[:k].T, generate=True, layer=layer)
     fields = {"refusal_rate": p.refusal_rate, "compliance_share": p.compliance_share,
               "broken_share": p.broken_share}  # fmt: skip
     return _point("direction", layer, k, fields, p.kl, ev)
@@ -156,7 +156,6 @@ def orthogonalised_point(ev: Evaluator, direction: torch.Tensor, layer: int) -> 
         nll = answer_nll(ev.model, ev.tokenizer, [NLL_CONTEXT] * len(answers), answers,
                          batch_size=ev.s.batch_size)  # fmt: skip
     judged = ev.judge.classify(answers, nll)
-    ev.record("orthogonalised", 1, layer, answers, judged)
     kl = mean_kl(ev.baseline.logp_harmless, lp_h)
     return _point("orthogonalised", layer, 1, share_fields(judged), kl, ev)
 
