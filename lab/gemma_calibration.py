@@ -32,13 +32,16 @@ log = logging.getLogger(__name__)
 
 GT_SPLIT_SEED = 1  # the ground truth's fit/eval split, drawn apart from the audit's (seed 0)
 
-# Measured on Gemma-3-270M on this repository's 2-core AMD EPYC (docs/calibration.md): one
-# LoRA training step (batch 8, ≤ 128 tokens), one first-token pass over 8 chat prompts, one
-# greedy token for a batch of 16 answers, and one audit at the plan's settings.
-SECONDS_PER_TRAIN_STEP = 6.0
-SECONDS_PER_FIRST_TOKEN_BATCH = 1.0
-SECONDS_PER_GENERATED_TOKEN = 0.25
+# Measured on Gemma-3-270M (bench/gemma_family_timing.py) on this repository's 2-core AMD EPYC
+# with 1 thread while another audit ran (load 4): a LoRA step (batch 8, 523 tokens) took
+# 10.7–17.1 s, a first-token pass over 8 chat prompts 1.22 s (bf16: 0.71 s), 16 greedy tokens
+# for 8 prompts 5.8 s. The audit's own time on this model was not measured: 25 minutes is
+# `depthcard estimate`'s 1,632 decode steps at the measured decode cost, plus its forward work.
+SECONDS_PER_TRAIN_STEP = 14.0
+SECONDS_PER_FIRST_TOKEN_BATCH = 1.2  # 8 prompts
+SECONDS_PER_DECODE_STEP = 0.36  # a batch of 8
 SECONDS_PER_AUDIT = 1500.0
+TYPICAL_STOP_K = 4  # the ordered sweep's typical stop per layer (the worst case is k_max)
 
 
 @dataclass(frozen=True)
@@ -71,16 +74,20 @@ def make_plan(children: int | None = None, max_prompts: int = 48, train_steps: i
                      min(10, max(1, erosion_steps)), keep_weights=keep_weights)  # fmt: skip
 
 
-def estimate_seconds(plan: GemmaPlan) -> float:
-    """The run's time on Gemma-3-270M on 2 cores, from the measured per-unit costs; worst
-    case for the ground truth (every layer of the window judged at every k)."""
-    gen = plan.max_new_tokens * SECONDS_PER_GENERATED_TOKEN * max(1, plan.max_prompts // 2 // 16)
-    fwd = 2 * max(1, plan.max_prompts // 2 // 8) * SECONDS_PER_FIRST_TOKEN_BATCH
-    per_point = gen * 2 + fwd  # answers + their NLL pass (as long as a generation, bounded)
+def estimate_seconds(plan: GemmaPlan, stop_k: int | None = TYPICAL_STOP_K) -> float:
+    """The run's time on Gemma-3-270M on this machine's cores, from the measured unit costs.
+
+    `stop_k`: where the ordered sweep stops on a layer on average (None: worst case, every
+    layer of the window judged at every k).
+    """
+    batches = -(-(plan.max_prompts // 2) // 8)  # eval half, in batches of 8
+    gen = batches * plan.max_new_tokens * SECONDS_PER_DECODE_STEP
+    per_point = gen + 3 * batches * SECONDS_PER_FIRST_TOKEN_BATCH  # + Ds, Dh, NLL passes
     window = 11  # Gemma-3-270M's 18 blocks: points 4..14
-    ground_truth = window * (plan.k_max + 1) * per_point
-    erosion = plan.erosion_steps * SECONDS_PER_TRAIN_STEP + (
-        plan.erosion_steps // plan.erosion_every + 1) * gen  # fmt: skip
+    k = plan.k_max if stop_k is None else min(stop_k, plan.k_max)
+    ground_truth = window * (k + 1) * per_point
+    measurements = plan.erosion_steps // plan.erosion_every + 1
+    erosion = plan.erosion_steps * SECONDS_PER_TRAIN_STEP + measurements * gen
     train = plan.train.steps * SECONDS_PER_TRAIN_STEP
     return len(plan.specs) * (train + SECONDS_PER_AUDIT + ground_truth + erosion)
 
@@ -314,8 +321,9 @@ def run_cli(args) -> int:
     plan = make_plan(args.children, args.max_prompts, args.train_steps, args.erosion_steps,
                      args.k_max, args.max_new_tokens, args.threads, args.keep_weights)  # fmt: skip
     print(f"gemma-270m family: {len(plan.specs)} children; estimated "
-          f"{estimate_seconds(plan) / 3600:.1f} h on 2 CPU cores for Gemma-3-270M "
-          "(worst case: every window layer judged at every k)", flush=True)  # fmt: skip
+          f"{estimate_seconds(plan) / 3600:.1f} h for Gemma-3-270M on 2 CPU cores "
+          f"({estimate_seconds(plan, None) / 3600:.1f} h if every window layer is judged at "
+          "every k); per-unit costs measured with 1 thread under load", flush=True)  # fmt: skip
     threads = torch.get_num_threads()
     try:
         report = run_gemma_suite(out, plan, raw, args.cache or default_cache() / "gemma-family")

@@ -73,9 +73,9 @@ def test_calibrate_gemma_family_end_to_end(tmp_path, capsys) -> None:
     text = capsys.readouterr().out
     assert "estimated" in text and "| prediction |" in text
     report = GemmaCalibrationReport.model_validate_json((out / "calibration.json").read_text())
-    assert [c.name for c in report.children] == ["control_s0", "control_s1"]
+    assert [c.name for c in report.children] == ["shallow_s0", "shallow_s1"]
     assert all(c.removal and c.erosion for c in report.children)
     assert report.commit is None or len(report.commit) == 40
     assert (out / "calibration.md").read_text().startswith("| child |")
-    assert not (out / "control_s0").exists()  # weights removed after use
+    assert not (out / "shallow_s0").exists()  # weights removed after use
     assert json.loads((out / "calibration.json").read_text())["family"] == "gemma-270m"
