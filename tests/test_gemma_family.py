@@ -95,3 +95,10 @@ def test_specs_reject_mismatched_knobs() -> None:
         fam.ChildSpec("shallow", tau=0.5)
     names = [c.name for c in fam.full_plan()]
     assert len(names) == 16 == len(set(names)) and "mix0.33_s1" in names
+
+
+def test_tau_child_trains_with_the_entanglement_term(base, tmp_path) -> None:
+    settings = fam.TrainSettings(**{**FAST.__dict__, "capability_k": 4, "contrast_batch": 4})
+    (child,) = fam.build_family(base, (fam.ChildSpec("tau", tau=0.5),), settings, tmp_path)
+    ent = child.record["entanglement"]
+    assert len(ent) == settings.steps and all(0.0 <= e <= 1.0 for e in ent)
