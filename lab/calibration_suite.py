@@ -272,10 +272,36 @@ def run_suite(out: Path, plan: SuitePlan) -> CalibrationReport:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """`depthcard calibrate` options."""
+    """`depthcard calibrate` options (the organism family by default; `--family gemma-270m`
+    is the family on a real pretrained base, `lab.gemma_calibration`)."""
     p.add_argument("--out", required=True, type=Path, help="folder for the family and report")
+    p.add_argument("--family", choices=("organisms", "gemma-270m"), default="organisms",
+                   help="tiny organisms (default) or LoRA children of Gemma-3-270M")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="test-sized family (about two minutes)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    g = p.add_argument_group("gemma-270m family (reduced runs: fewer children, prompts, steps)")
+    g.add_argument("--base", type=Path, default=None,
+                   help="the converted base folder (default: the cache's gemma-3-270m-q4_k_m; "
+                   "python bench/real_checkpoints.py gemma-3-270m makes it)")  # fmt: skip
+    g.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="children cache (default: $DEPTHCARD_CACHE/gemma-family)",
+    )
+    g.add_argument(
+        "--children",
+        type=int,
+        default=None,
+        help="first N children of the plan, alternating seeds (default: all 16)",
+    )
+    g.add_argument("--max-prompts", type=int, default=48, help="prompts per set")
+    g.add_argument("--max-new-tokens", type=int, default=48, help="tokens per judged answer")
+    g.add_argument("--train-steps", type=int, default=150, help="LoRA steps per child")
+    g.add_argument("--erosion-steps", type=int, default=60, help="benign fine-tune budget")
+    g.add_argument("--k-max", type=int, default=16, help="ground truth: directions per layer")
+    g.add_argument("--threads", type=int, default=2, help="torch threads")
+    g.add_argument("--keep-weights", action="store_true", help="keep each child's folder")
 
 
 def run(args, token: str | None) -> int:
@@ -283,6 +309,10 @@ def run(args, token: str | None) -> int:
     import torch
 
     out: Path = args.out
+    if args.family == "gemma-270m":
+        from depthcard.lab.gemma_calibration import run_cli
+
+        return run_cli(args)
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
             raise UserError(f"{out} is not empty (pass --overwrite to replace it)")
