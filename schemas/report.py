@@ -138,12 +138,18 @@ class AuditConfig(Strict):
         "Capture and the ablation stage halve it on out-of-memory either way; a written "
         "report records the size that ran.",
     )
-    max_prompts: int | None = Field(None, ge=1, description="Cap on prompts per set (None = all).")
-    seed: int = Field(0, description="Seed for --max-prompts subsampling.")
+    max_prompts: int | None = Field(
+        None, ge=1, description="Cap on prompts per set; unset: every prompt of each set."
+    )
+    seed: int = Field(
+        0,
+        description="Seed of the --max-prompts subsample, the fit/eval split, the bootstrap "
+        "resamples and the label permutations.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Requested device.")
     dtype: Dtype | None = Field(
         None,
-        description="dtype the models run in; None = auto: bfloat16 on a GPU; on a CPU "
+        description="dtype the models run in; unset (auto): bfloat16 on a GPU; on a CPU "
         "bfloat16 where the first batch runs faster in it and agrees with float32 within "
         "bf16_kl_tolerance, else float32 (the report records which ran and why).",
     )
