@@ -58,7 +58,7 @@ class Progress:
     # --- counting ------------------------------------------------------------------------
 
     def add(self, what: str, calls: int = 0, rows: int = 0, tokens: int = 0) -> None:
-        w = self.work.setdefault(what, WorkCount())
+        w = self.work.setdefault(what, WorkCount.zero())
         w.calls, w.rows, w.tokens = w.calls + calls, w.rows + rows, w.tokens + tokens
 
     def totals(self) -> tuple[int, int]:

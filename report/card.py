@@ -251,7 +251,7 @@ def _fragility(report: AuditReport) -> list[str]:
         over=f.parameter_subset if count is None else f"{count:,} parameters",
         p=format_value("sig4", f.exponent),
         r2=format_value("ratio", f.fit_r2),
-        rising=f.fit_points,
+        rising=format_value("count", f.fit_points),
         falling=format_value("count", f.fit_negative_points),
         sharpness=format_value("sig4", f.sharpness),
         converged="" if f.sharpness_converged else " (power iteration not converged)",
