@@ -267,7 +267,7 @@ class JobsBackend:
         job_token: str | None = None,
     ):
         if cfg.jobs is None or cfg.results_repo is None:
-            raise ValueError("backend hf-jobs needs `jobs` and `results_repo` in the config")
+            raise UserError("backend hf-jobs needs `jobs` and `results_repo` in the config")
         self.jobs, self.results_repo = cfg.jobs, cfg.results_repo
         self.audit = cfg.audit
         self.args = audit_words(cfg.audit)  # UserError: a setting no flag can carry
@@ -290,7 +290,7 @@ class JobsBackend:
         the config pins what the job installs."""
         if self.jobs.install is None and self._wheel is None:
             if self.ship is None:
-                raise ValueError("jobs.install is not set and no wheel can be shipped")
+                raise UserError("jobs.install is not set and no wheel can be shipped")
             self._wheel = self.ship()
         return self._wheel
 
@@ -442,7 +442,7 @@ def make_backend(cfg: BotConfig, hub, token: str | None) -> Backend:
     def ship() -> str:
         root = checkout_root()
         if root is None:
-            raise ValueError(
+            raise UserError(
                 "jobs.install is not set and depthcard runs from a wheel, not a checkout: "
                 "pin what the job installs in jobs.install (a git URL at a commit sha, or a .whl)"
             )
