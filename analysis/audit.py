@@ -65,6 +65,8 @@ from depthcard.analysis.prompt_inputs import (
 from depthcard.analysis.stages import stage
 from depthcard.schemas.errors import UserError
 from depthcard.schemas.report import (
+    DIRECTIONS_FILE,
+    SCHEMA_VERSION,
     AbsentSection,
     AuditConfig,
     AuditReport,
@@ -322,6 +324,8 @@ def _assemble(
         absent.insert(0, AbsentSection(section="alignment-shift ranks", reason=reason))
     refs = out.models
     report = AuditReport(
+        schema_version=SCHEMA_VERSION,
+        directions_file=DIRECTIONS_FILE,
         tool=parts.tool_info(),
         created_at=datetime.now(UTC),
         audit_key=parts.audit_key(refs.get("base"), refs["child"], refs.get("third")),

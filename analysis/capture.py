@@ -21,6 +21,7 @@ from torch import nn
 from depthcard.analysis.hooks import residual_hooks
 from depthcard.analysis.models import decoder_layers, input_device
 from depthcard.analysis.progress import purpose, task
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.report import AuditConfig
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def tokenize_prompts(texts: list[str], fmt: str, tokenizer, template_tokenizer) 
     encoded = tokenizer(strings, add_special_tokens=(fmt == "raw"))["input_ids"]
     empty = [i for i, ids in enumerate(encoded) if not ids]
     if empty:
-        raise ValueError(f"prompts {empty[:5]} tokenize to nothing")
+        raise UserError(f"prompts {empty[:5]} tokenize to nothing")
     return [list(ids) for ids in encoded]
 
 

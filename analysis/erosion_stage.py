@@ -190,6 +190,7 @@ def erosion_section(
         logprob_base=logprobs["base"],
         logprob_child=logprobs["child"],
         logprob_third=third.logprob,
+        gradient_framings=("chat", "raw"),
         gradient_subset=third.subset,
         gradient_parameter_count=third.parameter_count,
         gradient_cosine=third.cosine,

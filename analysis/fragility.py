@@ -50,6 +50,7 @@ from depthcard.analysis.fragility_law import (
 )
 from depthcard.analysis.models import decoder_layers, input_device
 from depthcard.analysis.progress import purpose, task
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.sections import Fragility, FragilitySettings
 
 log = logging.getLogger(__name__)
@@ -164,18 +165,18 @@ def select_parameters(
         (description for the report, parameters in `named_parameters` order).
 
     Raises:
-        ValueError: the layer range is out of bounds or nothing matches; the message says
+        UserError: the layer range is out of bounds or nothing matches; the message says
             which setting to change.
     """
     layers = decoder_layers(model, layers_path)
     start, stop = settings.layer_range or middle_third(len(layers))
     if not 0 <= start < stop <= len(layers):
-        raise ValueError(f"layer_range ({start}, {stop}) outside the model's {len(layers)} blocks")
+        raise UserError(f"layer_range ({start}, {stop}) outside the model's {len(layers)} blocks")
     inside = {id(p) for i in range(start, stop) for p in layers[i].parameters()}
     pattern = re.compile(settings.parameter_pattern)
     params = [p for name, p in model.named_parameters() if id(p) in inside and pattern.search(name)]
     if not params:
-        raise ValueError(
+        raise UserError(
             f"no parameter in blocks {start}..{stop - 1} matches {settings.parameter_pattern!r};"
             " set parameter_pattern to a regex over model.named_parameters() names"
         )

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from depthcard.analysis.progress import add_generated, purpose, task
+from depthcard.schemas.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def padding_for_generation(tokenizer) -> Iterator[int]:
     side, pad = tokenizer.padding_side, tokenizer.pad_token
     if pad is None:
         if tokenizer.eos_token is None:
-            raise ValueError("tokenizer has neither a pad nor an eos token; set pad_token")
+            raise UserError("tokenizer has neither a pad nor an eos token; set pad_token")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     try:

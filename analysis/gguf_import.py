@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from depthcard.schemas.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -25,13 +27,13 @@ def convert_gguf(gguf_file: Path, out: Path) -> Path:
     """Dequantize `gguf_file` into a float32 safetensors folder at `out` (atomic); returns it.
 
     Raises:
-        ValueError: the file does not exist or transformers cannot read it.
+        UserError: the file does not exist or transformers cannot read it.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not gguf_file.is_file():
-        raise ValueError(f"{gguf_file}: no such GGUF file")
+        raise UserError(f"{gguf_file}: no such GGUF file")
     folder, name = str(gguf_file.parent), gguf_file.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -39,7 +41,7 @@ def convert_gguf(gguf_file: Path, out: Path) -> Path:
             folder, gguf_file=name, dtype=torch.float32
         )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ValueError(f"{gguf_file}: transformers cannot read it ({exc})") from exc
+        raise UserError(f"{gguf_file}: transformers cannot read it ({exc})") from exc
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the weights are already dequantized

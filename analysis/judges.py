@@ -30,6 +30,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.sections import AnswerClass, Evidence, JudgedAnswer
 
 REFUSAL_PHRASES: tuple[str, ...] = (
@@ -150,13 +151,13 @@ def get_judge(name: str) -> RefusalJudge:
     """The judge registered as `name`.
 
     Raises:
-        ValueError: no judge of that name; the message lists the available ones.
+        UserError: no judge of that name; the message lists the available ones.
     """
     try:
         return JUDGES[name]()
     except KeyError:
         available = ", ".join(sorted(JUDGES))
-        raise ValueError(f"unknown judge {name!r}; available: {available}") from None
+        raise UserError(f"unknown judge {name!r}; available: {available}") from None
 
 
 def refusal_rate(responses: list[str], judge: RefusalJudge) -> float:

@@ -58,7 +58,7 @@ class Progress:
     # --- counting ------------------------------------------------------------------------
 
     def add(self, what: str, calls: int = 0, rows: int = 0, tokens: int = 0) -> None:
-        w = self.work.setdefault(what, WorkCount())
+        w = self.work.setdefault(what, WorkCount.zero())
         w.calls, w.rows, w.tokens = w.calls + calls, w.rows + rows, w.tokens + tokens
 
     def totals(self) -> tuple[int, int]:
@@ -157,7 +157,12 @@ def counting(model: nn.Module) -> Iterator[nn.Module]:
 
 
 class Task:
-    """A counted task inside a stage: `advance()` per step; a bar or throttled JSON lines."""
+    """A counted task inside a stage: `advance()` per step; a bar or throttled JSON lines.
+
+    A bar of a task that finishes stays on the screen complete: 100 %, its steps, "done"
+    (and how many were planned when it finished early, e.g. a search that found its answer);
+    a bar nested inside another task's is cleared instead, as tqdm clears inner bars.
+    """
 
     def __init__(self, progress: Progress, name: str, total: int | None, unit: str):
         self.p, self.name, self.total, self.unit, self.done = progress, name, total, unit, 0
@@ -165,7 +170,8 @@ class Task:
         self.bar = None
         if progress.mode == "bar":
             desc = f"{progress.stage} · {name}" if progress.stage else name
-            self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=progress.stream)
+            # leave=None: the bar stays after close only when it is not nested in another.
+            self.bar = tqdm(total=total, desc=desc, unit=unit, leave=None, file=progress.stream)
 
     def advance(self, n: int = 1) -> None:
         self.done += n
@@ -177,19 +183,29 @@ class Task:
             self.last = now
             self.p.event("step", self.name, done=self.done, total=self.total, unit=self.unit)
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    def close(self, finished: bool = True) -> None:
+        """Close the bar; a `finished` task's bar is drawn complete, one that failed stays
+        where it stopped."""
+        if self.bar is None:
+            return
+        if finished:
+            early = self.total is not None and self.done < self.total
+            self.bar.total = self.done  # what ran is all there is to do: 100 %
+            note = f"done ({self.done} of {self.total} planned)" if early else "done"
+            self.bar.set_postfix_str(f"{self.p.postfix()} · {note}", refresh=False)
+        self.bar.close()
 
 
 @contextmanager
 def task(name: str, total: int | None = None, unit: str = "step") -> Iterator[Task]:
     """A task of the current stage with `total` steps of `unit`."""
     t = Task(current(), name, total, unit)
+    finished = False
     try:
         yield t
+        finished = True
     finally:
-        t.close()
+        t.close(finished)
 
 
 @contextmanager

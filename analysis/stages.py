@@ -55,7 +55,7 @@ def work_delta(before: dict[str, WorkCount], after: dict[str, WorkCount]) -> dic
     """What was counted between two snapshots, purposes with no work left out."""
     out = {}
     for key, a in after.items():
-        b = before.get(key, WorkCount())
+        b = before.get(key, WorkCount.zero())
         diff = WorkCount(calls=a.calls - b.calls, rows=a.rows - b.rows, tokens=a.tokens - b.tokens)
         if diff.calls:
             out[key] = diff

@@ -9,6 +9,14 @@ The Jobs backend sizes each job with the dry estimate (`analysis.estimate`, from
 config.json): the cheapest configured flavour whose memory fits, and a timeout of the
 predicted minutes × a safety factor, capped by the configured timeout. Without a readable
 config.json it falls back to the parameter-budget rule and the configured timeout.
+
+An audit that stops on its input (exit 2: a setting, a model or a prompt file it refuses)
+would stop the same way every time, so its `Outcome` says `retry=False` and the bot records it
+failed without another attempt. A local audit's exit code is its process's. HF Jobs report
+no exit code (`JobInfo.status` has a stage and a message), so the job's script tells the
+two apart itself: on exit 2 it uploads the error line as `USER_ERROR_FILE` beside where the
+report would go and ends successfully, which also keeps the Hub from spending its own
+`attempts` on it; any other failure ends the job in ERROR and is retried.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from depthcard.schemas.report import AuditConfig, AuditReport
 log = logging.getLogger(__name__)
 KEY_LABEL = "depthcard-key"
 TERMINAL_FAILURES = ("ERROR", "CANCELED", "DELETED")
+USER_ERROR_EXIT = 2  # `depthcard` exits 2 on a UserError (cli/main.py)
+USER_ERROR_FILE = "audit-error.txt"  # what a job that exited 2 uploads instead of a report
 _ERROR_TAIL = 800
 LOG_TAIL_CHARS = 4000
 
@@ -77,10 +87,12 @@ class AuditJob:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an audit ended: a validated report folder, or an error."""
+    """How an audit ended: a validated report folder, or an error; `retry` is False for an
+    error that another run would repeat (the audit refused its input)."""
 
     report_dir: Path | None
     error: str | None = None
+    retry: bool = True
 
 
 class Backend(Protocol):
@@ -137,7 +149,8 @@ class LocalBackend:
         done = subprocess.run(cmd, capture_output=True, text=True, env=self.env, check=False)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout or "").strip()[-_ERROR_TAIL:]
-            (out.parent / f"{job.target[1]}.error.txt").write_text(tail, encoding="utf-8")
+            text = f"exit {done.returncode}\n{tail}"
+            (out.parent / f"{job.target[1]}.error.txt").write_text(text, encoding="utf-8")
             log.warning("local audit %s failed (exit %d): %s", job.key, done.returncode, tail)
         return str(out)
 
@@ -154,7 +167,10 @@ class LocalBackend:
         if outcome.report_dir is None:
             err = out.parent / f"{job.target[1]}.error.txt"
             if err.is_file():
-                return Outcome(None, f"audit failed: {err.read_text(encoding='utf-8')}")
+                first, _, tail = err.read_text(encoding="utf-8").partition("\n")
+                if first == f"exit {USER_ERROR_EXIT}":
+                    return Outcome(None, f"audit refused its input: {tail}", retry=False)
+                return Outcome(None, f"audit failed ({first}): {tail}")
         return outcome
 
 
@@ -166,7 +182,10 @@ def pick_flavour(jobs: JobsConfig, parameters: int | None) -> str:
     for rule in rules:
         if parameters <= rule.max_parameters:
             return rule.flavor
-    raise ValueError(f"{parameters:,} parameters exceed every configured flavour")
+    raise UserError(
+        f"{parameters:,} parameters exceed every flavour in jobs.flavours "
+        f"(largest: {rules[-1].max_parameters:,}); add a larger one to audit this model"
+    )
 
 
 @dataclass(frozen=True)
@@ -184,7 +203,7 @@ def choose_job(jobs: JobsConfig, parameters: int | None, estimate: AuditEstimate
     when no configured flavour the estimate knows fits, `pick_flavour` and `jobs.timeout`.
 
     Raises:
-        ValueError: no estimate, and the parameters exceed every configured flavour.
+        UserError: no estimate, and the parameters exceed every configured flavour.
     """
     if estimate is not None:
         best = next((f for f in estimate.flavours if f.flavour == estimate.chosen), None)
@@ -244,13 +263,19 @@ class JobsBackend:
         read_config: Callable[[str, str], dict | None] | None = None,
         ship: Callable[[], str] | None = None,
         call: Callable | None = None,
+        read_result: Callable[[str, str], str | None] | None = None,
+        job_token: str | None = None,
     ):
         if cfg.jobs is None or cfg.results_repo is None:
-            raise ValueError("backend hf-jobs needs `jobs` and `results_repo` in the config")
+            raise UserError("backend hf-jobs needs `jobs` and `results_repo` in the config")
         self.jobs, self.results_repo = cfg.jobs, cfg.results_repo
         self.audit = cfg.audit
         self.args = audit_words(cfg.audit)  # UserError: a setting no flag can carry
         self.api, self.token = api, token
+        # What the job itself gets as HF_TOKEN: the narrower job token when configured
+        # (`jobs.token_env`), else the bot's own.
+        self.job_token = job_token or token
+        self.read_result = read_result  # (repo, path_in_repo) -> text, None when missing
         self.download = download  # (repo, path_in_repo, local_dir) -> Path
         self.read_config = read_config  # (repo, sha) -> parsed config.json, or None
         self.ship = ship  # () -> path in results_repo of the wheel the job installs
@@ -265,7 +290,7 @@ class JobsBackend:
         the config pins what the job installs."""
         if self.jobs.install is None and self._wheel is None:
             if self.ship is None:
-                raise ValueError("jobs.install is not set and no wheel can be shipped")
+                raise UserError("jobs.install is not set and no wheel can be shipped")
             self._wheel = self.ship()
         return self._wheel
 
@@ -289,8 +314,20 @@ class JobsBackend:
         public = shlex.join(["depthcard", "public-report", "/tmp/report", "--out", "/tmp/public"])
         upload = shlex.join(["hf", "upload", self.results_repo, "/tmp/public", dest,
                              "--repo-type", "dataset"])  # fmt: skip
+        refused = shlex.join(["hf", "upload", self.results_repo, "/tmp/audit-error.txt",
+                              f"{dest}/{USER_ERROR_FILE}", "--repo-type", "dataset"])  # fmt: skip
+        # stderr is copied to a file (and still to the log) through a pipe whose status is
+        # the audit's (pipefail), so that on exit 2 the one-line error can be uploaded; the job
+        # then ends COMPLETED, so the Hub does not rerun it.
+        run = (
+            f"code=0; {{ {audit} 2>&1 1>&3 3>&- | tee /tmp/audit.err >&2; }} 3>&1 || code=$?; "
+            f"if [ $code -eq {USER_ERROR_EXIT} ]; then "
+            f"{{ grep '^depthcard: error:' /tmp/audit.err || true; }} | tail -n 1 "
+            f"> /tmp/audit-error.txt; {refused}; exit 0; fi; "
+            f"[ $code -eq 0 ] || exit $code"
+        )
         install = install_steps(self.jobs.install, self.results_repo, self.wheel())
-        return ["bash", "-c", "; ".join(["set -euo pipefail", *install, audit, public, upload])]
+        return ["bash", "-c", "; ".join(["set -euo pipefail", *install, run, public, upload])]
 
     def start(self, job: AuditJob) -> str:
         """The id of this key's job: an existing one if the label finds it, else a new one."""
@@ -304,7 +341,7 @@ class JobsBackend:
             image=self.jobs.image,
             command=self.command(job),
             env={"DEPTHCARD_DISPATCH": choice.reason},  # the choice, on the job's own record
-            secrets={"HF_TOKEN": self.token} if self.token else None,
+            secrets={"HF_TOKEN": self.job_token} if self.job_token else None,
             flavor=choice.flavor,
             timeout=choice.timeout,
             attempts=self.jobs.attempts,  # the Hub reruns a failed run itself
@@ -327,8 +364,22 @@ class JobsBackend:
             return None
         local = self.work_dir / report_path(*job.target)
         src = report_path(*job.target) + "/report.json"
-        self.download(self.results_repo, src, local)
+        try:
+            self.download(self.results_repo, src, local)
+        except FileNotFoundError:
+            refused = self.refusal(job)
+            if refused is None:
+                raise
+            return Outcome(None, f"job {handle}: audit refused its input: {refused}", retry=False)
         return check_report(local, job.key)
+
+    def refusal(self, job: AuditJob) -> str | None:
+        """The error line a job uploaded when its audit exited 2, or None."""
+        if self.read_result is None:
+            return None
+        path = f"{report_path(*job.target)}/{USER_ERROR_FILE}"
+        text = self.read_result(self.results_repo, path)
+        return None if text is None else (text.strip() or "exit 2, no error line")
 
     def log_tail(self, handle: str) -> str:
         """The last lines of a job's log (`fetch_job_logs(tail=...)`), as text to append to its
@@ -346,8 +397,27 @@ class JobsBackend:
         return f"\n--- last {lines} log lines ---\n{text[-LOG_TAIL_CHARS:]}" if text else ""
 
 
+def job_token(jobs: JobsConfig, environ: dict[str, str]) -> str | None:
+    """The token a job receives when `jobs.token_env` names one, else None (the bot's own).
+
+    Raises:
+        UserError: `jobs.token_env` names a variable that is unset or empty.
+    """
+    if jobs.token_env is None:
+        return None
+    value = environ.get(jobs.token_env, "").strip()
+    if not value:
+        raise UserError(
+            f"jobs.token_env names {jobs.token_env}, which is not set: export the job's token "
+            "in it (docs/bot.md, Jobs token) or remove jobs.token_env"
+        )
+    return value
+
+
 def make_backend(cfg: BotConfig, hub, token: str | None) -> Backend:
-    """The configured backend."""
+    """The configured backend (the job token is read from the environment here, once)."""
+    import os
+
     if cfg.backend == "local":
         return LocalBackend(cfg)
 
@@ -372,10 +442,15 @@ def make_backend(cfg: BotConfig, hub, token: str | None) -> Backend:
     def ship() -> str:
         root = checkout_root()
         if root is None:
-            raise ValueError(
+            raise UserError(
                 "jobs.install is not set and depthcard runs from a wheel, not a checkout: "
                 "pin what the job installs in jobs.install (a git URL at a commit sha, or a .whl)"
             )
         return ship_wheel(hub, cfg.results_repo, root)
 
-    return JobsBackend(cfg, hub.api, token, download, read_config, ship, hub.call)
+    def read_result(repo: str, path_in_repo: str) -> str | None:
+        return hub.read_text(repo, path_in_repo, "main", repo_type="dataset")
+
+    narrow = job_token(cfg.jobs, dict(os.environ)) if cfg.jobs is not None else None
+    return JobsBackend(cfg, hub.api, token, download, read_config, ship, hub.call,
+                       read_result=read_result, job_token=narrow)  # fmt: skip

@@ -6,7 +6,9 @@ a wheel), the bot builds a wheel from its own checkout, content-addressed by a h
 sources (`wheels/<source hash>/depthcard-<version>-py3-none-any.whl` in the results dataset,
 uploaded once), and the job downloads that file with `hf download` and installs it. A wheel
 rather than a git URL because it needs neither git in the job's image nor a pushed commit, and
-the uncommitted tree the bot runs from is exactly what ships.
+the uncommitted tree the bot runs from is exactly what ships. Every install step holds the
+dependencies to the versions the tests passed on (`depthcard/constraints.txt`, written into
+the job as a file and given to pip with `-c`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from depthcard.bot.job_constraints import shipped_constraints
+
 log = logging.getLogger(__name__)
 WHEEL_DIR = "wheels"
 # huggingface_hub for `hf download` before depthcard (and its own pin of it) is installed.
 HUB_REQUIREMENT = "huggingface_hub>=2.1.1,<3"
 _LOCAL_WHEEL = "/tmp/depthcard-wheel"
+CONSTRAINTS = "/tmp/depthcard-constraints.txt"
 
 
 def checkout_root() -> Path | None:
@@ -88,16 +93,30 @@ def ship_wheel(hub, results_repo: str, root: Path) -> str:
     return path
 
 
-def install_steps(install: str | None, results_repo: str, wheel_path: str | None) -> list[str]:
+def constraints_step(pins: list[str]) -> str:
+    """The job's shell step that writes its pip constraints file (`bot.job_constraints`)."""
+    return shlex.join(["printf", "%s\\n", *pins]) + f" > {CONSTRAINTS}"
+
+
+def install_steps(
+    install: str | None,
+    results_repo: str,
+    wheel_path: str | None,
+    pins: list[str] | None = None,
+) -> list[str]:
     """Shell steps of the job that install depthcard: the pinned requirement, or the shipped
-    wheel fetched from the results dataset (the job's HF_TOKEN secret reads it if private)."""
+    wheel fetched from the results dataset (the job's HF_TOKEN secret reads it if private),
+    every package held with `pip -c` to `pins` (default: the shipped constraints file)."""
+    pins = shipped_constraints() if pins is None else pins
+    pip = ["pip", "install", "--quiet", "-c", CONSTRAINTS]
     if install is not None:
-        return [shlex.join(["pip", "install", "--quiet", install])]
+        return [constraints_step(pins), shlex.join([*pip, install])]
     if wheel_path is None:
         raise ValueError("no jobs.install and no wheel shipped for the job")
     local = f"{_LOCAL_WHEEL}/{wheel_path}"
     return [
-        shlex.join(["pip", "install", "--quiet", HUB_REQUIREMENT]),
+        constraints_step(pins),
+        shlex.join([*pip, HUB_REQUIREMENT]),
         shlex.join(
             [
                 "hf",
@@ -110,5 +129,5 @@ def install_steps(install: str | None, results_repo: str, wheel_path: str | None
                 _LOCAL_WHEEL,
             ]
         ),  # fmt: skip
-        shlex.join(["pip", "install", "--quiet", local]),
+        shlex.join([*pip, local]),
     ]

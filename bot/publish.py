@@ -47,6 +47,7 @@ from depthcard.report.card import (
 from depthcard.report.eval_results import EVAL_RESULTS_PATH, eval_results, eval_results_yaml
 from depthcard.report.public_files import REPORT_FOLDER, model_report_url, public_files
 from depthcard.report.reproduce import reproduce_command
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.hub_events import repo_id_problem
 from depthcard.schemas.report import AuditReport
 
@@ -81,13 +82,18 @@ def render_section(report: AuditReport, space_url: str) -> str:
 
 
 def load_report(folder: Path) -> AuditReport:
-    """The validated report of a report folder; ValueError with the reason otherwise."""
+    """The validated report of a report folder.
+
+    Raises:
+        UserError: the folder is not a publishable report (the message says why).
+        pydantic.ValidationError: report.json does not validate.
+    """
     path = Path(folder) / "report.json"
     if not path.is_file():
-        raise ValueError(f"{folder}: no report.json (is this a depthcard report folder?)")
+        raise UserError(f"{folder}: no report.json (is this a depthcard report folder?)")
     report = AuditReport.model_validate_json(path.read_text(encoding="utf-8"))
     if any(m.source != "hub" for m in (report.models.child, report.models.third) if m):
-        raise ValueError(
+        raise UserError(
             f"{folder}: a model was audited from a local folder; publish needs an audit of "
             "the Hub repo at a pinned revision (depthcard audit BASE CHILD@sha)"
         )
@@ -95,13 +101,13 @@ def load_report(folder: Path) -> AuditReport:
     for ref in (m.base, m.child, m.third):
         problem = repo_id_problem(ref.repo_id or "") if ref and ref.source == "hub" else None
         if problem is not None:  # a tampered report.json: its ids go into the card and the PR
-            raise ValueError(f"{folder}: a model is not a Hub repo id: {problem}")
+            raise UserError(f"{folder}: a model is not a Hub repo id: {problem}")
     if m.base is None or m.base.source == "hub":
         third = m.third.revision if m.third else None
         base = m.base.revision if m.base else None
         key = audit_key(base, m.child.revision, report.tool.analysis_version, third)
         if report.audit_key != key:
-            raise ValueError(
+            raise UserError(
                 f"{folder}: the report's audit key {report.audit_key!r} does not match its "
                 f"models and analysis version ({key!r})"
             )
@@ -195,7 +201,7 @@ def publish_report(
     """
     child = card_model(report)  # the fine-tune of a three-model audit
     if child.repo_id != target.repo:
-        raise ValueError(f"the report audits {child.repo_id}, not {target.repo}")
+        raise UserError(f"the report audits {child.repo_id}, not {target.repo}")
     for _ in range(HEAD_TRIES):
         head = hub.head(target.repo)
         if head != child.revision and _content_moved(hub, target.repo, child.revision, head):

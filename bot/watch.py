@@ -35,6 +35,7 @@ from depthcard.bot.publish import PrLinks, Target, load_report, publish_report
 from depthcard.bot.state import AuditRow, StateStore
 from depthcard.report.card import CardParseError
 from depthcard.schemas.bot_config import BotConfig
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.hub_events import repo_id_problem
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,8 @@ def _run(r: Round, row: AuditRow) -> None:
         if handle != row.job_id:
             r.store.set_fields(row.key, job_id=handle)
         outcome = r.backend.poll(job, handle)
+    except UserError as exc:  # the bot's config cannot run this audit: no retry helps
+        outcome = Outcome(None, error_reason("dispatch failed", exc), retry=False)
     except Exception as exc:  # the rule: record it against the audit
         outcome = Outcome(None, error_reason("dispatch failed", exc))
     if outcome is None:
@@ -194,8 +197,12 @@ def _run(r: Round, row: AuditRow) -> None:
         r.store.transition(row.key, ("running",), "succeeded", report_dir=str(outcome.report_dir))
         return
     attempts = row.attempts + 1
+    if not outcome.retry:  # the audit refused its input: another run would too
+        attempts = max(attempts, r.cfg.max_attempts)
+        log.warning("audit %s failed, not retried: %s", row.key, outcome.error)
+    else:
+        log.warning("audit %s failed (attempt %d): %s", row.key, attempts, outcome.error)
     wait = r.cfg.retry_base_seconds * 2 ** (attempts - 1)
-    log.warning("audit %s failed (attempt %d): %s", row.key, attempts, outcome.error)
     r.store.transition(row.key, ("running",), "failed", attempts=attempts, error=outcome.error,
                        job_id=None, not_before=r.clock() + wait)  # fmt: skip
 

@@ -17,49 +17,72 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from depthcard.report.reproduce import AUDIT_FLAGS, flag_value
+from depthcard.report.reproduce import AUDIT_FLAGS, ConfigFlag, FlagGroup, flag_value
 from depthcard.schemas.errors import UserError
 from depthcard.schemas.report import AuditConfig
 
 log = logging.getLogger(__name__)
 
 
+# The help sections, in order; each `AUDIT_FLAGS` entry names its own (`ConfigFlag.group`).
+GROUPS: dict[FlagGroup, str] = {
+    "input": "which models and prompt sets are audited",
+    "measurement": "settings that change the numbers (recorded in the report)",
+    "cost controls": "what runs, and how fast and in how much memory",
+    "output": "what is written, and what is shown while it runs",
+}
+
+
+def add_groups(p: argparse.ArgumentParser) -> dict[FlagGroup, argparse._ArgumentGroup]:
+    """The argument groups of `GROUPS` on `p`, as `hf` and `git` group their options."""
+    return {name: p.add_argument_group(name, text) for name, text in GROUPS.items()}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `depthcard audit`: models and files, then one per `AUDIT_FLAGS` entry."""
-    p.add_argument("base", nargs="?", help="base model: local folder or org/name[@revision]")
-    p.add_argument("child", nargs="?", help="instruct (child) model: folder or org/name[@rev]")
-    p.add_argument("--out", required=True, type=Path, help="report folder to write")
-    p.add_argument("--demo", action="store_true", help="audit the bundled calibration pair")
-    p.add_argument("--child-only", metavar="CHILD", help="audit CHILD without a base model")
-    p.add_argument(
+    groups = add_groups(p)
+    inputs, output = groups["input"], groups["output"]
+    inputs.add_argument("base", nargs="?", help="base model: local folder or org/name[@revision]")
+    inputs.add_argument("child", nargs="?", help="instruct (child) model: folder or org/name[@rev]")
+    inputs.add_argument("--demo", action="store_true", help="audit the bundled calibration pair")
+    inputs.add_argument("--child-only", metavar="CHILD", help="audit CHILD without a base model")
+    inputs.add_argument(
         "--third",
         metavar="FINETUNE",
         help="a fine-tune of CHILD: three-model audit with erosion curves (needs BASE)",
     )
-    add_prompt_arguments(p)
-    p.add_argument(
+    add_prompt_arguments(inputs)
+    inputs.add_argument(
         "--layers-path",
+        metavar="PATH",
         default=None,
         help="dotted path of the decoder block list, if not discovered",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
-    p.add_argument("--no-plots", action="store_true", help="skip plots/*.png")
-    p.add_argument(
+    output.add_argument("--out", required=True, type=Path, help="report folder to write")
+    output.add_argument("--overwrite", action="store_true", help="replace a previous report folder")
+    output.add_argument("--no-plots", action="store_true", help="skip plots/*.png")
+    output.add_argument(
         "--progress",
         choices=("auto", "bar", "json", "off"),
         default="auto",
         help="progress on stderr: bars in a terminal, one JSON line per event elsewhere "
         "(auto), or none",
     )
-    add_config_arguments(p)
+    add_config_arguments(p, groups)
 
 
-def add_prompt_arguments(p: argparse.ArgumentParser) -> None:
+def add_prompt_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The prompt-set files an audit reads (shared with `depthcard estimate`)."""
-    p.add_argument("--harmful", type=Path, help="harmful prompt set (YAML); default harmful-core")
-    p.add_argument("--harmless", type=Path, help="harmless prompt set; default harmless-core")
-    p.add_argument("--capability", type=Path, help="capability text set; default capability-core")
-    p.add_argument("--domain", type=Path, action="append", default=[], help="domain set (repeat)")
+    p.add_argument(
+        "--harmful", metavar="FILE", type=Path, help="harmful prompt set (YAML); default "
+        "harmful-core"
+    )  # fmt: skip
+    p.add_argument("--harmless", metavar="FILE", type=Path,
+                   help="harmless prompt set; default harmless-core")  # fmt: skip
+    p.add_argument("--capability", metavar="FILE", type=Path,
+                   help="capability text set; default capability-core")  # fmt: skip
+    p.add_argument("--domain", metavar="FILE", type=Path, action="append", default=[],
+                   help="domain set (repeat for several)")  # fmt: skip
 
 
 def _field(path: tuple[str, ...]) -> FieldInfo:
@@ -82,41 +105,50 @@ def int_or_auto(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
 
 
-def _value_type(info: FieldInfo) -> tuple[type, tuple | None]:
-    """(argparse type, choices) of a field; `X | None` is read as X, `int | "auto"` as
-    `int_or_auto`."""
+def _value_type(info: FieldInfo, flag: ConfigFlag) -> tuple[object, tuple | None, str | None]:
+    """(argparse type, choices, metavar) of a field; `X | None` is read as X (its None as
+    `flag.none_word` where it has one), `int | "auto"` as `int_or_auto`."""
     annotation = info.annotation
     args = typing.get_args(annotation)
     if any(
         typing.get_origin(a) is typing.Literal and typing.get_args(a) == ("auto",) for a in args
     ):
-        return int_or_auto, None  # type: ignore[return-value]
+        return int_or_auto, None, "{N,auto}"
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
     if typing.get_origin(annotation) is typing.Literal:
         choices = typing.get_args(annotation)
-        return type(choices[0]), choices
-    return annotation, None
+        if flag.none_word is not None:
+            choices = (flag.none_word, *choices)
+        return type(choices[0]), choices, None
+    return annotation, None, None
 
 
-def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    """One option per `AUDIT_FLAGS` entry; default, type, choices and help from the field."""
+def add_config_arguments(
+    p: argparse.ArgumentParser,
+    groups: dict[FlagGroup, argparse._ArgumentGroup] | None = None,
+) -> None:
+    """One option per `AUDIT_FLAGS` entry, in its group; default, type, choices and help from
+    the field (`groups` from `add_groups`, made on `p` when not given)."""
+    groups = groups or add_groups(p)
     defaults = AuditConfig()
     for flag in AUDIT_FLAGS:
-        info = _field(flag.path)
-        text = (info.description or "").rstrip(".")
+        info, where = _field(flag.path), groups[flag.group]
         if flag.switch_off:
-            p.add_argument(flag.flag, dest=flag.dest, action="store_true", help=f"skip: {text}")
+            where.add_argument(flag.flag, dest=flag.dest, action="store_true", help=flag.help)
             continue
-        kind, choices = _value_type(info)
+        kind, choices, metavar = _value_type(info, flag)
         default = flag_value(defaults, flag)
+        if default is None and flag.none_word is not None:
+            default = flag.none_word
+        text = flag.help or (info.description or "").rstrip(".")
         shown = "" if default is None else " (default: %(default)s)"
-        p.add_argument(flag.flag, dest=flag.dest, type=kind, choices=choices, default=default,
-                       help=f"{text}{shown}")  # fmt: skip
+        where.add_argument(flag.flag, dest=flag.dest, type=kind, choices=choices,
+                           metavar=metavar, default=default, help=f"{text}{shown}")  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> AuditConfig:
-    """The AuditConfig the parsed options describe (dtype still None when left on auto).
+    """The AuditConfig the parsed options describe (dtype None on auto, fixed by the audit).
 
     Raises:
         UserError: a value the config refuses (e.g. --batch-size 0), naming the flag.
@@ -127,7 +159,10 @@ def config_from_args(args: argparse.Namespace) -> AuditConfig:
         if flag.switch_off:
             if value:
                 top[flag.path[0]] = None if flag.path[0] == "fragility" else False
-        elif len(flag.path) == 1:
+            continue
+        if flag.none_word is not None and value == flag.none_word:
+            value = None
+        if len(flag.path) == 1:
             top[flag.path[0]] = value
         elif top.get(flag.path[0], {}) is not None:
             top.setdefault(flag.path[0], {})[flag.path[1]] = value

@@ -12,6 +12,8 @@ import logging
 import time
 from typing import Literal
 
+from tqdm.auto import tqdm
+
 LogFormat = Literal["text", "json"]
 TEXT = "%(levelname)s %(name)s: %(message)s"
 TIMESTAMPED = "%(asctime)s " + TEXT
@@ -45,6 +47,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class BarSafeHandler(logging.StreamHandler):
+    """A stderr handler that writes each line through `tqdm.write`.
+
+    While an audit draws progress bars on the same terminal, tqdm clears them, the line is
+    written on a line of its own, and the bars are drawn again below it; a record written
+    straight to the stream would land behind the bar and leave it half-drawn in the scrollback.
+    With no bar on the screen it is a plain stream write.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging's own contract: a failing handler never raises
+            self.handleError(record)
+
+
 def configure(level: int, log_format: LogFormat, command: str | None) -> None:
     """Send log records to stderr in `log_format`; text lines of LONG_RUNNING commands carry
     a UTC timestamp."""
@@ -52,6 +70,6 @@ def configure(level: int, log_format: LogFormat, command: str | None) -> None:
         formatter: logging.Formatter = JsonFormatter()
     else:
         formatter = UtcFormatter(TIMESTAMPED if command in LONG_RUNNING else TEXT)
-    handler = logging.StreamHandler()
+    handler = BarSafeHandler()
     handler.setFormatter(formatter)
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -16,8 +16,16 @@ from depthcard.cli.errors import describe_error
 from depthcard.schemas.errors import UserError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage error is one line (exit 2), like every other user error;
+    the full usage stays in `--help`. Subcommand parsers are of the same class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="depthcard",
         description="Measure how deep the safety alignment of an open-weight model goes.",
     )

@@ -151,15 +151,15 @@ def depth_null(report) -> dict:
 def ablation_cost(report) -> dict:
     """min_k, KL at min_k, K, the rule the audit used and, when min_k is None, its reason.
 
-    The rule is "coherent" when the ablation section carries `max_broken_share` (refusal
+    The rule is "coherent" when the ablation section records `max_broken_share` (refusal
     below threshold *and* broken share at most that), else "refusal-only" (the earlier rule,
-    which rewarded an attack for breaking the model). Read with getattr: reports from before
-    the three-way judge have neither field.
+    which rewarded an attack for breaking the model): reports from before the three-way judge
+    record it as None.
     """
     ab = report.ablation
     if ab is None:
         return {"min_k": None, "kl_at_min_k": None}
-    coherent = getattr(ab, "max_broken_share", None) is not None
+    coherent = ab.max_broken_share is not None
     attack = [p.k for p in ab.curve if p.basis == "attack"]
     return {
         "min_k": ab.min_k,

@@ -21,6 +21,7 @@ import yaml
 
 from depthcard.prompts import LoadedPromptSet, load_builtin
 from depthcard.report.eval_results import TASKS
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.eval_results import BenchmarkEval, BenchmarkTask
 
 EVAL_FILE = "eval.yaml"
@@ -114,12 +115,12 @@ def benchmark_files(sets: list[LoadedPromptSet] | None = None) -> dict[str, byte
         sets: the prompt sets; default the built-in harmful, harmless and capability sets.
 
     Raises:
-        ValueError: two sets of the same kind (each kind is one config).
+        UserError: two sets of the same kind (each kind is one config).
     """
     sets = [load_builtin(n) for n in BUILTIN_SETS] if sets is None else sets
     kinds = [config_name(s) for s in sets]
     if len(set(kinds)) != len(kinds):
-        raise ValueError(f"one prompt set per kind, got {kinds}")
+        raise UserError(f"one prompt set per kind, got {kinds}")
     spec = benchmark_eval()
     eval_yaml = yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
     files = {EVAL_FILE: eval_yaml.encode("utf-8"), "README.md": _card(sets, spec).encode("utf-8")}

@@ -27,6 +27,7 @@ from depthcard.report.card_parse import parse_card_section, splice_section  # no
 from depthcard.report.markdown import md_code, md_escape, md_fence
 from depthcard.report.metrics import forecast_text, format_value, layer_stability, metric_rows
 from depthcard.report.removal import layer_choice, removal_paragraph
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.report import AuditReport, ModelRef
 
 CHILD_ONLY_NOTE = (
@@ -97,7 +98,7 @@ def render_card_section(
         ValueError: when the audit key or the URL cannot be written safely.
     """
     if "<!--" in reproduce_command or "-->" in reproduce_command:
-        raise ValueError("the reproduce command cannot contain HTML comment delimiters")
+        raise UserError("the reproduce command cannot contain HTML comment delimiters")
     payload = card_payload(report).model_dump_json(exclude_none=True)
     lines = [
         start_marker(report.audit_key, card_version(report)),
@@ -251,7 +252,7 @@ def _fragility(report: AuditReport) -> list[str]:
         over=f.parameter_subset if count is None else f"{count:,} parameters",
         p=format_value("sig4", f.exponent),
         r2=format_value("ratio", f.fit_r2),
-        rising=f.fit_points,
+        rising=format_value("count", f.fit_points),
         falling=format_value("count", f.fit_negative_points),
         sharpness=format_value("sig4", f.sharpness),
         converged="" if f.sharpness_converged else " (power iteration not converged)",
@@ -304,7 +305,7 @@ def _report_link(url: str | None) -> list[str]:
     if url is None:
         return []
     if not re.fullmatch(r"https?://[^\s<>()\[\]]+", url):
-        raise ValueError(f"report URL {url!r} is not a plain http(s) URL")
+        raise UserError(f"report URL {url!r} is not a plain http(s) URL")
     return [f"Full report, with every layer and the plots: [report]({url})", ""]
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from depthcard.schemas._base import Strict
+from depthcard.schemas.errors import UserError
 from depthcard.schemas.report import Headline
 
 CARD_SCHEMA_VERSION = "2.1"  # the newest version this module reads and writes
@@ -72,5 +73,5 @@ class ParsedCard(Strict):
 def start_marker(audit_key: str, version: str = CARD_SCHEMA_VERSION) -> str:
     """The start marker for `audit_key`; raises ValueError for keys that cannot sit in it."""
     if not re.fullmatch(r"[^\s<>]+", audit_key) or "--" in audit_key:
-        raise ValueError(f"audit key {audit_key!r} cannot be written into a card marker")
+        raise UserError(f"audit key {audit_key!r} cannot be written into a card marker")
     return START_MARKER.format(schema=version, key=audit_key)

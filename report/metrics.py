@@ -256,7 +256,8 @@ def _exponent_unsupported(report: AuditReport) -> str | None:
     f, settings = report.fragility, report.config.fragility
     if f is None or settings is None or not f.forecast_checked or f.fit_r2 is None:
         return None
-    if f.fit_r2 < settings.min_fit_r2 or f.fit_points < settings.min_rising_steps:
+    rising = f.fit_points if f.fit_points is not None else 0  # checked reports record it
+    if f.fit_r2 < settings.min_fit_r2 or rising < settings.min_rising_steps:
         return f"no reliable fit (R² {f.fit_r2:.2f}, {f.fit_points} rising steps)"
     return None
 

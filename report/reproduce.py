@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from depthcard.schemas.errors import UserError
 from depthcard.schemas.report import DEFAULT_PROMPT_SETS, AuditConfig, AuditReport, ModelRef
+
+# The help sections of `depthcard audit`, in the order the help lists them: what is audited,
+# what changes the numbers, what changes only the time and memory it takes, what is written.
+FlagGroup = Literal["input", "measurement", "cost controls", "output"]
 
 
 @dataclass(frozen=True)
@@ -23,13 +27,23 @@ class ConfigFlag:
     """One `depthcard audit` flag and the config field it sets.
 
     `path` is the field's name, or (section, name) for a field of a nested settings model.
-    A `switch_off` flag takes no value: it turns a bool field off, or an optional settings
-    section (e.g. `fragility`) into None.
+    `group` is the help section the flag is listed in. A `switch_off` flag takes no value: it
+    turns a bool field off, or an optional settings section (e.g. `fragility`) into None;
+    its `help` says what switching off does (the field's description says what the setting
+    does when on). `none_word` is the value that stands for the field's None on the command
+    line (`--dtype auto`).
     """
 
     flag: str
     path: tuple[str, ...]
+    group: FlagGroup
     switch_off: bool = False
+    help: str | None = None
+    none_word: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.switch_off and not self.help:
+            raise ValueError(f"{self.flag}: a switch-off flag says in `help` what it skips")
 
     @property
     def dest(self) -> str:
@@ -38,30 +52,49 @@ class ConfigFlag:
 
 
 AUDIT_FLAGS: tuple[ConfigFlag, ...] = (
-    ConfigFlag("--device", ("device",)),
-    ConfigFlag("--dtype", ("dtype",)),
-    ConfigFlag("--batch-size", ("batch_size",)),
-    ConfigFlag("--max-prompts", ("max_prompts",)),
-    ConfigFlag("--seed", ("seed",)),
-    ConfigFlag("--position", ("position",)),
-    ConfigFlag("--num-directions", ("num_directions",)),
-    ConfigFlag("--no-ablation", ("ablation",), switch_off=True),
-    ConfigFlag("--judge", ("judge",)),
-    ConfigFlag("--max-new-tokens", ("max_new_tokens",)),
-    ConfigFlag("--max-broken-share", ("max_broken_share",)),
-    ConfigFlag("--kl-budget", ("kl_budget",)),
-    ConfigFlag("--min-k-search", ("min_k_search",)),
-    ConfigFlag("--capability-ce", ("capability_ce",)),
-    ConfigFlag("--no-reuse-opening", ("reuse_opening",), switch_off=True),
-    ConfigFlag("--capability-k", ("capability_k",)),
-    ConfigFlag("--eval-fraction", ("eval_fraction",)),
-    ConfigFlag("--layer-bootstraps", ("layer_bootstraps",)),
-    ConfigFlag("--permutations", ("permutations",)),
-    ConfigFlag("--bootstraps", ("bootstraps",)),
-    ConfigFlag("--no-fragility", ("fragility",), switch_off=True),
-    ConfigFlag("--fragility-steps", ("fragility", "steps")),
-    ConfigFlag("--power-iterations", ("fragility", "power_iterations")),
-    ConfigFlag("--fragility-lr", ("fragility", "learning_rate")),
+    ConfigFlag("--device", ("device",), "cost controls"),
+    ConfigFlag("--dtype", ("dtype",), "cost controls", none_word="auto"),
+    ConfigFlag("--batch-size", ("batch_size",), "cost controls"),
+    ConfigFlag("--max-prompts", ("max_prompts",), "cost controls"),
+    ConfigFlag("--seed", ("seed",), "measurement"),
+    ConfigFlag("--position", ("position",), "measurement"),
+    ConfigFlag("--num-directions", ("num_directions",), "measurement"),
+    ConfigFlag(
+        "--no-ablation",
+        ("ablation",),
+        "cost controls",
+        switch_off=True,
+        help="skip the abliteration-cost stage (no min_k, no refusal curve)",
+    ),
+    ConfigFlag("--judge", ("judge",), "measurement"),
+    ConfigFlag("--max-new-tokens", ("max_new_tokens",), "measurement"),
+    ConfigFlag("--max-broken-share", ("max_broken_share",), "measurement"),
+    ConfigFlag("--kl-budget", ("kl_budget",), "measurement"),
+    ConfigFlag("--min-k-search", ("min_k_search",), "cost controls"),
+    ConfigFlag("--capability-ce", ("capability_ce",), "cost controls"),
+    ConfigFlag(
+        "--no-reuse-opening",
+        ("reuse_opening",),
+        "cost controls",
+        switch_off=True,
+        help="run every prompt's opening tokens (system prompt, role markers) in each "
+        "first-token pass instead of reusing their cache: slower, same numbers",
+    ),
+    ConfigFlag("--capability-k", ("capability_k",), "measurement"),
+    ConfigFlag("--eval-fraction", ("eval_fraction",), "measurement"),
+    ConfigFlag("--layer-bootstraps", ("layer_bootstraps",), "measurement"),
+    ConfigFlag("--permutations", ("permutations",), "measurement"),
+    ConfigFlag("--bootstraps", ("bootstraps",), "measurement"),
+    ConfigFlag(
+        "--no-fragility",
+        ("fragility",),
+        "cost controls",
+        switch_off=True,
+        help="skip the fragility stage (no sharpness, no forecast)",
+    ),
+    ConfigFlag("--fragility-steps", ("fragility", "steps"), "measurement"),
+    ConfigFlag("--power-iterations", ("fragility", "power_iterations"), "cost controls"),
+    ConfigFlag("--fragility-lr", ("fragility", "learning_rate"), "measurement"),
 )
 
 

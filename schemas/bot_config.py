@@ -1,8 +1,9 @@
 """The bot's configuration: one YAML file, read once at the entry point.
 
 Every field is documented here, so `docs/bot.md`, the example config and `--help` say the
-same thing. Secrets (the Hub token, the webhook secret) are never part of this file: the token is
-huggingface_hub's own (`HF_TOKEN`, else the `hf auth login` one), the webhook secret comes from
+same thing. Secrets (the Hub tokens, the webhook secret) are never part of this file: the bot's
+token is huggingface_hub's own (`HF_TOKEN`, else the `hf auth login` one), a job's narrower
+token is read from the variable `jobs.token_env` names, and the webhook secret comes from
 `DEPTHCARD_WEBHOOK_SECRET`.
 """
 
@@ -77,6 +78,14 @@ class JobsConfig(Strict):
         description="run_job `attempts`: runs of one job, the first included, before the Hub "
         "reports it failed (the bot's max_attempts then counts whole jobs).",
     )  # fmt: skip
+    token_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of an environment variable holding the token the job gets as "
+        "HF_TOKEN, instead of the bot's own: a fine-grained token that can read the audited "
+        "models and write only to results_repo (docs/bot.md, Jobs token). Unset: the job gets "
+        "the bot's token.",
+    )
     log_tail_lines: int = Field(
         40, ge=0, description="Last lines of a failed job's log kept with its error."
     )

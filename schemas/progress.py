@@ -17,11 +17,16 @@ from depthcard.schemas._base import Strict
 class WorkCount(Strict):
     """Forward calls and tokens run through a model for one purpose."""
 
-    calls: int = Field(0, ge=0, description="Forward calls (one batch each).")
-    rows: int = Field(0, ge=0, description="Sequences in those calls (batch rows, summed).")
+    calls: int = Field(ge=0, description="Forward calls (one batch each).")
+    rows: int = Field(ge=0, description="Sequences in those calls (batch rows, summed).")
     tokens: int = Field(
-        0, ge=0, description="Input positions computed (cached positions are not recounted)."
+        ge=0, description="Input positions computed (cached positions are not recounted)."
     )
+
+    @classmethod
+    def zero(cls) -> WorkCount:
+        """No work yet: where a count starts."""
+        return cls(calls=0, rows=0, tokens=0)
 
 
 class ProgressEvent(Strict):

@@ -27,6 +27,7 @@ from depthcard.schemas.sections import (
 
 SCHEMA_VERSION = "2.0"  # 2.0: held-out split, nulls, placebos, intervals (1.0 still reads)
 
+DIRECTIONS_FILE = "directions.safetensors"  # the tensor file report.json names
 AUTO_BATCH_GPU = 64
 AUTO_BATCH_CPU = 16
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -138,12 +139,18 @@ class AuditConfig(Strict):
         "Capture and the ablation stage halve it on out-of-memory either way; a written "
         "report records the size that ran.",
     )
-    max_prompts: int | None = Field(None, ge=1, description="Cap on prompts per set (None = all).")
-    seed: int = Field(0, description="Seed for --max-prompts subsampling.")
+    max_prompts: int | None = Field(
+        None, ge=1, description="Cap on prompts per set; unset: every prompt of each set."
+    )
+    seed: int = Field(
+        0,
+        description="Seed of the --max-prompts subsample, the fit/eval split, the bootstrap "
+        "resamples and the label permutations.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Requested device.")
     dtype: Dtype | None = Field(
         None,
-        description="dtype the models run in; None = auto: bfloat16 on a GPU; on a CPU "
+        description="dtype the models run in; unset (auto): bfloat16 on a GPU; on a CPU "
         "bfloat16 where the first batch runs faster in it and agrees with float32 within "
         "bf16_kl_tolerance, else float32 (the report records which ran and why).",
     )
@@ -336,7 +343,7 @@ class LayerMetrics(Strict):
     projection_third: float | None = Field(None, description="s_l for the third model.")
     erosion: float | None = Field(None, description="e_l = (s_F − s_B)/(s_I − s_B).")
     models_identical: bool = Field(
-        False, description="Base and child activations agree within tolerance here."
+        description="Base and child activations agree within tolerance here."
     )
 
 
@@ -589,7 +596,7 @@ class AuditReport(Strict):
     """A complete audit. Validated before it is written or published."""
 
     schema_version: Literal["1.0", "2.0"] = Field(
-        SCHEMA_VERSION, description="Report schema version (1.0 reports still validate)."
+        description="Report schema version (1.0 reports still validate)."
     )
     tool: ToolInfo
     created_at: datetime = Field(description="UTC time the report was written.")
@@ -619,7 +626,7 @@ class AuditReport(Strict):
     verdict: Verdict
     absent: list[AbsentSection] = Field(default_factory=list, description="Missing sections.")
     warnings: list[str] = Field(default_factory=list, description="Things a reader should know.")
-    directions_file: str = Field("directions.safetensors", description="Tensor file beside it.")
+    directions_file: str = Field(description="Tensor file beside it.")
 
     @field_validator("layers")
     @classmethod

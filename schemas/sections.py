@@ -23,7 +23,7 @@ class Species(Strict):
     first_layer: int = Field(ge=0, description="First layer of the track.")
     last_layer: int = Field(ge=0, description="Last layer of the track.")
     mean_variance_share: Unit = Field(description="Mean variance share of its modes.")
-    alignment_specific: bool = Field(False, description="Child-only track (no base match).")
+    alignment_specific: bool = Field(description="Child-only track (no base match).")
 
 
 class LayerModes(Strict):
@@ -61,7 +61,7 @@ class DepthScore(Strict):
     score: Unit = Field(description="Overall depth score: 0 = chance, 1 = fully entangled.")
     fraction_above_2x_chance: Unit = Field(description="Over all analysed layers.")
     layers: list[DepthAtLayer] = Field(description="Per analysed layer.")
-    child_only: bool = Field(False, description="Capability subspace from the child's own Dc.")
+    child_only: bool = Field(description="Capability subspace from the child's own Dc.")
 
 
 AnswerClass = Literal["refusal", "compliance", "broken"]
@@ -134,7 +134,11 @@ class Ablation(Strict):
     min_k_reason: MinKReason | None = Field(
         None, description="Why min_k is absent: refusal never dropped, or only by breaking."
     )
-    max_broken_share: Unit = Field(0.10, description="Broken share min_k may have at most.")
+    max_broken_share: Unit | None = Field(
+        None,
+        description="Broken share min_k may have at most; None: not recorded (reports "
+        "before the three-way judge, whose min_k counted refusal alone).",
+    )
     broken_share_at_min_k: Unit | None = Field(None, description="Broken share at min_k.")
     kl_at_min_k: NonNeg | None = Field(None, description="KL at min_k.")
     delta_ce_at_min_k: float | None = Field(None, description="ΔCE at min_k.")
@@ -156,7 +160,7 @@ class Ablation(Strict):
     causal_spearman: float | None = Field(
         None, ge=-1.0, le=1.0, description="Spearman(SVD order, single-direction effect)."
     )
-    non_monotone: bool = Field(False, description="Cumulative curve rises somewhere.")
+    non_monotone: bool = Field(description="Cumulative curve rises somewhere.")
     min_k_search: Literal["ordered", "bisect", "all"] | None = Field(
         None,
         description="How the judged points were chosen: `ordered` judged k = 1, 2, … up to "
@@ -282,7 +286,9 @@ class Fragility(Strict):
     fit_steps: int | None = Field(None, ge=1, description="Early steps fitted; None = all.")
     exponent: float | None = Field(None, description="Fitted p in ΔL_A ≈ c·t^p.")
     fit_coefficient: float | None = Field(None, ge=0.0, description="Fitted c in ΔL_A ≈ c·t^p.")
-    fit_points: int = Field(0, ge=0, description="Fitted steps with ΔL_A > 0.")
+    fit_points: int | None = Field(
+        None, ge=0, description="Fitted steps with ΔL_A > 0; None: not recorded (older reports)."
+    )
     fit_negative_points: int | None = Field(
         None, ge=0, description="Fitted steps with ΔL_A < 0 (fitted too: they lower R²)."
     )
@@ -296,10 +302,11 @@ class Fragility(Strict):
         None, ge=0.0, description="Steps until L_A rises by the margin; only when reliable."
     )
     forecast_margin: NonNeg = Field(description="Rise in L_A the forecast is for.")
-    forecast_checked: bool = Field(
-        False,
+    forecast_checked: bool | None = Field(
+        None,
         description="The forecast checks were applied (R², rising steps, range, converged "
-        "sharpness): forecast_steps is given only when all passed. False in older reports.",
+        "sharpness): forecast_steps is given only when all passed. None: not recorded (older "
+        "reports), read as unchecked.",
     )
     no_forecast_reasons: list[str] = Field(
         default_factory=list, description="Why there is no reliable forecast (every failed check)."
@@ -331,8 +338,10 @@ class Erosion(Strict):
     )
     logprob_child: float = Field(le=0.0, description="Same under I.")
     logprob_third: float = Field(le=0.0, description="Same under F.")
-    gradient_framings: tuple[str, str] = Field(
-        ("chat", "raw"), description="The two framings of the same completions compared."
+    gradient_framings: tuple[str, str] | None = Field(
+        None,
+        description="The two framings of the same completions compared; None: not recorded "
+        "(older reports).",
     )
     gradient_subset: str = Field(description="Parameters of F the gradients are taken over.")
     gradient_parameter_count: int = Field(ge=0, description="Scalars in that subset.")

@@ -25,6 +25,8 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from depthcard.schemas.errors import UserError
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +72,7 @@ def stage(dest: Path, root: Path = ROOT, results_repo: str | None = None) -> Pat
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
-        raise ValueError(f"{dest} is not empty")
+        raise UserError(f"{dest} is not empty")
     shutil.copytree(root / "depthcard", dest / "depthcard", ignore=IGNORED)
     for package in PACKAGES:
         shutil.copytree(root / package, dest / "depthcard" / package, ignore=IGNORED)

@@ -1,7 +1,8 @@
 """A stand-in for `depthcard audit` in bot tests: writes a valid report for the pinned pair.
 
 Usage (as the bot calls it): python tests/fake_audit.py BASE@sha CHILD@sha --out DIR [...]
-FAKE_AUDIT_FAIL=1 makes it fail like a crashed audit.
+FAKE_AUDIT_FAIL=1 makes it fail like a crashed audit; FAKE_AUDIT_FAIL=2 like an audit that
+refuses its input (one error line, exit 2, as `depthcard` does on a UserError).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from tests.report_factory import make_report  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
+    if os.environ.get("FAKE_AUDIT_FAIL") == "2":
+        error = "depthcard: error: --num-directions 99 exceeds the 16 harmful prompts"
+        print(error, file=sys.stderr)
+        return 2
     if os.environ.get("FAKE_AUDIT_FAIL"):
         print("fake audit: CUDA out of memory", file=sys.stderr)
         return 1

@@ -122,6 +122,8 @@ def _build(
         sections["erosion"] = _erosion()
     models = _models(kind, num_layers, d, local)
     return {
+        "schema_version": "2.0",
+        "directions_file": "directions.safetensors",
         "tool": {"version": "0.1.0", "git_revision": "a" * 40, "analysis_version": "a1"},
         "created_at": datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC),
         "audit_key": _key(models.get("base"), models["child"]),
@@ -200,6 +202,7 @@ def _layer(i: int, num_layers: int, d: int, n: int, kind: str, identical: bool) 
     if kind == "child-only":
         m["ranks"] = {"child_contrast": _rank_stats(2 + i, n, d, 0.8 * act)}
         m["recovery_cosine"] = round(0.7 + 0.25 * depth, 6)
+        m["models_identical"] = False
         return m
     aligned = 0 if same else 3 + i
     ranks = {
@@ -424,6 +427,7 @@ def _ablation(star: int, baseline: float, k_max: int = 8) -> dict:
         "delta_ce_at_min_k": None if hit is None else hit["delta_ce"],
         "causal_spearman": 0.42,
         "non_monotone": False,
+        "max_broken_share": 0.10,
     }
 
 
@@ -465,7 +469,8 @@ def _modes(num_layers: int, paired: bool) -> dict:
         )
         for i in range(num_layers + 1)
     ]
-    track = Species(id=0, first_layer=0, last_layer=num_layers, mean_variance_share=0.42)
+    track = Species(id=0, first_layer=0, last_layer=num_layers, mean_variance_share=0.42,
+                    alignment_specific=False)  # fmt: skip
     return ModeCatalogue(
         k=2,
         tau_species=0.8,
@@ -507,6 +512,7 @@ def _erosion() -> dict:
         logprob_base=-120.0,
         logprob_child=-180.0,
         logprob_third=-140.0,
+        gradient_framings=("chat", "raw"),
         gradient_subset="/mlp\\.down_proj\\.weight$/ in blocks 2..3",
         gradient_parameter_count=1_000_000,
         gradient_cosine=0.3,

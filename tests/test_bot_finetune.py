@@ -54,7 +54,8 @@ def test_a_three_model_job_passes_third_and_files_under_the_finetune(tmp_path):
                     jobs={"namespace": "depthcard",
                           "install": f"depthcard @ git+https://g/d@{SHA_B}"})  # fmt: skip
     script = JobsBackend(cfg, api=None, token=None, download=None).command(job)[-1]
-    audit = next(part for part in script.split("; ") if part.startswith("depthcard audit"))
+    audit = next(part for part in script.split("; ") if "depthcard audit" in part)
+    audit = audit[audit.index("depthcard audit") :].split(" 2>&1")[0]  # its stderr is copied
     assert shlex.split(audit)[2:6] == job.models()
     assert f"reports/kim/x-ft/{SHA_F}" in script
     local = LocalBackend(BotConfig(work_dir=tmp_path))

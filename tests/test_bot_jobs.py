@@ -75,8 +75,10 @@ def test_a_timeout_run_job_cannot_read_is_refused_at_config_load(timeout, tmp_pa
 )
 def test_pinned_installs_are_accepted_and_installed_as_given(install):
     jobs = JobsConfig(namespace="x", install=install)
-    assert install_steps(jobs.install, "d/r", None) == [
-        f"pip install --quiet {shlex.quote(install)}"
+    steps = install_steps(jobs.install, "d/r", None, pins=["torch==2.13.0"])
+    assert steps == [
+        "printf '%s\\n' torch==2.13.0 > /tmp/depthcard-constraints.txt",
+        f"pip install --quiet -c /tmp/depthcard-constraints.txt {shlex.quote(install)}",
     ]
 
 
@@ -88,9 +90,9 @@ def test_unpinned_installs_are_refused(install):
 
 def test_the_shipped_wheel_is_fetched_from_the_results_dataset_and_installed():
     steps = install_steps(None, "d/r", "wheels/ab/depthcard-0.1.0-py3-none-any.whl")
-    assert steps[1] == ("hf download d/r wheels/ab/depthcard-0.1.0-py3-none-any.whl "
+    assert steps[2] == ("hf download d/r wheels/ab/depthcard-0.1.0-py3-none-any.whl "
                         "--repo-type dataset --local-dir /tmp/depthcard-wheel")  # fmt: skip
-    assert steps[2].endswith("/tmp/depthcard-wheel/wheels/ab/depthcard-0.1.0-py3-none-any.whl")
+    assert steps[3].endswith("/tmp/depthcard-wheel/wheels/ab/depthcard-0.1.0-py3-none-any.whl")
     with pytest.raises(ValueError):
         install_steps(None, "d/r", None)
 
@@ -127,3 +129,35 @@ def test_the_wheel_is_uploaded_once_to_the_results_dataset(tmp_path):
         assert ship_wheel(hub, "d/results", ROOT) == path
         assert len(double.repo("d/results", "dataset").commits) == commits  # not uploaded twice
     assert (ROOT / "build").exists() == had_build  # built from a copy: the checkout is untouched
+
+
+def test_every_install_step_holds_the_dependencies_to_the_shipped_constraints():
+    from depthcard.bot.job_constraints import shipped_constraints
+
+    pins = shipped_constraints()
+    names = {line.split("==")[0] for line in pins}
+    assert all(line.count("==") == 1 for line in pins)
+    # the libraries whose behaviour the audit's numbers depend on are all pinned
+    assert {"torch", "transformers", "huggingface-hub", "pydantic", "safetensors", "numpy",
+            "tokenizers", "accelerate", "scipy", "pyyaml"} <= names  # fmt: skip
+    for install in (None, f"depthcard @ git+https://g/o/d@{SHA}"):
+        steps = install_steps(install, "d/r", None if install else "wheels/ab/d.whl")
+        written = shlex.split(steps[0].removesuffix(" > /tmp/depthcard-constraints.txt"))
+        assert written == ["printf", "%s\\n", *pins]
+        for step in steps[1:]:
+            if step.startswith("pip install"):
+                assert " -c /tmp/depthcard-constraints.txt " in step, step
+
+
+def test_the_constraints_cover_every_runtime_dependency():
+    import tomllib
+
+    from depthcard.bot.job_constraints import canonical, shipped_constraints
+
+    pinned = dict(line.split("==") for line in shipped_constraints())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    for requirement in project["project"]["dependencies"]:
+        name = canonical(requirement.split(">")[0].split("<")[0].split("=")[0].strip())
+        assert name in pinned, requirement
+    assert (ROOT / "depthcard" / "constraints.txt").is_file()
+    assert '"depthcard" = ["constraints.txt"]' in (ROOT / "pyproject.toml").read_text()  # shipped

@@ -30,11 +30,17 @@ def _report(fields: dict):
     return make_report(with_depth=True, headline=fields | {"depth_window": [2, 4]})
 
 
+def summary_details(report) -> str:
+    """The summary's paragraphs about each number, one line each (the terminal wraps them)."""
+    text = summary_table(report, Path("out")).split("what the numbers mean:\n")[1]
+    return text.replace("\n  ", " ")
+
+
 def _views(report) -> dict[str, str]:
     card = render_card_section(report, report_url=None, reproduce_command="depthcard audit")
     return {
         "card": card,
-        "summary": summary_table(report, Path("out")),
+        "summary": summary_details(report),
         "space": headline_table(report).to_string(),
     }
 

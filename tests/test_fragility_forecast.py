@@ -95,7 +95,8 @@ def test_a_far_extrapolation_is_refused():
 def _views(report) -> list[str]:
     card = render_card_section(report, report_url=None, reproduce_command="depthcard audit")
     space = card_markdown(report)  # the Space's report view shows the card section
-    return [card, summary_table(report, Path("out")), space]
+    summary = summary_table(report, Path("out")).replace("\n  ", " ")  # wrapped lines joined
+    return [card, summary, space]
 
 
 def test_every_view_prints_a_checked_forecast():

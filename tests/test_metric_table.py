@@ -102,15 +102,23 @@ def _card_cells(report: AuditReport) -> dict[str, str]:
     return cells
 
 
-def _summary_numbers(report: AuditReport) -> dict[str, str]:
-    width = max(len(m.label) for m in metrics.METRICS)
-    lines = summary_table(report, Path("out")).splitlines()
+def _summary_numbers(report: AuditReport) -> dict[str, tuple[str, str]]:
+    """Per label: the number in the summary's table, and its table row with the paragraph
+    below the table that gives its companions (wrapped lines joined)."""
+    text = summary_table(report, Path("out"))
+    table, below = text.split("what the numbers mean:\n")
+    below = below.replace("\n  ", " ").splitlines()
     out = {}
     for m in metrics.METRICS:
-        line = next((x for x in lines if x.startswith(m.label + " ")), None)
-        if line is not None:
-            out[m.label] = line
-    return {k: (line[width:].lstrip().split("  ")[0], line) for k, line in out.items()}
+        row = next((x for x in table.splitlines() if x.startswith(m.label + " ")), None)
+        if row is None:
+            continue
+        detail = next(x for x in below if x.startswith(m.label + ": "))
+        number = row[len(m.label) :].strip().split("  ")[0]
+        if number == "see below":  # too long for the column: the paragraph has it
+            number = ""
+        out[m.label] = (number, f"{row} {detail}")
+    return out
 
 
 def _pr_values(report: AuditReport) -> dict[str, str]:

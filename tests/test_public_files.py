@@ -84,9 +84,10 @@ def test_a_job_uploads_the_public_copy_only(tmp_path, capsys):
     job = AuditJob("k", "acme/tiny", SHA, CHILD, SHA, 1000)
     steps = backend.command(job)[2].split("; ")
     public = shlex.split(next(s for s in steps if "public-report" in s))
-    upload = shlex.split(next(s for s in steps if s.startswith("hf upload")))
+    uploads = [shlex.split(s)[3] for s in steps if s.startswith("hf upload")]
     assert public[2:] == ["/tmp/report", "--out", "/tmp/public"]
-    assert upload[3] == public[-1]  # what is uploaded is the public copy
+    # what is uploaded is the public copy, or the one error line of an audit that exited 2
+    assert sorted(uploads) == sorted([public[-1], "/tmp/audit-error.txt"])
     folder = _folder(tmp_path, SHA, SHA)
     out = tmp_path / "public"
     assert main(["public-report", str(folder), "--out", str(out)]) == 0

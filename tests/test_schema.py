@@ -99,3 +99,65 @@ def test_child_only_report_cannot_carry_a_base_model():
     data["models"]["base"] = report_json()["models"]["base"]
     with pytest.raises(ValidationError, match="child-only"):
         AuditReport.model_validate(data)
+
+
+def _recorded_fields():
+    """(model, name, field) of every field a report records, its settings (`config`, which
+    holds the defaults an audit starts from) left out."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from depthcard.schemas.report import AuditConfig
+    from depthcard.schemas.sections import FragilitySettings
+
+    seen, todo = set(), [AuditReport]
+    while todo:
+        model = todo.pop()
+        if model in seen or model in (AuditConfig, FragilitySettings):
+            continue
+        seen.add(model)
+        for name, info in model.model_fields.items():
+            yield model, name, info
+            stack = [info.annotation]
+            while stack:
+                t = stack.pop()
+                stack += typing.get_args(t)
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    todo.append(t)
+
+
+def test_recorded_fields_have_no_default_a_reader_could_take_for_a_measurement():
+    """A report that lacks a field must not read as if it had measured a value: every field
+    a report records is required, or None when absent (read as "not recorded"), or an empty
+    list (nothing of that kind was recorded). A single-value Literal is a constant."""
+    import typing
+
+    from pydantic_core import PydanticUndefined
+
+    offenders = []
+    for model, name, info in _recorded_fields():
+        if typing.get_origin(info.annotation) is typing.Literal:
+            if len(typing.get_args(info.annotation)) == 1:
+                continue
+        default = info.default_factory() if info.default_factory else info.default
+        if default is PydanticUndefined or default is None or default == []:
+            continue
+        offenders.append(f"{model.__name__}.{name} = {default!r}")
+    assert not offenders, offenders
+
+
+def test_a_report_without_the_broken_share_bound_reads_as_not_recorded():
+    from depthcard.lab.calibration_suite import ablation_cost
+
+    data = json.loads(make_report(with_ablation=True).model_dump_json())
+    assert ablation_cost(AuditReport.model_validate(data))["min_k_rule"] == "coherent"
+    del data["ablation"]["max_broken_share"]  # a report from before the three-way judge
+    old = AuditReport.model_validate(data)
+    assert old.ablation.max_broken_share is None
+    assert ablation_cost(old)["min_k_rule"] == "refusal-only"
+    for field in ("schema_version", "directions_file"):
+        data = report_json()
+        del data[field]
+        with pytest.raises(ValidationError, match=field):
+            AuditReport.model_validate(data)
