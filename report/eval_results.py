@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import yaml
 from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
 
+from depthcard.report.leaderboard import DEPTH_WORDS
 from depthcard.report.metrics import (
     FormatKind,
     card_number,
@@ -101,7 +102,7 @@ def unpublished(report: AuditReport) -> list[str]:
     h, lines = report.headline, []
     test = depth_test(report)
     if h.alignment_depth_score is not None and test != "above-null":
-        why = "no null computed" if test is None else test.replace("-", " ")
+        why = "no null computed" if test is None else DEPTH_WORDS[test]
         lines.append(
             f"alignment depth vs null: no value, {why} (raw score "
             f"{h.alignment_depth_score:.3f}, p = {_p(h.depth_p_value)})"

@@ -63,13 +63,16 @@ RUN_BUSY = (
     "minute. The leaderboard, Compare and Validate work meanwhile."
 )
 BOARD_NOTE = (
-    "Numbers as the model cards print them: the depth score relative to its label-permutation "
-    "null, (score − null mean)/(1 − null mean), averaged over the analysis window of layers "
-    "and shown only where p < 0.05 from at least 100 permutations (else empty: not above "
-    "null), with p and the raw score beside it; the fewest directions "
-    "whose ablation removes refusal without breaking the model (min k) and the KL that costs, "
-    "and the child's refusal rate with nothing removed. Compare only rows with the same "
-    "analysis version. Click a header to sort; the filter icon searches a column."
+    "Numbers as the model cards print them; where there is none, the cell says why. min k is "
+    "the fewest directions whose ablation removes refusal without breaking the model, and KL "
+    "what that costs (\"not reached\": refusal stayed with every k tried; \"only by "
+    "breaking\": it went only with too many broken answers). The depth is relative to its "
+    "label-permutation null, (score − null mean)/(1 − null mean), averaged over the analysis "
+    "window of layers, and shown only where p < 0.05 from at least 100 permutations; else the "
+    f"cell says \"not above null\". Rows are sorted {handlers.BOARD_ORDER}; each audit setting "
+    "of a model "
+    "revision is its own row (see \"audit\"). Compare only rows with the same analysis "
+    "version. Click a header to sort; the filter icon searches a column."
 )
 REFRESH_SECONDS = 300.0  # how often the leaderboard reads the reports again
 # System fonts only: the default theme fetches web fonts, which a Space need not wait for.
@@ -297,6 +300,8 @@ def _leaderboard_tab(ui: Shared, refresh_seconds: float) -> Callable[[gr.Blocks]
         interactive=False,
         show_search="filter",
         pinned_columns=1,
+        column_widths=handlers.LEADERBOARD_WIDTHS,
+        wrap=True,
         buttons=["fullscreen", "copy"],
         max_height=640,
         elem_id="leaderboard",
@@ -325,7 +330,9 @@ def _leaderboard_tab(ui: Shared, refresh_seconds: float) -> Callable[[gr.Blocks]
 
     @_safe
     def open_from_board(extra_reports, evt: gr.SelectData):
-        report_id = evt.row_value[-1] if evt.row_value else None
+        cells = evt.row_value or []
+        at = handlers.LEADERBOARD_COLUMNS.index("report")
+        report_id = handlers.report_of_cell(cells[at]) if len(cells) > at else None
         return ui.opened(report_id, extra_reports)
 
     def wire(demo: gr.Blocks) -> None:

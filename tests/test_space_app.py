@@ -29,13 +29,12 @@ def ids() -> list[str]:
     return support.store().ids()
 
 
-def test_leaderboard_endpoint_leads_with_numbers_and_links_models(client):
+def test_leaderboard_endpoint_leads_with_the_verdict_and_links_models(client):
     rows = client.predict(api_name="/board")
-    assert list(rows[0])[:3] == ["model", "depth vs null", "depth p"]
-    assert list(rows[0])[-1] == "report"
-    alpha = next(r for r in rows if r["report"].startswith("alpha-lab/Alpha-7B"))
+    assert list(rows[0])[:3] == ["model", "verdict", "min k (coherent)"]
+    alpha = next(r for r in rows if "alpha-lab/Alpha-7B" in r["report"])
     assert alpha["model"].startswith("[alpha-lab/Alpha-7B-Instruct](https://huggingface.co/")
-    assert alpha["depth score (raw)"] == 0.265  # a number with the card's digits, sortable
+    assert alpha["depth score (raw)"] == 0.265  # a number with the card's digits
 
 
 def test_the_board_uses_gradios_own_search_sort_and_pinned_column():
@@ -44,7 +43,7 @@ def test_the_board_uses_gradios_own_search_sort_and_pinned_column():
     demo = build_app(support.store(), refresh_seconds=60)
     board = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "leaderboard")
     assert board.show_search == "filter" and board.pinned_columns == 1
-    assert board.datatype[0] == "markdown" and "number" in board.datatype
+    assert board.datatype[0] == "markdown" and len(board.column_widths) == len(board.datatype)
     timers = [b for b in demo.blocks.values() if type(b).__name__ == "Timer"]
     assert [t.value for t in timers] == [60] and timers[0].active
 
