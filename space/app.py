@@ -74,6 +74,7 @@ BOARD_NOTE = (
     "revision is its own row (see \"audit\"). Compare only rows with the same analysis "
     "version. Click a header to sort; the filter icon searches a column."
 )
+HEADLINE_MAX_HEIGHT = 4000  # px: far above the tallest headline table (about 12 rows)
 REFRESH_SECONDS = 300.0  # how often the leaderboard reads the reports again
 # System fonts only: the default theme fetches web fonts, which a Space need not wait for.
 THEME = gr.themes.Base(
@@ -110,6 +111,8 @@ class ReportPanel:
             wrap=True,
             visible=False,
             column_widths=["17%", "20%", "20%", "43%"],
+            # Every headline in view: no inner scroll box (gradio's default is 500 px).
+            max_height=HEADLINE_MAX_HEIGHT,
             elem_id="headline",
         )
         self.plots: dict[str, gr.LinePlot] = {}
@@ -135,14 +138,14 @@ class ReportPanel:
             self.card = gr.Code(language="markdown")
 
     def _plot(self, key: str) -> None:
-        _, x, y, color, title, x_label, y_label = rv.PLOTS[key]
+        spec = rv.PLOTS[key]
         self.plots[key] = gr.LinePlot(
-            x=x,
-            y=y,
-            color=color,
-            title=title,
-            x_title=x_label,
-            y_title=y_label,
+            x=spec.x,
+            y=spec.y,
+            color="series",
+            title=spec.title,
+            x_title=spec.x_title,
+            y_title=spec.y_title,
             tooltip="all",
             height=300,
             visible=False,
@@ -166,11 +169,17 @@ class ReportPanel:
         ]
 
     @staticmethod
+    def _plot_update(key: str, frame) -> gr.LinePlot:
+        """A plot with data: its whole-number x axis drawn as ordered categories."""
+        shown, order = rv.integer_axis(frame, rv.PLOTS[key].x)
+        return gr.LinePlot(value=shown, sort=order, visible=True)
+
+    @staticmethod
     def updates(view: rv.ReportView) -> list:
         """Component updates for a view; parts without data are hidden."""
         plots = [
-            gr.LinePlot(value=view.frames[key], visible=not view.frames[key].empty)
-            if key in view.frames
+            ReportPanel._plot_update(key, view.frames[key])
+            if key in view.frames and not view.frames[key].empty
             else gr.LinePlot(value=None, visible=False)
             for key in rv.PLOT_KEYS
         ]
@@ -509,19 +518,18 @@ def _run_tab(
     run_button = gr.Button("Audit the calibration pair", variant="primary")
     run_status = gr.Markdown(elem_id="run-status")
 
-    # gradio injects a progress tracker where a parameter defaults to gr.Progress().
     # A generator: gradio closes it when the run is cancelled or its client leaves, and
     # closing it kills the audit, frees the process's one slot and removes its folder.
-    def live_run(extra_reports, progress=gr.Progress()):  # noqa: B008
+    # The progress is drawn once, as the status text; no gr.Progress bar repeats it.
+    def live_run(extra_reports):
         pair = demo_pair()
         if pair is None:
             raise gr.Error(rv.md_text("Cannot run: calibration pair missing"))
         skip = [gr.skip()] * (1 + len(ui.open_outputs))
         try:
             for step in live_audit(*pair, config=live_config, output_args=live_args):
-                progress(step.fraction, desc=step.text)
                 if step.report is None:
-                    yield [rv.md_text(step.text), *skip]
+                    yield [rv.md_text(run_text(step.fraction, step.text)), *skip]
                     continue
                 # The folder goes with the run; the session keeps the report in memory.
                 entry = rv.session_entry(step.report, "live", "live-audit/report.json")
@@ -546,9 +554,16 @@ def _run_tab(
             [run_status, ui.extra, *ui.open_outputs],
             api_name="live_run",
             concurrency_limit=None,
+            show_progress="minimal",
+            show_progress_on=[run_status],
         )
 
     return wire
+
+
+def run_text(fraction: float, text: str) -> str:
+    """The Run tab's one progress line: how far the audit is and what it does now."""
+    return f"{100 * fraction:.0f} % · {text}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

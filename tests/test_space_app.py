@@ -65,10 +65,16 @@ def test_every_plot_gets_its_own_data(client, ids):
     full = next(i for i in ids if i.startswith("alpha-lab/Alpha-7B"))
     plots = client.predict(full, api_name="/open_report")[2 : 2 + len(PLOT_KEYS)]
     for key, plot in zip(PLOT_KEYS, plots, strict=True):
-        x, y = PLOTS[key][1:3]
+        x, y = PLOTS[key].x, PLOTS[key].y
         if plot["visible"]:
             assert {x, y} <= set(plot["value"]["columns"]), key
+            # the whole-number x axis arrives as ordered text categories: integer ticks only
+            assert plot["value"]["datatypes"][x] == "nominal", key
+            assert plot["sort"] == sorted(plot["sort"], key=int), key
     assert sum(p["visible"] for p in plots) == len(PLOT_KEYS) - 1  # all but erosion
+    shares = plots[PLOT_KEYS.index("ablation_refusal")]["value"]
+    series = {row[shares["columns"].index("series")] for row in shares["data"]}
+    assert series == {"refusal", "compliance", "broken", "svd refusal", "threshold 10 %"}
 
 
 def test_unknown_report_is_a_message_not_an_error(client):

@@ -316,3 +316,24 @@ def test_a_three_model_report_is_found_where_the_fine_tunes_card_links():
     model = card_model(report)
     link = report_url("https://x.hf.space/", model.repo_id, model.revision)
     assert link.endswith(f"?report={report_id(report)}")
+
+
+def test_the_abliteration_plot_is_the_judged_shares_with_the_threshold():
+    from depthcard.space import series
+
+    report = make_report(with_ablation=True)
+    frame = series.ablation_shares_frame(report)
+    assert set(frame.columns) == {"k", "share", "series"}  # no log-odds score in it
+    attack = {p.k: p for p in report.ablation.curve if p.basis == "attack"}
+    for word, field in (("refusal", "refusal_rate"), ("compliance", "compliance_share"),
+                        ("broken", "broken_share")):  # fmt: skip
+        line = frame[frame["series"] == word].set_index("k")["share"]
+        assert line.to_dict() == {k: getattr(p, field) for k, p in attack.items()}, word
+    threshold = frame[frame["series"] == "threshold 10 %"]
+    assert set(threshold["share"]) == {0.1} and list(threshold["k"]) == sorted(attack)
+    # a k the judge did not read is not drawn
+    unjudged = [p.model_copy(update={"refusal_rate": None}) if p.k == 5 else p
+                for p in report.ablation.curve]  # fmt: skip
+    ablation = report.ablation.model_copy(update={"curve": unjudged})
+    frame = series.ablation_shares_frame(report.model_copy(update={"ablation": ablation}))
+    assert 5 not in set(frame["k"])
