@@ -44,8 +44,8 @@ LEADERBOARD_DATATYPES = [
 ]  # fmt: skip
 # Pixel widths, one per column: the first eleven add up to less than a 1300 px page.
 LEADERBOARD_WIDTHS = [
-    "190px", "90px", "110px", "120px", "105px", "85px", "80px", "40px", "80px", "95px",
-    "80px", "170px", "170px", "90px", "70px", "80px", "90px",
+    "190px", "125px", "105px", "110px", "100px", "85px", "90px", "40px", "90px", "105px",
+    "70px", "170px", "170px", "90px", "70px", "80px", "90px",
 ]  # fmt: skip
 BOARD_ORDER = "newest audit first"
 _REPORT_LINK = re.compile(r"\?report=([^)\s]+)")
