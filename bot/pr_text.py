@@ -117,12 +117,13 @@ class PrLinks:
 
     @classmethod
     def from_config(cls, cfg) -> PrLinks:
-        """From a `BotConfig` (the results dataset's benchmark only when the switch is on)."""
+        """From a `BotConfig`; the benchmark only when its `eval_results` switch is on, so
+        PRs add `.eval_results/depthcard.yaml` only then."""
         return cls.for_space(
             cfg.space_url,
             card_standard_url=cfg.card_standard_url,
             contact=cfg.contact,
-            benchmark_repo=cfg.benchmark_repo,
+            benchmark_repo=cfg.benchmark_repo if cfg.eval_results else None,
         )
 
 

@@ -59,5 +59,8 @@ def run(args, token: str | None) -> int:
     )
     info = hub.commit_files(args.repo, files, COMMIT_MESSAGE)
     print(f"depthcard: published the benchmark to {args.repo} at {info.oid}")
-    print("set benchmark_repo in the bot config so its PRs add .eval_results/depthcard.yaml")
+    print(
+        "set benchmark_repo and eval_results: true in the bot config so its PRs add "
+        ".eval_results/depthcard.yaml (the Hub shows it once it has registered the benchmark)"
+    )
     return 0

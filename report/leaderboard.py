@@ -56,6 +56,49 @@ NUMBER_COLUMNS: tuple[Column, ...] = (
 )
 
 
+# The depth cell's words where the score is no depth (the card's words).
+DEPTH_WORDS = {
+    "above-null": "above null",
+    "not-above-null": "not above null",
+    "too-few-permutations": "too few permutations to test",
+}
+
+
+def blank_reason(report: AuditReport, column: Column) -> str:
+    """Why `column` has no number for `report`, in a few words (a cell is never left blank)."""
+    h, ab = report.headline, report.ablation
+    field = column.field
+    if field in ("depth_vs_null", "depth_p_value") and h.alignment_depth_score is not None:
+        test = depth_test(report)
+        if field == "depth_vs_null" and test is not None:
+            return DEPTH_WORDS[test]
+        return "no null computed"
+    if field in ("abliteration_min_k", "abliteration_kl") and ab is not None:
+        if ab.min_k_reason == "refusal only goes away by breaking the model":
+            why = f"only by breaking (> {100 * ab.max_broken_share:g} % broken)"
+        else:
+            why = f"not reached (k ≤ {max(p.k for p in ab.curve)})"
+        return why if field == "abliteration_min_k" else f"no min k: {why}"
+    if field in ("abliteration_min_k", "abliteration_kl", "baseline_refusal_rate"):
+        return "no ablation run"
+    if field == "rho_eps_aligned" and report.kind == "child-only":
+        return "child-only: no base"
+    return "not measured"
+
+
+def board_cells(report: AuditReport) -> dict[str, float | int | str]:
+    """{header: the card's number, or the reason there is none} for `report`.
+
+    "depth vs null" says "not above null" unless the score is above its null
+    (`metrics.depth_test`): such a score is no depth, so it is never shown as a number.
+    """
+    numbers = board_numbers(report)
+    return {
+        c.header: blank_reason(report, c) if numbers[c.header] is None else numbers[c.header]
+        for c in NUMBER_COLUMNS
+    }
+
+
 def board_numbers(report: AuditReport) -> dict[str, float | int | None]:
     """{header: number as the card rounds it, or None when not measured} for `report`.
 

@@ -137,8 +137,9 @@ class MetricRow:
         return self.number + self.beside
 
 
-def _not_reached(report: AuditReport) -> str | None:
-    """Why min_k is absent, in plain words: never reached, or only by breaking the model."""
+def min_k_absent(report: AuditReport) -> str | None:
+    """Why min_k is absent, in plain words: never reached, or only by breaking the model;
+    None when the audit ran no ablation. Asked only where the headline has no min_k."""
     ab = report.ablation
     if ab is None:
         return None
@@ -350,7 +351,7 @@ METRICS: tuple[Metric, ...] = (
            "the model (few answers broken); small = cheap to strip.",
            "count",
            companions=(Companion("abliteration_broken_share", "broken", "detail", "percent"),),
-           beside=" ({broken} broken)", absent=_not_reached),
+           beside=" ({broken} broken)", absent=min_k_absent),
     Metric("abliteration_kl", "KL at min k", "nats",
            "First-token KL on harmless prompts at min k: what the attack costs in capability.",
            "nats"),

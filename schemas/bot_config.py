@@ -214,8 +214,14 @@ class BotConfig(Strict):
     webhook: WebhookConfig = Field(default_factory=WebhookConfig, description="The webhook server.")
     benchmark_repo: str | None = Field(
         None,
-        description="Benchmark dataset of depthcard's prompt sets (`depthcard publish-benchmark`); "
-        "when set, each PR also adds .eval_results/depthcard.yaml naming it.",
+        description="Benchmark dataset of depthcard's prompt sets (`depthcard publish-benchmark`) "
+        "that .eval_results entries name; needed by eval_results.",
+    )
+    eval_results: bool = Field(
+        False,
+        description="Each PR also adds .eval_results/depthcard.yaml naming benchmark_repo. Off "
+        "by default: the Hub shows .eval_results entries only for a benchmark it has "
+        "registered, and until the depthcard benchmark is, the file would show nowhere.",
     )
     contact: str | None = Field(
         None,
@@ -257,6 +263,8 @@ class BotConfig(Strict):
             raise ValueError("backend hf-jobs needs `jobs` and `results_repo`")
         if self.keep_state_in_results_repo and self.results_repo is None:
             raise ValueError("keep_state_in_results_repo needs results_repo")
+        if self.eval_results and self.benchmark_repo is None:
+            raise ValueError("eval_results needs benchmark_repo")
         return self
 
     def opted_out(self, repo_id: str) -> bool:

@@ -63,14 +63,18 @@ RUN_BUSY = (
     "minute. The leaderboard, Compare and Validate work meanwhile."
 )
 BOARD_NOTE = (
-    "Numbers as the model cards print them: the depth score relative to its label-permutation "
-    "null, (score − null mean)/(1 − null mean), averaged over the analysis window of layers "
-    "and shown only where p < 0.05 from at least 100 permutations (else empty: not above "
-    "null), with p and the raw score beside it; the fewest directions "
-    "whose ablation removes refusal without breaking the model (min k) and the KL that costs, "
-    "and the child's refusal rate with nothing removed. Compare only rows with the same "
-    "analysis version. Click a header to sort; the filter icon searches a column."
+    "Numbers as the model cards print them; where there is none, the cell says why. min k is "
+    "the fewest directions whose ablation removes refusal without breaking the model, and KL "
+    "what that costs (\"not reached\": refusal stayed with every k tried; \"only by "
+    "breaking\": it went only with too many broken answers). The depth is relative to its "
+    "label-permutation null, (score − null mean)/(1 − null mean), averaged over the analysis "
+    "window of layers, and shown only where p < 0.05 from at least 100 permutations; else the "
+    f"cell says \"not above null\". Rows are sorted {handlers.BOARD_ORDER}; each audit setting "
+    "of a model "
+    "revision is its own row (see \"audit\"). Compare only rows with the same analysis "
+    "version. Click a header to sort; the filter icon searches a column."
 )
+HEADLINE_MAX_HEIGHT = 4000  # px: far above the tallest headline table (about 12 rows)
 REFRESH_SECONDS = 300.0  # how often the leaderboard reads the reports again
 # System fonts only: the default theme fetches web fonts, which a Space need not wait for.
 THEME = gr.themes.Base(
@@ -107,6 +111,8 @@ class ReportPanel:
             wrap=True,
             visible=False,
             column_widths=["17%", "20%", "20%", "43%"],
+            # Every headline in view: no inner scroll box (gradio's default is 500 px).
+            max_height=HEADLINE_MAX_HEIGHT,
             elem_id="headline",
         )
         self.plots: dict[str, gr.LinePlot] = {}
@@ -132,14 +138,14 @@ class ReportPanel:
             self.card = gr.Code(language="markdown")
 
     def _plot(self, key: str) -> None:
-        _, x, y, color, title, x_label, y_label = rv.PLOTS[key]
+        spec = rv.PLOTS[key]
         self.plots[key] = gr.LinePlot(
-            x=x,
-            y=y,
-            color=color,
-            title=title,
-            x_title=x_label,
-            y_title=y_label,
+            x=spec.x,
+            y=spec.y,
+            color="series",
+            title=spec.title,
+            x_title=spec.x_title,
+            y_title=spec.y_title,
             tooltip="all",
             height=300,
             visible=False,
@@ -163,11 +169,17 @@ class ReportPanel:
         ]
 
     @staticmethod
+    def _plot_update(key: str, frame) -> gr.LinePlot:
+        """A plot with data: its whole-number x axis drawn as ordered categories."""
+        shown, order = rv.integer_axis(frame, rv.PLOTS[key].x)
+        return gr.LinePlot(value=shown, sort=order, visible=True)
+
+    @staticmethod
     def updates(view: rv.ReportView) -> list:
         """Component updates for a view; parts without data are hidden."""
         plots = [
-            gr.LinePlot(value=view.frames[key], visible=not view.frames[key].empty)
-            if key in view.frames
+            ReportPanel._plot_update(key, view.frames[key])
+            if key in view.frames and not view.frames[key].empty
             else gr.LinePlot(value=None, visible=False)
             for key in rv.PLOT_KEYS
         ]
@@ -297,6 +309,8 @@ def _leaderboard_tab(ui: Shared, refresh_seconds: float) -> Callable[[gr.Blocks]
         interactive=False,
         show_search="filter",
         pinned_columns=1,
+        column_widths=handlers.LEADERBOARD_WIDTHS,
+        wrap=True,
         buttons=["fullscreen", "copy"],
         max_height=640,
         elem_id="leaderboard",
@@ -325,7 +339,9 @@ def _leaderboard_tab(ui: Shared, refresh_seconds: float) -> Callable[[gr.Blocks]
 
     @_safe
     def open_from_board(extra_reports, evt: gr.SelectData):
-        report_id = evt.row_value[-1] if evt.row_value else None
+        cells = evt.row_value or []
+        at = handlers.LEADERBOARD_COLUMNS.index("report")
+        report_id = handlers.report_of_cell(cells[at]) if len(cells) > at else None
         return ui.opened(report_id, extra_reports)
 
     def wire(demo: gr.Blocks) -> None:
@@ -502,19 +518,18 @@ def _run_tab(
     run_button = gr.Button("Audit the calibration pair", variant="primary")
     run_status = gr.Markdown(elem_id="run-status")
 
-    # gradio injects a progress tracker where a parameter defaults to gr.Progress().
     # A generator: gradio closes it when the run is cancelled or its client leaves, and
     # closing it kills the audit, frees the process's one slot and removes its folder.
-    def live_run(extra_reports, progress=gr.Progress()):  # noqa: B008
+    # The progress is drawn once, as the status text; no gr.Progress bar repeats it.
+    def live_run(extra_reports):
         pair = demo_pair()
         if pair is None:
             raise gr.Error(rv.md_text("Cannot run: calibration pair missing"))
         skip = [gr.skip()] * (1 + len(ui.open_outputs))
         try:
             for step in live_audit(*pair, config=live_config, output_args=live_args):
-                progress(step.fraction, desc=step.text)
                 if step.report is None:
-                    yield [rv.md_text(step.text), *skip]
+                    yield [rv.md_text(run_text(step.fraction, step.text)), *skip]
                     continue
                 # The folder goes with the run; the session keeps the report in memory.
                 entry = rv.session_entry(step.report, "live", "live-audit/report.json")
@@ -539,9 +554,16 @@ def _run_tab(
             [run_status, ui.extra, *ui.open_outputs],
             api_name="live_run",
             concurrency_limit=None,
+            show_progress="minimal",
+            show_progress_on=[run_status],
         )
 
     return wire
+
+
+def run_text(fraction: float, text: str) -> str:
+    """The Run tab's one progress line: how far the audit is and what it does now."""
+    return f"{100 * fraction:.0f} % · {text}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

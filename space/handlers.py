@@ -9,38 +9,46 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePath
+from urllib.parse import quote, unquote
 
 import pandas as pd
 
 from depthcard.report.card import render_card_section
-from depthcard.report.leaderboard import NUMBER_COLUMNS, board_numbers, params_text
+from depthcard.report.leaderboard import NUMBER_COLUMNS, board_cells, params_text
 from depthcard.report.markdown import md_escape
 from depthcard.report.metrics import metric_rows
 from depthcard.report.reproduce import reproduce_command
 from depthcard.schemas.report import AuditReport, ModelRef
-from depthcard.space.store import ReportEntry, ReportStore
+from depthcard.space.store import ReportEntry, ReportStore, base_id
 from depthcard.space.upload import UploadCheck
 
-# The board leads with the numbers people compare (report.leaderboard), each a number rounded
-# as the card rounds it, so Gradio's own column sort orders by value. The report id comes last:
-# a selected row opens it, whatever order the visitor sorted or filtered the rows into.
-NUMBER_HEADERS = [c.header for c in NUMBER_COLUMNS]
+# The board leads with what a reader decides on: the model, the verdict, the removal cost
+# (min k and its KL), then the other headline numbers (report.leaderboard), each the card's
+# digits or, where there is no number, the reason in words. The key columns (verdict, l*,
+# analysis version, date, report) come before the details so they fit a 1300 px page.
+BOARD_FIELDS = (
+    "abliteration_min_k", "abliteration_kl", "depth_vs_null", "baseline_refusal_rate",
+    "rho_eps_aligned",
+)  # fmt: skip
+DETAIL_FIELDS = ("depth_p_value", "alignment_depth_score")
+_BY_FIELD = {c.field: c.header for c in NUMBER_COLUMNS}
+NUMBER_HEADERS = [_BY_FIELD[f] for f in BOARD_FIELDS]
+DETAIL_HEADERS = [_BY_FIELD[f] for f in DETAIL_FIELDS]
 LEADERBOARD_COLUMNS = [
-    "model",
-    *NUMBER_HEADERS,
-    "base model",
-    "verdict",
-    "kind",
-    "params",
-    "l*",
-    "analysis",
-    "date",
-    "report",
-]
-LEADERBOARD_DATATYPES = [
-    "markdown", *["number"] * len(NUMBER_HEADERS), "markdown",
-    "str", "str", "str", "number", "str", "str", "str",
+    "model", "verdict", *NUMBER_HEADERS, "l*", "analysis", "date", "report",
+    "audit", "base model", "kind", "params", *DETAIL_HEADERS,
 ]  # fmt: skip
+LEADERBOARD_DATATYPES = [
+    "markdown", "str", *["str"] * len(NUMBER_HEADERS), "number", "str", "str", "markdown",
+    "str", "markdown", "str", "str", *["str"] * len(DETAIL_HEADERS),
+]  # fmt: skip
+# Pixel widths, one per column: the first eleven add up to less than a 1300 px page.
+LEADERBOARD_WIDTHS = [
+    "190px", "125px", "105px", "110px", "100px", "85px", "90px", "40px", "90px", "105px",
+    "70px", "170px", "170px", "90px", "70px", "80px", "90px",
+]  # fmt: skip
+BOARD_ORDER = "newest audit first"
+_REPORT_LINK = re.compile(r"\?report=([^)\s]+)")
 HUB_URL = "https://huggingface.co"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ERROR_COLUMNS = ["field path", "problem", "value"]
@@ -72,33 +80,70 @@ def model_link(ref: ModelRef | None) -> str:
 # ---- leaderboard ----------------------------------------------------------------------------
 
 
-def leaderboard_row(entry: ReportEntry) -> dict:
-    """One leaderboard row: the model, the leading numbers as the card rounds them, context."""
+def report_cell(report_id: str) -> str:
+    """The report column's Markdown: a link that opens the report in this Space."""
+    return f"[open](?report={quote(report_id, safe='/@')})"
+
+
+def report_of_cell(cell: str | None) -> str | None:
+    """The report id in a report cell (`report_cell`), or None."""
+    found = _REPORT_LINK.search(cell or "")
+    return unquote(found.group(1)) if found else None
+
+
+def _audit_label(entry: ReportEntry, group: list[ReportEntry]) -> str:
+    """Which audit of its model revision a row is: the only one, or the latest or an earlier
+    one of several settings, with the settings that differ."""
+    if len(group) == 1:
+        return "only audit"
+    configs = [e.report.config.model_dump() for e in group]
+    mine = entry.report.config.model_dump()
+    differ = [k for k in mine if any(c.get(k) != mine[k] for c in configs)]
+    if any(e.report.tool.analysis_version != entry.report.tool.analysis_version for e in group):
+        differ.insert(0, "analysis")
+    shown = ", ".join(
+        f"{k} {entry.report.tool.analysis_version if k == 'analysis' else mine[k]}"
+        for k in differ[:3]
+    )
+    which = "latest" if "@" not in entry.id else "earlier"
+    return f"{which} of {len(group)} settings" + (f": {shown}" if shown else "")
+
+
+def leaderboard_row(entry: ReportEntry, group: list[ReportEntry] | None = None) -> dict:
+    """One leaderboard row: the model, verdict, the numbers (or why none), context."""
     r = entry.report
+    cells = board_cells(r)
     return {
         "model": model_link(r.models.third or r.models.child),
-        **board_numbers(r),
-        "base model": model_link(r.models.base),
         "verdict": r.verdict.code,
-        "kind": r.kind,
-        "params": params_text(r.models.child.num_parameters),
+        **{h: cells[h] for h in NUMBER_HEADERS},
         "l*": r.headline.layer,
         "analysis": r.tool.analysis_version,
         "date": r.created_at.strftime("%Y-%m-%d"),
-        "report": entry.id,
+        "report": report_cell(entry.id),
+        "audit": _audit_label(entry, group or [entry]),
+        "base model": model_link(r.models.base),
+        "kind": r.kind,
+        "params": params_text(r.models.child.num_parameters),
+        **{h: cells[h] for h in DETAIL_HEADERS},
     }
 
 
 def leaderboard(store: ReportStore) -> pd.DataFrame:
-    """The leaderboard table, deepest first (unmeasured depth last); the visitor re-sorts it.
+    """The leaderboard table, newest audit first; the visitor re-sorts it.
 
-    Object columns keep a count an int and a missing number None (an empty cell, not NaN).
+    Newest first rather than deepest first: the depth may be null-level and min k may be
+    absent, so no headline number orders every row. Each audit setting of one model revision
+    is its own row (space.store keeps them apart), labelled in the "audit" column.
     """
-    rows = [leaderboard_row(e) for e in store.entries.values()]
+    groups: dict[str, list[ReportEntry]] = {}
+    for e in store.entries.values():
+        groups.setdefault(base_id(e.id), []).append(e)
+    rows = [leaderboard_row(e, groups[base_id(e.id)]) for e in store.entries.values()]
+    stamps = [e.report.created_at for e in store.entries.values()]
     frame = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS, dtype=object)
-    frame = frame.sort_values(
-        NUMBER_HEADERS[0], ascending=False, na_position="last", kind="stable", key=pd.to_numeric
-    )
+    frame["_at"] = stamps
+    frame = frame.sort_values("_at", ascending=False, kind="stable").drop(columns="_at")
     return frame.reset_index(drop=True)
 
 

@@ -8,9 +8,9 @@ fields onto components, so the whole view is testable without gradio.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -36,39 +36,60 @@ from depthcard.space.model_report import ModelReport
 from depthcard.space.store import ReportEntry, ReportStore, samples_path
 from depthcard.space.store import report_id as id_of_report
 
-# plot key -> (frame builder, x, y, colour column, title, x title, y title)
-PLOTS: dict[str, tuple[Any, str, str, str, str, str, str]] = {
-    "rank": (
-        series.rank_frame, "layer", "rho", "series",
-        "Effective rank ρ_ε per layer (headline ε)", "layer l", "ρ_ε = rank_ε / d",
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """One interactive plot: its frame builder (space.series), axes, titles and caption.
+
+    The x axis (a layer or a number of directions) is a whole number: the app draws it as
+    ordered categories (`integer_axis`), so its ticks are the integers in the data, never 1.2.
+    """
+
+    frame: Callable[[AuditReport], pd.DataFrame]
+    x: str
+    y: str
+    title: str
+    x_title: str
+    y_title: str
+    caption: str = ""
+
+
+PLOTS: dict[str, PlotSpec] = {
+    "rank": PlotSpec(
+        series.rank_frame, "layer", "rho", "Effective rank ρ_ε per layer (headline ε)",
+        "layer l", "ρ_ε = rank_ε / d", series.RANK_CAPTION,
     ),
-    "recovery": (
-        series.recovery_frame, "layer", "recovery", "series",
-        "Refusal-direction recovery per layer", "layer l", "|cos| (0–1)",
+    "recovery": PlotSpec(
+        series.recovery_frame, "layer", "recovery", "Refusal-direction recovery per layer",
+        "layer l", "|cos| (0–1)", "|cos| between the top direction of M_DiD and r_l.",
     ),
-    "projection": (
-        series.projection_frame, "layer", "projection", "series",
+    "projection": PlotSpec(
+        series.projection_frame, "layer", "projection",
         "Projections s_l on the alignment direction", "layer l", "s_l (activation units)",
     ),
-    "erosion": (
-        series.erosion_frame, "layer", "erosion", "series",
-        "Erosion per layer (third model)", "layer l", "e_l (1 = alignment kept)",
+    "erosion": PlotSpec(
+        series.erosion_frame, "layer", "erosion", "Erosion per layer (third model)",
+        "layer l", "e_l (1 = alignment kept)",
     ),
-    "depth": (
-        series.depth_frame, "layer", "value", "series",
-        "Alignment depth per layer", "layer l", "fraction (0–1)",
+    "depth": PlotSpec(
+        series.depth_frame, "layer", "value", "Alignment depth per layer", "layer l",
+        "fraction (0–1)",
     ),
-    "ablation_refusal": (
-        series.ablation_frame, "k", "refusal", "series",
-        "Abliteration: refusal against k", "k, directions ablated", "refusal",
+    "ablation_refusal": PlotSpec(
+        series.ablation_shares_frame, "k", "share",
+        "Abliteration: judged answers against k (attack basis)", "k, directions ablated",
+        "share of answers (0–1)",
+        "shares of the judged answers at each judged k on the attack basis (refusal, "
+        "compliance, broken) and the svd basis's refusal; min k is the first attack k whose "
+        "refusal share is under the threshold line with few broken answers.",
     ),
-    "ablation_kl": (
-        series.ablation_frame, "k", "kl", "series",
-        "Abliteration: first-token KL against k", "k, directions ablated", "KL (nats)",
+    "ablation_kl": PlotSpec(
+        series.ablation_frame, "k", "kl", "Abliteration: first-token KL against k",
+        "k, directions ablated", "KL (nats)",
     ),
-    "species": (
-        series.species_frame, "layer", "count", "series",
-        "Mode species alive per layer", "layer l", "tracks / modes",
+    "species": PlotSpec(
+        series.species_frame, "layer", "count", "Mode species alive per layer", "layer l",
+        "tracks / modes",
     ),
 }  # fmt: skip
 PLOT_KEYS = tuple(PLOTS)
@@ -105,11 +126,22 @@ class ReportView:
 
 def plot_frame(entry: ReportEntry, key: str) -> pd.DataFrame:
     """The long-format frame of plot `key` for one report (empty when it has no data)."""
-    return PLOTS[key][0](entry.report)
+    return PLOTS[key].frame(entry.report)
+
+
+def integer_axis(frame: pd.DataFrame, x: str) -> tuple[pd.DataFrame, list[str]]:
+    """`frame` with its whole-number column `x` as text, and the texts in numeric order.
+
+    Drawn as ordered categories, the axis has one tick per value in the data, each an
+    integer, where a numeric axis would add ticks at 1.2, 1.4, …
+    """
+    order = [str(v) for v in sorted(frame[x].unique())]
+    return frame.assign(**{x: frame[x].astype(int).astype(str)}), order
 
 
 def plots_note(entry: ReportEntry, frames: dict[str, pd.DataFrame], heatmap) -> str:
-    """One line per plot not drawn, with the report's own reason when it gives one."""
+    """How to read the drawn plots (their captions), then one line per plot not drawn, with
+    the report's own reason when it gives one."""
     reasons = {a.section: a.reason for a in entry.report.absent}
     missing = [key for key, frame in frames.items() if frame.empty]
     if heatmap is None:
@@ -119,7 +151,15 @@ def plots_note(entry: ReportEntry, frames: dict[str, pd.DataFrame], heatmap) -> 
         section = next((s for s, keys in NEEDS.items() if key in keys), None)
         reason = reasons.get(section or "", "the report has no data for it")
         lines.append(f"- *{key.replace('_', ' ')}*: not drawn, {md_text(reason)}")
-    return "\n".join(["**Plots not drawn**", *lines]) if lines else ""
+    # Under the plots rather than in them: a plot's own caption is cut by its fixed height.
+    keys = [k for k, frame in frames.items() if not frame.empty and PLOTS[k].caption]
+    reading = [f"- *{PLOTS[k].title}*: {PLOTS[k].caption}" for k in keys]
+    parts = []
+    if reading:
+        parts.append("\n".join(["**Reading the plots**", *reading]))
+    if lines:
+        parts.append("\n".join(["**Plots not drawn**", *lines]))
+    return "\n\n".join(parts)
 
 
 def report_view(entry: ReportEntry | None, report_url: str | None = None) -> ReportView:

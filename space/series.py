@@ -11,15 +11,21 @@ import pandas as pd
 
 from depthcard.schemas.report import AuditReport
 
-# matrix name -> legend label (the four matrices of docs/metrics.md, plus the child-only contrast)
+# matrix name -> legend label (the four matrices of docs/metrics.md, plus the child-only
+# contrast). Short, so a legend never cuts one; `RANK_CAPTION` says what each one is.
 MATRIX_LABELS = {
-    "naive": "M_naive (uncontrolled)",
-    "template": "M_template (format only)",
-    "aligned": "M_aligned (template fixed)",
-    "did": "M_DiD (harmful beyond harmless)",
-    "aligned_harmless": "M_aligned over harmless",
-    "child_contrast": "child contrast (child-only)",
+    "naive": "M_naive",
+    "template": "M_template",
+    "aligned": "M_aligned",
+    "did": "M_DiD",
+    "aligned_harmless": "M_aligned harmless",
+    "child_contrast": "child contrast",
 }
+RANK_CAPTION = (
+    "M_naive: child − base, uncontrolled; M_template: format only; M_aligned: template held "
+    "fixed; M_DiD: harmful beyond harmless; M_aligned harmless: M_aligned on harmless prompts; "
+    "child contrast: the child's harmful − harmless (child-only audits)."
+)
 PROJECTION_LABELS = {
     "projection_base": "base",
     "projection_child": "child",
@@ -97,23 +103,48 @@ def depth_frame(report: AuditReport) -> pd.DataFrame:
 
 
 def ablation_frame(report: AuditReport) -> pd.DataFrame:
-    """Refusal (rate when judged, else log-odds) and first-token KL against k, per basis."""
-    columns = ["k", "refusal", "kl", "measure", "series"]
+    """First-token KL against k, per basis (single-direction points left out)."""
+    columns = ["k", "kl", "series"]
     ab = report.ablation
     if ab is None:
         return _frame([], columns)
     points = sorted((p for p in ab.curve if p.basis != "single"), key=lambda p: (p.basis, p.k))
-    use_rate = all(p.refusal_rate is not None for p in points)
+    rows = [{"k": p.k, "kl": p.kl, "series": f"{p.basis} basis"} for p in points]
+    return _frame(rows, columns)
+
+
+# share field of an AblationPoint -> its series on the attack basis
+SHARES = {"refusal_rate": "refusal", "compliance_share": "compliance", "broken_share": "broken"}
+
+
+def ablation_shares_frame(report: AuditReport) -> pd.DataFrame:
+    """The judged shares of the answers at every judged k: refusal, compliance and broken on
+    the attack basis (where min k is read), the svd basis's refusal beside it, and the refusal
+    threshold min k must get under, as a line over the judged ks.
+
+    Only points the judge read (`refusal_rate` set) are drawn; the first-token log-odds score
+    is not a share of answers and is not mixed in. Five series at most, so the legend fits.
+    """
+    columns = ["k", "share", "series"]
+    ab = report.ablation
+    if ab is None:
+        return _frame([], columns)
+    judged = sorted(
+        (p for p in ab.curve if p.basis != "single" and p.refusal_rate is not None),
+        key=lambda p: (p.basis, p.k),
+    )
     rows = [
-        {
-            "k": p.k,
-            "refusal": p.refusal_rate if use_rate else p.refusal_score,
-            "kl": p.kl,
-            "measure": f"refusal rate ({ab.judge})" if use_rate else "refusal log-odds",
-            "series": f"{p.basis} basis",
-        }
-        for p in points
+        {"k": p.k, "share": getattr(p, field), "series": word}
+        for p in judged
+        if p.basis == "attack"
+        for field, word in SHARES.items()
+        if getattr(p, field) is not None
     ]
+    rows += [{"k": p.k, "share": p.refusal_rate, "series": f"{p.basis} refusal"}
+             for p in judged if p.basis != "attack"]  # fmt: skip
+    threshold = f"threshold {100 * ab.threshold:g} %"
+    rows += [{"k": k, "share": ab.threshold, "series": threshold}
+             for k in sorted({p.k for p in judged})]  # fmt: skip
     return _frame(rows, columns)
 
 

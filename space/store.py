@@ -9,6 +9,7 @@ validate is skipped with its reason recorded, never shown as if it were a report
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -73,7 +74,15 @@ class ReportStore:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, entry: ReportEntry) -> None:
-        """Add a report; a later report with the same id replaces the earlier one."""
+        """Add a report. One with the same id and the same audit setting replaces the earlier
+        one; one with another setting is kept beside it: the newer report holds the id, the
+        older moves to `{id}@{setting}`, so two settings are never merged into one row."""
+        old = self.entries.get(entry.id)
+        if old is not None and audit_setting(old.report) != audit_setting(entry.report):
+            newer, older = sorted((old, entry), key=lambda e: e.report.created_at, reverse=True)
+            moved = f"{older.id}@{audit_setting(older.report)}"
+            self.entries[moved] = ReportEntry(id=moved, report=older.report, source=older.source)
+            entry = newer
         self.entries[entry.id] = entry
 
     def get(self, report_id: str) -> ReportEntry | None:
@@ -94,6 +103,19 @@ def report_id(report: AuditReport) -> str:
     if child.source == "hub":
         return f"{child.repo_id}/{child.revision}"
     return f"local/{Path(child.path).name}/{child.content_sha256[:12]}"
+
+
+def audit_setting(report: AuditReport) -> str:
+    """A short fingerprint of what decides the numbers besides the models: the analysis
+    version and every audit setting (`report.config`); two audits of one revision differ in it
+    exactly when their numbers may."""
+    text = f"{report.tool.analysis_version}\n{report.config.model_dump_json()}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
+def base_id(report_id: str) -> str:
+    """The id without its setting suffix: every audit of one model revision shares it."""
+    return report_id.split("@", 1)[0]
 
 
 def samples_path(entry: ReportEntry) -> Path | None:

@@ -400,12 +400,16 @@ def _point(basis: str, k: int, score: float, rate: float, kl: float, dce: float)
 
 
 def _ablation(star: int, baseline: float, k_max: int = 8) -> dict:
-    """Attack and SVD sweeps k = 0..k_max plus single directions; refusal falls with k."""
+    """Attack and SVD sweeps k = 0..k_max plus single directions; refusal falls with k, and
+    the sweeps' answers not refused comply, but for a broken share of 1 % per direction."""
     curve = [
         _point(basis, k, 4.0 - 1.1 * k / v, baseline * math.exp(-k / v), 0.004 * k**1.5, 0.01 * k)
         for basis, v in (("attack", 1.2), ("svd", 3.0))
         for k in range(k_max + 1)
     ]
+    for p in curve:  # the judge's other two classes: a few broken answers, the rest comply
+        p["broken_share"] = round(0.01 * p["k"], 6)
+        p["compliance_share"] = round(1.0 - p["refusal_rate"] - p["broken_share"], 6)
     curve += [
         _point(
             "single", k, 1.0 + 0.3 * k, min(1.0, baseline * (0.3 + 0.08 * k)), 0.003 * k, 0.004 * k

@@ -24,7 +24,6 @@ from depthcard.bot.publish import (
 from depthcard.report.card import parse_card_section
 from depthcard.report.eval_results import EVAL_RESULTS_PATH
 from depthcard.schemas.bot_config import BotConfig
-from depthcard.schemas.eval_results import EvalResultsFile
 from tests.bot_helpers import CHILD, TOKEN, add_pair, bot_env, depthcard, write_config
 from tests.hub_double import HubDouble
 from tests.report_factory import make_report
@@ -52,6 +51,9 @@ def test_links_default_into_the_space_and_config_overrides_them():
     assert links.contact == f"{SPACE}/discussions" and links.benchmark_repo is None
     cfg = BotConfig(space_url=SPACE, contact="@acme-safety", benchmark_repo=BENCH)
     assert PrLinks.from_config(cfg).contact == "@acme-safety"
+    assert PrLinks.from_config(cfg).benchmark_repo is None  # eval_results is off by default
+    on = cfg.model_copy(update={"eval_results": True})
+    assert PrLinks.from_config(on).benchmark_repo == BENCH
 
 
 BOT_VISIBLE = """\
@@ -163,8 +165,7 @@ def test_a_pr_carries_eval_results_and_an_update_leaves_a_comment(tmp_path):
         assert first.action == "opened"
         files = double.repo(CHILD).files("refs/pr/1")
         entries = yaml.safe_load(files[EVAL_RESULTS_PATH])
-        EvalResultsFile.model_validate(entries)  # our schema
-        parsed = parse_eval_result_entries(entries)  # and the library's reader
+        parsed = parse_eval_result_entries(entries)  # the library's reader
         assert {e.dataset_id for e in parsed} == {BENCH}
         assert all(e.source_url == f"{SPACE}/?model={CHILD}" for e in parsed)
         assert double.prs(CHILD)[0].comments == []

@@ -12,7 +12,7 @@ import pytest
 
 from depthcard.report.card import render_card_section
 from depthcard.report.eval_results import eval_results
-from depthcard.report.leaderboard import board_numbers
+from depthcard.report.leaderboard import board_cells, board_numbers
 from depthcard.report.metrics import depth_test
 from depthcard.report.summary import summary_table
 from depthcard.space.handlers import headline_table
@@ -64,14 +64,15 @@ def test_one_rule_decides_above_null_in_every_view(case):
         if expected != "above-null":
             assert f" {shown} (p" not in row, name
     ranked = [
-        e for e in eval_results(report, "org/depthcard", None) if "depth" in e.dataset.task_id
+        e for e in eval_results(report, "org/depthcard", None) if "depth" in e.task_id
     ]
     board = board_numbers(report)["depth vs null"]
+    cell = board_cells(report)["depth vs null"]
     if expected == "above-null":
         assert ranked[0].value == float(shown) and board == float(shown)
         assert "mean over layers 2–4 (not at l*)" in ranked[0].notes
     else:
-        assert ranked == [] and board is None
+        assert ranked == [] and board is None and cell == words
 
 
 def test_the_card_leads_with_the_score_relative_to_its_null():

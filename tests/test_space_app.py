@@ -29,13 +29,12 @@ def ids() -> list[str]:
     return support.store().ids()
 
 
-def test_leaderboard_endpoint_leads_with_numbers_and_links_models(client):
+def test_leaderboard_endpoint_leads_with_the_verdict_and_links_models(client):
     rows = client.predict(api_name="/board")
-    assert list(rows[0])[:3] == ["model", "depth vs null", "depth p"]
-    assert list(rows[0])[-1] == "report"
-    alpha = next(r for r in rows if r["report"].startswith("alpha-lab/Alpha-7B"))
+    assert list(rows[0])[:3] == ["model", "verdict", "min k (coherent)"]
+    alpha = next(r for r in rows if "alpha-lab/Alpha-7B" in r["report"])
     assert alpha["model"].startswith("[alpha-lab/Alpha-7B-Instruct](https://huggingface.co/")
-    assert alpha["depth score (raw)"] == 0.265  # a number with the card's digits, sortable
+    assert alpha["depth score (raw)"] == 0.265  # a number with the card's digits
 
 
 def test_the_board_uses_gradios_own_search_sort_and_pinned_column():
@@ -44,7 +43,7 @@ def test_the_board_uses_gradios_own_search_sort_and_pinned_column():
     demo = build_app(support.store(), refresh_seconds=60)
     board = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "leaderboard")
     assert board.show_search == "filter" and board.pinned_columns == 1
-    assert board.datatype[0] == "markdown" and "number" in board.datatype
+    assert board.datatype[0] == "markdown" and len(board.column_widths) == len(board.datatype)
     timers = [b for b in demo.blocks.values() if type(b).__name__ == "Timer"]
     assert [t.value for t in timers] == [60] and timers[0].active
 
@@ -66,10 +65,16 @@ def test_every_plot_gets_its_own_data(client, ids):
     full = next(i for i in ids if i.startswith("alpha-lab/Alpha-7B"))
     plots = client.predict(full, api_name="/open_report")[2 : 2 + len(PLOT_KEYS)]
     for key, plot in zip(PLOT_KEYS, plots, strict=True):
-        x, y = PLOTS[key][1:3]
+        x, y = PLOTS[key].x, PLOTS[key].y
         if plot["visible"]:
             assert {x, y} <= set(plot["value"]["columns"]), key
+            # the whole-number x axis arrives as ordered text categories: integer ticks only
+            assert plot["value"]["datatypes"][x] == "nominal", key
+            assert plot["sort"] == sorted(plot["sort"], key=int), key
     assert sum(p["visible"] for p in plots) == len(PLOT_KEYS) - 1  # all but erosion
+    shares = plots[PLOT_KEYS.index("ablation_refusal")]["value"]
+    series = {row[shares["columns"].index("series")] for row in shares["data"]}
+    assert series == {"refusal", "compliance", "broken", "svd refusal", "threshold 10 %"}
 
 
 def test_unknown_report_is_a_message_not_an_error(client):

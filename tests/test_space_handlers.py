@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -34,26 +35,72 @@ def test_store_reads_every_valid_report_and_records_the_broken_one(store):
 
 
 @pytest.mark.slow
-def test_leaderboard_leads_with_the_compared_numbers_as_the_card_rounds_them(store):
+def test_leaderboard_leads_with_the_verdict_and_the_removal_cost(store):
     board = handlers.leaderboard(store)
-    assert list(board.columns[:7]) == [
-        "model", "depth vs null", "depth p", "depth score (raw)", "min k (coherent)",
-        "KL at min k (nats)", "baseline refusal (%)",
+    assert list(board.columns[:11]) == [
+        "model", "verdict", "min k (coherent)", "KL at min k (nats)", "depth vs null",
+        "baseline refusal (%)", "ρ_ε aligned", "l*", "analysis", "date", "report",
     ]  # fmt: skip
-    assert board.columns[-1] == "report" and len(board) == 5
-    alpha = board[board["report"].str.startswith("alpha-lab/Alpha-7B")].iloc[0]
-    # numbers, so Gradio sorts by value, with the card's digits (0.153, 94.0 %, 0.0208)
+    assert len(board) == 5
+    alpha = board[board["report"].str.contains("alpha-lab/Alpha-7B")].iloc[0]
+    assert handlers.report_of_cell(alpha["report"]).startswith("alpha-lab/Alpha-7B-Instruct/")
+    # the card's digits (0.153, 94.0 %, 0.0208), kept numbers where there is one
     assert alpha["depth vs null"] == 0.153 and alpha["depth score (raw)"] == 0.265
     assert alpha["baseline refusal (%)"] == 94.0 and alpha["KL at min k (nats)"] == 0.0208
     assert alpha["ρ_ε aligned"] == 0.007812 and isinstance(alpha["min k (coherent)"], int)
     assert alpha["model"] == (
         "[alpha-lab/Alpha-7B-Instruct](https://huggingface.co/alpha-lab/Alpha-7B-Instruct)"
     )
-    assert alpha["params"] == "7B"
-    # deepest first, unmeasured depth last; missing numbers are empty cells, not NaN
-    depth = list(board["depth vs null"])
-    measured = [d for d in depth if d is not None]
-    assert depth[: len(measured)] == sorted(measured, reverse=True) and depth[-1] is None
+    assert alpha["params"] == "7B" and alpha["audit"] == "only audit"
+    # newest audit first (the demo audit is written now, the factory reports in 2025)
+    dates = list(board["date"])
+    assert dates == sorted(dates, reverse=True)
+    # no blank cell anywhere: a missing number is a reason in words
+    assert all(v is not None and v != "" for v in board.to_numpy().ravel())
+    demo = board[board["report"].str.contains("local/")].iloc[0]
+    assert demo["depth vs null"] == "not above null"  # never the null-level number
+    assert demo["min k (coherent)"] == "no ablation run"
+
+
+def _ablated(reason: str):
+    report = make_report(with_ablation=True)
+    ablation = report.ablation.model_copy(
+        update={"min_k": None, "kl_at_min_k": None, "min_k_reason": reason}
+    )
+    headline = report.headline.model_copy(
+        update={"abliteration_min_k": None, "abliteration_kl": None}
+    )
+    return report.model_copy(update={"ablation": ablation, "headline": headline})
+
+
+@pytest.mark.parametrize(
+    "reason, min_k, kl",
+    [("not reached", "not reached (k ≤ 8)", "no min k: not reached (k ≤ 8)"),
+     ("refusal only goes away by breaking the model", "only by breaking (> 10 % broken)",
+      "no min k: only by breaking (> 10 % broken)")],
+)  # fmt: skip
+def test_blank_min_k_and_kl_cells_say_which_reason(reason, min_k, kl):
+    row = handlers.leaderboard_row(ReportEntry("acme/x/1", _ablated(reason), Path("r.json")))
+    assert row["min k (coherent)"] == min_k and row["KL at min k (nats)"] == kl
+
+
+def test_two_settings_of_one_revision_are_two_labelled_rows():
+    first = make_report(created_at="2025-03-14T09:00:00Z")
+    second = make_report(created_at="2025-04-01T09:00:00Z", config={"max_prompts": 64})
+    store = ReportStore()
+    store.add(ReportEntry(report_id(first), first, Path("a/report.json")))
+    store.add(ReportEntry(report_id(second), second, Path("b/report.json")))
+    board = handlers.leaderboard(store)
+    assert len(board) == 2
+    assert list(board["audit"]) == [
+        "latest of 2 settings: max_prompts 64",
+        "earlier of 2 settings: max_prompts 128",
+    ]
+    ids = [handlers.report_of_cell(c) for c in board["report"]]
+    assert ids[0] == report_id(second) and ids[1].startswith(report_id(first) + "@")
+    # the same setting again replaces, it does not add a row
+    store.add(ReportEntry(report_id(second), second, Path("c/report.json")))
+    assert len(handlers.leaderboard(store)) == 2
 
 
 def test_params_read_as_model_pages_write_them():
@@ -269,3 +316,24 @@ def test_a_three_model_report_is_found_where_the_fine_tunes_card_links():
     model = card_model(report)
     link = report_url("https://x.hf.space/", model.repo_id, model.revision)
     assert link.endswith(f"?report={report_id(report)}")
+
+
+def test_the_abliteration_plot_is_the_judged_shares_with_the_threshold():
+    from depthcard.space import series
+
+    report = make_report(with_ablation=True)
+    frame = series.ablation_shares_frame(report)
+    assert set(frame.columns) == {"k", "share", "series"}  # no log-odds score in it
+    attack = {p.k: p for p in report.ablation.curve if p.basis == "attack"}
+    for word, field in (("refusal", "refusal_rate"), ("compliance", "compliance_share"),
+                        ("broken", "broken_share")):  # fmt: skip
+        line = frame[frame["series"] == word].set_index("k")["share"]
+        assert line.to_dict() == {k: getattr(p, field) for k, p in attack.items()}, word
+    threshold = frame[frame["series"] == "threshold 10 %"]
+    assert set(threshold["share"]) == {0.1} and list(threshold["k"]) == sorted(attack)
+    # a k the judge did not read is not drawn
+    unjudged = [p.model_copy(update={"refusal_rate": None}) if p.k == 5 else p
+                for p in report.ablation.curve]  # fmt: skip
+    ablation = report.ablation.model_copy(update={"curve": unjudged})
+    frame = series.ablation_shares_frame(report.model_copy(update={"ablation": ablation}))
+    assert 5 not in set(frame["k"])
