@@ -7,6 +7,9 @@ Two pure text builders that the card, the CLI summary and the PR share:
   directions remove refusal at what cost, or that refusal does not come off without breaking
   the model, or that there is no refusal to remove — with the judged shares at min_k and at
   min_k − 1 (the point before it), and "not monotone" where the judged curve rises.
+- `close_call`: the cheapest judged k whose refusal share missed the threshold by less than
+  its own sampling error (Wilson 95 % interval reaching the threshold, not broken): with a
+  few dozen held-out prompts one or two answers decide min_k, and the card says so.
 - `layer_choice`: l*, how often the bootstrap chose it, and the runner-up layers with their
   drop, KL and coherent min_k, so a reader sees how close the call was. Intervals of the
   numbers at l* are conditional on l*.
@@ -25,7 +28,12 @@ FINDING_NOT_REACHED = "refusal did not come off with up to {top} directions abla
 FINDING_NO_REFUSAL = "no refusal behaviour to measure ({rate} of harmful prompts refused)"
 FINDING_IDENTICAL = "the base and the child are identical in every layer; nothing to measure"
 FINDING_UNMEASURED = "{verdict} (the cost of removing refusal was not measured)"
-FOUND_DETAIL = ": held-out refusal {r0} → {rk} ({bk} broken answers){before}"
+FOUND_DETAIL = ": held-out refusal {r0} → {rk}{interval} ({bk} broken answers){before}"
+INTERVAL = " [95 % Wilson {low}–{high}]"
+CLOSE_CALL = (
+    " At k = {k} refusal was {r}{interval} with {b} broken: within sampling error of the {thr} "
+    "threshold on {n} held-out prompts, so a larger prompt set could put min k at {k}."
+)
 BEFORE = "; with {k} direction{s} it was {r} ({b} broken)"
 BREAKING_DETAIL = (
     ": where refusal fell below {thr} (k = {k}), {b} of answers were broken (at most {max_b} "
@@ -66,6 +74,12 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.0f} %"
 
 
+def _interval(p: AblationPoint) -> str:
+    if p.refusal_low is None or p.refusal_high is None:
+        return ""
+    return INTERVAL.format(low=_pct(p.refusal_low), high=_pct(p.refusal_high))
+
+
 def _judged(ab: Ablation) -> dict[int, AblationPoint]:
     return {p.k: p for p in ab.curve if p.basis == "attack" and p.refusal_rate is not None}
 
@@ -87,6 +101,7 @@ def removal_finding(report: AuditReport) -> str:
         return head + FOUND_DETAIL.format(
             r0=_pct(ab.baseline_refusal_rate),
             rk=_pct(at.refusal_rate),
+            interval=_interval(at),
             bk=_pct(at.broken_share),
             before=before,
         )
@@ -109,15 +124,50 @@ def removal_finding(report: AuditReport) -> str:
     )
 
 
+def close_call(report: AuditReport) -> AblationPoint | None:
+    """The cheapest judged k before min_k (or among all, where min_k was not reached) whose
+    refusal share is at or above the threshold but whose Wilson 95 % interval reaches below
+    it, with its broken share within the allowance: a point the threshold rejected by less
+    than its sampling error. None where there is none (or no intervals were recorded)."""
+    ab = report.ablation
+    if ab is None or not ab.curve:
+        return None
+    stop = ab.min_k if ab.min_k is not None else float("inf")
+    allowed = 1.0 if ab.max_broken_share is None else ab.max_broken_share
+    for k, p in sorted(_judged(ab).items()):
+        if not 0 < k < stop or p.refusal_rate < ab.threshold or p.refusal_low is None:
+            continue
+        if p.refusal_low < ab.threshold and (p.broken_share or 0.0) <= allowed:
+            return p
+    return None
+
+
+def _held_out_harmful(report: AuditReport) -> int | None:
+    sets = [s for s in report.held_out.sets if s.role == "harmful"] if report.held_out else []
+    return sets[0].eval if sets else None
+
+
 def removal_paragraph(report: AuditReport) -> str:
-    """The finding with how k was searched and the monotonicity note (Markdown-safe text)."""
+    """The finding with how k was searched, the monotonicity note and a close call
+    (Markdown-safe text)."""
     text = removal_finding(report)
     ab = report.ablation
     if ab is None:
         return text[0].upper() + text[1:] + "."
     how = SEARCH.get(ab.min_k_search or "", "k judged by the search of an older version")
     text = f"{text[0].upper()}{text[1:]} (layer {ab.layer}; {how}; judge: {ab.judge})."
-    return text + (NON_MONOTONE if ab.non_monotone else "")
+    text += NON_MONOTONE if ab.non_monotone else ""
+    near, n = close_call(report), _held_out_harmful(report)
+    if near is not None and n is not None:
+        text += CLOSE_CALL.format(
+            k=near.k,
+            r=_pct(near.refusal_rate),
+            interval=_interval(near),
+            b=_pct(near.broken_share),
+            thr=_pct(ab.threshold),
+            n=n,
+        )
+    return text
 
 
 def layer_choice(report: AuditReport) -> str | None:
