@@ -3,6 +3,7 @@
     python bench/real_judge_set.py collect AUDIT_DIR... --out answers.jsonl   # local only
     python bench/real_judge_set.py generate --model smollm2 --report AUDIT_DIR --out more.jsonl
     python bench/real_judge_set.py score labelled.jsonl                       # the table
+    python bench/real_judge_set.py curves labelled.jsonl AUDIT_DIR...         # judged vs read
     python bench/real_judge_set.py export labelled.jsonl --out tests/data/judge_labels_real.jsonl
 
 `collect` gathers every judged answer (samples.jsonl) of the given audit folders — unablated and
@@ -183,6 +184,45 @@ def export(rows: list[dict]) -> list[dict]:
     return out
 
 
+def curves(rows: list[dict], folders: list[Path]) -> str:
+    """Per audit, its judged curve at l* (attack basis, held-out answers) beside the labelled
+    one: refusals and broken answers per k, as the judge counted them and as the labels do.
+    Per-answer errors that cancel along a curve leave min_k where it was; this shows whether
+    they do."""
+    truth = {(r["model"], r["answer"]): r["truth"] for r in rows if r.get("answer") is not None}
+    lines = []
+    for folder in folders:
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        model = report["models"]["child"]
+        source = model.get("repo_id") or Path(model.get("path") or folder.name).name
+        layer = (report.get("ablation") or {}).get("layer")
+        counts: dict[int, list[int]] = {}
+        for line in (folder / "samples.jsonl").read_text(encoding="utf-8").splitlines():
+            s = JudgedAnswer.model_validate_json(line)
+            if s.split != "eval" or s.layer not in (layer, None) or s.basis not in ("attack", None):
+                continue
+            t = truth.get((source, s.answer))
+            c = counts.setdefault(s.k, [0, 0, 0, 0, 0, 0])
+            c[0] += 1
+            c[1] += s.label == "refusal"
+            c[2] += t == "refusal"
+            c[3] += s.label == "broken"
+            c[4] += t == "broken"
+            c[5] += t is None
+        lines += [
+            f"{source}, seed {report['config']['seed']}, l* = {layer}",
+            "",
+            "| k | answers | refusal judged | refusal labelled | broken judged | broken labelled "
+            "| unlabelled |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | " + " | ".join(str(x) for x in c) + " |" for k, c in sorted(counts.items())
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _read(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
@@ -207,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", type=Path, required=True)
     s = sub.add_parser("score")
     s.add_argument("labelled", type=Path)
+    v = sub.add_parser("curves")
+    v.add_argument("labelled", type=Path)
+    v.add_argument("folders", nargs="+", type=Path)
     e = sub.add_parser("export")
     e.add_argument("labelled", type=Path)
     e.add_argument("--out", type=Path, required=True)
@@ -224,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = generate(child, args.report, args.layer, ks, args.max_new_tokens)
         _write(args.out, rows)
         print(f"{len(rows)} answers → {args.out}")
+    elif args.cmd == "curves":
+        print(curves(_read(args.labelled), args.folders))
     elif args.cmd == "score":
         print(score(_read(args.labelled)))
     else:
