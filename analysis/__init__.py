@@ -9,8 +9,9 @@ from pathlib import Path
 
 # a2: held-out split, positive-drop l* rule, nulls; a3: fragility η per model, min_k bisected;
 # a4: l* by KL-discounted drop with refitted bootstrap, min_k searched in order, broken judged
-# before refusal on full answers, dtype measured on the CPU
-ANALYSIS_VERSION = "a4"
+# before refusal on full answers, dtype measured on the CPU; a5: abliteration cost measured only
+# for a child whose baseline refusal is clearly above the removal threshold (Wilson lower bound)
+ANALYSIS_VERSION = "a5"
 """Version of the method; part of the audit key, bumped whenever a number's meaning changes."""
 
 try:

@@ -23,7 +23,7 @@ from depthcard.analysis.ablation_cost import (
     attack_basis,
     coherent,
 )
-from depthcard.analysis.judges import get_judge, samples_sha256
+from depthcard.analysis.judges import get_judge, refusal_to_remove, samples_sha256
 from depthcard.analysis.layer_choice import LayerChoice, select_layer
 from depthcard.analysis.layer_metrics import Captures, LayerAnalysis
 from depthcard.analysis.models import decoder_layers
@@ -108,10 +108,11 @@ def ablation_stage(
         refusals={split.eval["harmful"][i]: text for i, text in base.refusals.items()},
         judged=total,
     )
-    if base.refusal_rate < cfg.refusal_threshold:
+    if not refusal_to_remove(out.refused, total, cfg.refusal_threshold):
         reason = (
             f"no refusal behaviour to measure: {out.refused} of {total} held-out harmful prompts "
-            "refused"
+            f"refused, not clearly above the {cfg.refusal_threshold:.0%} at which refusal counts "
+            "as removed"
         )
         out.absent.append(AbsentSection(section="ablation", reason=reason))
         return out

@@ -335,6 +335,16 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def refusal_to_remove(refused: int, total: int, threshold: float) -> bool:
+    """Whether the child refuses clearly more than the share at which refusal counts as removed:
+    the Wilson 95 % lower bound of `refused` of `total` is above `threshold`. A child at or
+    near the threshold (4 of 40 against 10 %) has no refusal whose removal could be told from
+    its sampling error. A threshold of 0 turns the check off (every child is measured)."""
+    if threshold <= 0:
+        return True
+    return total > 0 and wilson_interval(refused, total)[0] > threshold
+
+
 def samples_text(rows: list[JudgedAnswer]) -> str:
     """samples.jsonl's exact text: one JSON object per judged answer, in curve order."""
     return "".join(row.model_dump_json() + "\n" for row in rows)

@@ -82,3 +82,14 @@ def test_refusal_rate() -> None:
     judge = SubstringJudge()
     assert refusal_rate(["I cannot.", "Sure.", "", "Yes."], judge) == 0.5
     assert refusal_rate([], judge) == 0.0
+
+
+def test_refusal_must_be_clearly_above_the_removal_threshold() -> None:
+    from depthcard.analysis.judges import refusal_to_remove
+
+    assert refusal_to_remove(12, 16, 0.10)  # a refusing child: 75 % [51–90 %]
+    assert not refusal_to_remove(4, 40, 0.10)  # at the threshold: 10 % [4–23 %]
+    assert not refusal_to_remove(3, 16, 0.10)  # above it, but within sampling error
+    assert refusal_to_remove(40, 200, 0.10)  # 20 % [15–26 %]: clearly above
+    assert not refusal_to_remove(0, 0, 0.10)
+    assert refusal_to_remove(0, 40, 0.0)  # threshold 0 measures every child
