@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", type=Path, required=True)
     s = sub.add_parser("score")
     s.add_argument("labelled", type=Path)
+    s.add_argument("--model", help="only the rows of this model")
     v = sub.add_parser("curves")
     v.add_argument("labelled", type=Path)
     v.add_argument("folders", nargs="+", type=Path)
@@ -270,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "curves":
         print(curves(_read(args.labelled), args.folders))
     elif args.cmd == "score":
-        print(score(_read(args.labelled)))
+        rows = _read(args.labelled)
+        print(score([r for r in rows if args.model in (None, r["model"])]))
     else:
         _write(args.out, export(_read(args.labelled)))
     return 0
