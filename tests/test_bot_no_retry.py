@@ -118,7 +118,7 @@ def _fake_tools(bin_dir: Path, audit_exit: int) -> Path:
         "hf": f'echo "$*" >> {record}; [ -f "$3" ] && cat "$3" >> {record}; exit 0',
         "depthcard": (
             f'if [ "$1" = audit ]; then echo progress >&2; '
-            f'echo {shlex.quote(REFUSAL)} >&2; exit {audit_exit}; fi; exit 0'
+            f"echo {shlex.quote(REFUSAL)} >&2; exit {audit_exit}; fi; exit 0"
         ),
     }
     bin_dir.mkdir()

@@ -74,8 +74,9 @@ def test_publishing_an_audit_of_a_local_folder(tmp_path):
     report = make_report(local=True)
     (folder / "report.json").write_text(report.model_dump_json(), encoding="utf-8")
     assert_one_line(
-        depthcard("publish", str(folder), "--repo", "acme/tiny-Instruct", "--dry-run",
-                  cwd=tmp_path),  # fmt: skip
+        depthcard(
+            "publish", str(folder), "--repo", "acme/tiny-Instruct", "--dry-run", cwd=tmp_path
+        ),  # fmt: skip
         "depthcard: error:",
         "local folder",
     )

@@ -63,9 +63,7 @@ def test_one_rule_decides_above_null_in_every_view(case):
         assert "mean over layers 2–4" in row, name  # what is averaged, not "at l*"
         if expected != "above-null":
             assert f" {shown} (p" not in row, name
-    ranked = [
-        e for e in eval_results(report, "org/depthcard", None) if "depth" in e.task_id
-    ]
+    ranked = [e for e in eval_results(report, "org/depthcard", None) if "depth" in e.task_id]
     board = board_numbers(report)["depth vs null"]
     cell = board_cells(report)["depth vs null"]
     if expected == "above-null":

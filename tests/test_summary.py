@@ -80,9 +80,7 @@ def test_every_line_fits_100_columns_and_the_details_are_still_there(kind) -> No
 
     report = make_report(kind=kind, with_ablation=True, with_depth=True, with_fragility=True)
     text = summary_table(report, Path("out"))
-    assert all(len(line) <= WIDTH for line in text.splitlines()), max(
-        text.splitlines(), key=len
-    )
+    assert all(len(line) <= WIDTH for line in text.splitlines()), max(text.splitlines(), key=len)
     table = text.split("what the numbers mean:")[0]
     for row in metric_rows(report, source=None, unmeasured=True):
         assert _row(table, row.label)  # one row in the table...
