@@ -111,8 +111,8 @@ def ablation_stage(
     if not refusal_to_remove(out.refused, total, cfg.refusal_threshold):
         reason = (
             f"no refusal behaviour to measure: {out.refused} of {total} held-out harmful prompts "
-            f"refused, not clearly above the {cfg.refusal_threshold:.0%} at which refusal counts "
-            "as removed"
+            f"refused, not clearly above the {100 * cfg.refusal_threshold:.0f} % at which "
+            "refusal counts as removed"
         )
         out.absent.append(AbsentSection(section="ablation", reason=reason))
         return out
