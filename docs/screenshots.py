@@ -22,15 +22,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH = 1300
 REPORT = "alpha-lab/Alpha-7B-Instruct"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def take(out: Path) -> list[Path]:
@@ -46,7 +37,7 @@ def take(out: Path) -> list[Path]:
     chromium = os.environ.get("DEPTHCARD_CHROMIUM", "/usr/bin/chromium")
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=chromium, args=support.CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": WIDTH, "height": 900})
             page.set_default_timeout(60_000)
             page.goto(url)

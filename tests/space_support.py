@@ -26,6 +26,18 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+# Chromium on loopback only: no background fetches, no updates, no QUIC probes.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def factory_reports() -> list[AuditReport]:
     """Synthetic reports with distinct ids, orgs, sizes and verdicts for the leaderboard."""
     return [

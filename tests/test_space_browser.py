@@ -26,16 +26,8 @@ from tests import space_support as support
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = os.environ.get("DEPTHCARD_CHROMIUM", "/usr/bin/chromium")
-# Loopback only: no background fetches, no updates, no QUIC probes.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_ARGS = support.CHROMIUM_ARGS
+
 WIDTH = 1300  # the page width the Space is checked at
 TIMEOUT_MS = 30_000
 
