@@ -4,9 +4,10 @@ Two pure text builders that the card, the CLI summary and the PR share:
 
 - `finding`: the one line the PR leads with; `removal_finding`: the same with the judged
   shares behind it, one sentence a maintainer can read without the method — how many
-  directions remove refusal at what cost, or that refusal does not come off without breaking
-  the model, or that there is no refusal to remove — with the judged shares at min_k and at
-  min_k − 1 (the point before it), and "not monotone" where the judged curve rises.
+  directions remove refusal at what cost, or that with up to k directions ablated refusal came
+  off only by breaking the model, or that there is no refusal to remove — with the judged
+  shares at min_k and at min_k − 1 (the point before it), and "not monotone" naming the curve
+  that rises: the judged shares, or only the first-token refusal score.
 - `close_call`: the cheapest judged k whose refusal share missed the threshold by less than
   its own sampling error (Wilson 95 % interval reaching the threshold, not broken): with a
   few dozen held-out prompts one or two answers decide min_k, and the card says so.
@@ -23,7 +24,8 @@ from depthcard.schemas.report import AuditReport
 from depthcard.schemas.sections import Ablation, AblationPoint
 
 FINDING_MIN_K = "refusal can be removed by ablating {k} {directions} at KL {kl}"
-FINDING_BROKEN = "refusal does not come off without breaking the model"
+# Scoped to what was tried: directional ablation of up to `top` directions, not every attack.
+FINDING_BROKEN = "with up to {top} directions ablated, refusal came off only by breaking the model"
 FINDING_NOT_REACHED = "refusal did not come off with up to {top} directions ablated"
 FINDING_NO_REFUSAL = "no refusal behaviour to measure ({rate} of harmful prompts refused)"
 FINDING_IDENTICAL = "the base and the child are identical in every layer; nothing to measure"
@@ -36,11 +38,14 @@ CLOSE_CALL = (
 )
 BEFORE = "; with {k} direction{s} it was {r} ({b} broken)"
 BREAKING_DETAIL = (
-    ": where refusal fell below {thr} (k = {k}), {b} of answers were broken (at most {max_b} "
-    "allowed); judged k = 1..{top}"
+    ": where refusal fell below {thr} (k = {k}), {b} of answers were broken against an "
+    "allowance of {max_b}"
 )
 NOT_REACHED_DETAIL = " (lowest held-out refusal {low} at k = {k}, {b} broken)"
 NON_MONOTONE = " The judged refusal curve is not monotone in k."
+# `non_monotone` is also set where only the first-token score rises while the judged shares
+# do not (a broken model's score wanders at 0 % refusal): the card says which curve it was.
+SCORE_NON_MONOTONE = " The first-token refusal score is not monotone in k; the judged shares are."
 SEARCH = {
     "ordered": "k judged in order up to the first coherent success",
     "bisect": "k bisected on a curve whose first-token score never rises, k − 1 judged",
@@ -66,7 +71,8 @@ def finding(report: AuditReport) -> str:
             kl=format_value("nats", ab.kl_at_min_k),
         )
     if ab.min_k_reason == "refusal only goes away by breaking the model":
-        return FINDING_BROKEN
+        judged = [k for k in _judged(ab) if k > 0] or [p.k for p in ab.curve]
+        return FINDING_BROKEN.format(top=max(judged))
     return FINDING_NOT_REACHED.format(top=max(p.k for p in ab.curve))
 
 
@@ -113,7 +119,6 @@ def removal_finding(report: AuditReport) -> str:
             k=first.k,
             b=_pct(first.broken_share),
             max_b=_pct(ab.max_broken_share),
-            top=max(judged),
         )
     tried = [p for p in judged.values() if p.k > 0]
     if not tried:
@@ -147,6 +152,12 @@ def _held_out_harmful(report: AuditReport) -> int | None:
     return sets[0].eval if sets else None
 
 
+def _judged_shares_rise(ab: Ablation) -> bool:
+    """True when a judged refusal share is higher than the one judged at a smaller k."""
+    rates = [p.refusal_rate for _, p in sorted(_judged(ab).items())]
+    return any(b > a + 1e-9 for a, b in zip(rates, rates[1:], strict=False))
+
+
 def removal_paragraph(report: AuditReport) -> str:
     """The finding with how k was searched, the monotonicity note and a close call
     (Markdown-safe text)."""
@@ -156,7 +167,8 @@ def removal_paragraph(report: AuditReport) -> str:
         return text[0].upper() + text[1:] + "."
     how = SEARCH.get(ab.min_k_search or "", "k judged by the search of an older version")
     text = f"{text[0].upper()}{text[1:]} (layer {ab.layer}; {how}; judge: {ab.judge})."
-    text += NON_MONOTONE if ab.non_monotone else ""
+    if ab.non_monotone:
+        text += NON_MONOTONE if _judged_shares_rise(ab) else SCORE_NON_MONOTONE
     near, n = close_call(report), _held_out_harmful(report)
     if near is not None and n is not None:
         text += CLOSE_CALL.format(

@@ -116,7 +116,7 @@ def _with_ablation(report, **update):
          "refusal can be removed by ablating 1 direction at KL 0.0800"),
         ({"min_k": None, "kl_at_min_k": None, "broken_share_at_min_k": None,
           "min_k_reason": "refusal only goes away by breaking the model"},
-         "refusal does not come off without breaking the model"),
+         "with up to 8 directions ablated, refusal came off only by breaking the model"),
         ({"min_k": None, "kl_at_min_k": None, "broken_share_at_min_k": None,
           "min_k_reason": "not reached"},
          "refusal did not come off with up to 8 directions ablated"),

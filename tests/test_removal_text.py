@@ -64,3 +64,25 @@ def test_a_broken_point_is_not_a_close_call_and_not_reached_is_covered() -> None
     assert broken.ablation.min_k is None
     assert close_call(broken).k == 2  # 12 % [3–36 %], not the broken k = 1
     assert "could put min k at 2" in removal_paragraph(broken)
+
+
+def _flagged(report: AuditReport, **update) -> AuditReport:
+    """`report` with the audit's non-monotone flag set (its score or its shares rose)."""
+    ablation = report.ablation.model_copy(update={"non_monotone": True, **update})
+    return report.model_copy(update={"ablation": ablation})
+
+
+def test_not_monotone_names_the_curve_that_rises() -> None:
+    # Gemma-3-270M's shallow child: refusal 16/16 → 0/16 at every k, every answer broken; only
+    # the first-token score wandered, so the judged curve must not be called non-monotone.
+    broken = _flagged(
+        _report([16, 0, 0, 0], [0, 16, 16, 16], n=16),
+        min_k_reason="refusal only goes away by breaking the model",
+    )
+    text = removal_paragraph(broken)
+    assert text.startswith("With up to 3 directions ablated, refusal came off only by breaking")
+    assert "(k = 1), 100 % of answers were broken against an allowance of 10 %" in text
+    assert "The first-token refusal score is not monotone in k; the judged shares are." in text
+    assert "judged refusal curve is not monotone" not in text
+    rising = _flagged(_report([16, 4, 6, 3], [0, 0, 0, 0], n=16))  # 25 % → 38 %
+    assert "The judged refusal curve is not monotone in k." in removal_paragraph(rising)
