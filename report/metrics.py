@@ -93,7 +93,8 @@ class Metric:
         companions: fields printed beside the value (null level, interval, count).
         beside: text after the value when every companion it names is present; a tuple of
             texts is shown part by part (an interval missing from an older report drops only
-            its own part).
+            its own part). A value's own interval comes first, right after it, so it is not
+            read as the interval of a baseline or placebo printed beside it.
         replace: text shown instead of the value when it returns one (e.g. "not above null":
             a score its null matches is never printed as a number).
         absent: text shown instead of a missing value, when it has one (else the row is left
@@ -311,8 +312,8 @@ METRICS: tuple[Metric, ...] = (
                                  Companion("recovery_placebo", "placebo", "null", "cosine"),
                                  Companion("recovery_low", "low", "low", "cosine"),
                                  Companion("recovery_high", "high", "high", "cosine")),
-           beside=(" (mean-shift baseline {baseline}, beyond it {beyond} "
-                   "[95 % CI {beyond_low}–{beyond_high}])", " (placebo {placebo})", CI),
+           beside=(CI, " (mean-shift baseline {baseline}, beyond it {beyond} "
+                   "[95 % CI {beyond_low}–{beyond_high}])", " (placebo {placebo})"),
            replace=_recovery_text),
     Metric("safety_specificity", "safety specificity", "ratio ρ(harmless) / ρ(harmful)",
            "Near or above 1: alignment is as low-rank on harmless prompts, so the low rank is "
@@ -321,7 +322,7 @@ METRICS: tuple[Metric, ...] = (
                                 Companion("specificity_null_p", "p", "detail", "sig4"),
                                 Companion("specificity_low", "low", "low", "ratio"),
                                 Companion("specificity_high", "high", "high", "ratio")),
-           beside=(" (shuffled-label null {null}, p = {p})", CI),
+           beside=(CI, " (shuffled-label null {null}, p = {p})"),
            replace=_specificity_text),
     Metric("depth_vs_null", "alignment depth vs null",
            "0–1: (score − null mean)/(1 − null mean), mean over layers {depth_window}",

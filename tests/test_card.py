@@ -101,7 +101,7 @@ def test_table_lists_every_headline_number_with_unit_and_meaning():
         "rho_eps_aligned": "0.007812 (rank 7 of d = 896); "
         "ρ_ε of M_DiD 0.004464 at placebo (harmless-halves placebo 0.03125, untested)",
         "rho_eps_naive": "0.07143",
-        "refusal_direction_recovery": "0.896 (placebo 0.310) [95 % CI 0.807–0.941]",
+        "refusal_direction_recovery": "0.896 [95 % CI 0.807–0.941] (placebo 0.310)",
         "safety_specificity": "0.714",
         "depth_vs_null": "0.153 (p = 0.009901); raw score 0.265, null mean 0.132, "
         "95th pct 0.159 [raw 95 % CI 0.238–0.291]",

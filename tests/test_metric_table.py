@@ -170,10 +170,18 @@ def test_the_views_agree_on_the_reference_formats():
         "0.153 (p = 0.009901); raw score 0.265, null mean 0.132, 95th pct 0.159 "
         "[raw 95 % CI 0.238–0.291]"
     )
-    assert card["refusal-direction recovery"] == "0.896 (placebo 0.310) [95 % CI 0.807–0.941]"
+    assert card["refusal-direction recovery"] == "0.896 [95 % CI 0.807–0.941] (placebo 0.310)"
     assert card["KL at min k"] == "0.0208"
     assert _card_cells(REPORTS["not reached"])["abliteration min k"].startswith("not reached")
     assert _summary_numbers(REPORTS["pair"])["fragility sharpness"][0] == "12.50"
+
+
+def test_a_values_own_interval_comes_right_after_it():
+    # The Gemma-3-270M child's card once read "at baseline (0.869) (mean-shift baseline 0.888,
+    # …) (placebo 0.624) [95 % CI 0.170–0.974]": the interval looked like the placebo's.
+    for metric in METRICS:
+        parts = (metric.beside,) if isinstance(metric.beside, str) else metric.beside
+        assert metrics.CI not in parts or parts.index(metrics.CI) == 0, metric.label
 
 
 class _DummyHeadline(Headline):
