@@ -144,7 +144,12 @@ def third_pass(handle, probe: ErosionProbe, tok: TokenizedInputs, cfg: AuditConf
         ref = handle.describe(model).model_copy(update={"role": "third"})
         acts = capture_sets(model, ("harmful_chat",), tok, cfg, layers_path, "third")
         logprob = joint_logprob(model, probe, cfg.batch_size)
-        subset, params = select_parameters(model, cfg.fragility or FragilitySettings(), layers_path)
+        # F is measured before l* is chosen, so its subset is layer_range's even when the
+        # fragility stage centres θ_S on l*
+        settings = (cfg.fragility or FragilitySettings()).model_copy(
+            update={"selected_window": None}
+        )
+        subset, params = select_parameters(model, settings, layers_path)
         cosine = framing_cosine(model, probe, params, cfg.batch_size)
         rate = third_refusal_rate(model, tokenizer, texts, cfg)
     finally:
