@@ -27,14 +27,8 @@ from torch import nn
 from depthcard.analysis.capture import Activations, capture_sets, free_model
 from depthcard.analysis.curvature import dot as vdot
 from depthcard.analysis.curvature import gradient, norm
-from depthcard.analysis.fragility import (
-    ScoredBatch,
-    loss_terms,
-    only_trainable,
-    scored_batches,
-    select_parameters,
-    summed_nll,
-)
+from depthcard.analysis.fragility import ScoredBatch, loss_terms, scored_batches, summed_nll
+from depthcard.analysis.fragility_subset import only_trainable, select_parameters
 from depthcard.analysis.generation import generate_responses
 from depthcard.analysis.judges import get_judge, refusal_rate
 from depthcard.analysis.models import input_device

@@ -13,13 +13,13 @@ from depthcard.analysis.curvature import (
 )
 from depthcard.analysis.fragility import (
     FragilitySettings,
-    around_selected,
     fragility,
     loss_terms,
     scored_batches,
     select_parameters,
     subset_terms,
 )
+from depthcard.analysis.fragility_subset import around_selected
 from tests.test_fragility import (
     _trainable_subset,
     float64_llama,
