@@ -280,8 +280,9 @@ def _fragility(model, tokenizer, tok, outcome: AblationOutcome, cfg, layers_path
         reason = next((a.reason for a in outcome.absent if a.section == "ablation"), None)
         return AbsentSection(section="fragility", reason=reason or "no refusals to score")
     with stage("fragility", timings):
+        selected = None if outcome.selected is None else outcome.selected.layer
         section, why = fragility_stage(
-            model, tokenizer, tok, outcome.refusals, cfg.fragility, layers_path
+            model, tokenizer, tok, outcome.refusals, cfg.fragility, layers_path, selected
         )
     return section or AbsentSection(section="fragility", reason=why)
 

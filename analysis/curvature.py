@@ -2,8 +2,10 @@
 
 A vector over the subset θ_S is a list of tensors, one per parameter, on that parameter's
 device; every dot product and norm is taken in float64. Hessian-vector products come from
-double backprop. Used by the fragility forecast (`analysis.fragility`) and the erosion
-stage's gradient cosines (`analysis.erosion_stage`).
+double backprop (reverse over reverse) or from a forward-mode derivative of the gradient
+(forward over reverse, `torch.func`), which keeps no graph between products. Used by the
+fragility forecast (`analysis.fragility`) and the erosion stage's gradient cosines
+(`analysis.erosion_stage`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from depthcard.schemas.sections import StopRule
+
 Vector = list[torch.Tensor]  # one tensor per subset parameter: same shape and device
 LossTerms = Callable[[], Iterable[torch.Tensor]]  # yields scalar terms that sum to a loss
+# one per batch: θ_S's values (in `params` order) ↦ that batch's scalar term, with no side effect
+SubsetTerm = Callable[[tuple[torch.Tensor, ...]], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,36 @@ def hessian_vector_product(terms: LossTerms, params: Sequence[nn.Parameter], v: 
     return out
 
 
+def forward_over_reverse_product(
+    terms: Sequence[SubsetTerm], params: Sequence[nn.Parameter], v: Vector
+) -> Vector:
+    """H v for the loss Σ terms, as the directional derivative of the gradient along v:
+    `jvp(grad(term), θ_S, v)`, one batch at a time.
+
+    One forward pass carrying tangents and one backward pass per batch; no first-order graph
+    is built for a second backward, so a product costs about one gradient and its memory is
+    one batch's. Equal to `hessian_vector_product` up to float rounding. Attention runs in
+    PyTorch's math kernel, as for the double backward.
+
+    Args:
+        terms: one pure function per batch of θ_S's values (e.g. through
+            `torch.func.functional_call`); their sum is the loss.
+        params: the subset θ_S (their current values are the point H is taken at).
+        v: a vector over θ_S.
+
+    Returns:
+        H v, in the dtype of `_zeros(params)`.
+    """
+    primals = tuple(p.detach() for p in params)
+    tangents = tuple(x.to(p.dtype) for p, x in zip(params, v, strict=True))
+    out = _zeros(params)
+    with sdpa_kernel(SDPBackend.MATH):
+        for term in terms:
+            _, hv = torch.func.jvp(torch.func.grad(term), (primals,), (tangents,))
+            _accumulate(out, hv)
+    return out
+
+
 class RetainedHessian:
     """v ↦ H v like `hessian_vector_product`, keeping each batch's first-order graph
     (∇ term with `create_graph`) from the first call, so later products run only the second
@@ -176,7 +212,11 @@ def retained_graph_bytes(tokens: int, vocab: int, hidden: int, layers: int) -> i
 
 
 def power_iteration(
-    hvp: Callable[[Vector], Vector], start: Vector, iterations: int, tolerance: float
+    hvp: Callable[[Vector], Vector],
+    start: Vector,
+    iterations: int,
+    tolerance: float,
+    stop: StopRule = "eigen-residual",
 ) -> Sharpness:
     """Dominant eigenvalue (largest |λ|, signed) of a symmetric H given only v ↦ H v.
 
@@ -184,8 +224,12 @@ def power_iteration(
         hvp: the Hessian-vector product.
         start: a non-zero start vector (e.g. `random_unit`).
         iterations: cap on steps.
-        tolerance: stop when the eigen-residual ‖Hv − λv‖ ≤ tolerance·|λ| (v unit, λ the
-            Rayleigh quotient vᵀHv), which puts an eigenvalue of H within tolerance·|λ|.
+        tolerance: the stopping threshold, read by `stop`.
+        stop: "eigen-residual": stop when ‖Hv − λv‖ ≤ tolerance·|λ| (v unit, λ the Rayleigh
+            quotient vᵀHv), which puts an eigenvalue of H within tolerance·|λ|.
+            "relative-change": stop when two successive estimates differ by at most
+            tolerance·|λ|; cheaper, and a bound on the estimate's progress only, not on its
+            distance to an eigenvalue (a slow power iteration can stall early).
 
     Returns:
         The estimate, its history, whether it converged, and whether H v was exactly 0
@@ -206,11 +250,19 @@ def power_iteration(
             return Sharpness(0.0, history, converged=True, zero=True)
         eig = dot(v, hv)
         history.append(eig)
-        # ‖Hv − λv‖² = ‖Hv‖² − λ² for unit v
-        if math.sqrt(max(size * size - eig * eig, 0.0)) <= tolerance * abs(eig):
+        if _stopped(history, size, tolerance, stop):
             return Sharpness(eig, history, converged=True, zero=False)
         v = _scaled(hv, 1.0 / size)
     return Sharpness(history[-1], history, converged=False, zero=False)
+
+
+def _stopped(history: list[float], size: float, tolerance: float, stop: StopRule) -> bool:
+    """Whether the last estimate in `history` (with ‖Hv‖ = size) meets the stopping rule."""
+    eig = history[-1]
+    if stop == "relative-change":
+        return len(history) > 1 and abs(eig - history[-2]) <= tolerance * abs(eig)
+    # ‖Hv − λv‖² = ‖Hv‖² − λ² for unit v
+    return math.sqrt(max(size * size - eig * eig, 0.0)) <= tolerance * abs(eig)
 
 
 def coupling(grad_a: Vector, grad_f: Vector, hvp: Callable[[Vector], Vector]) -> Coupling:

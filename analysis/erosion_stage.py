@@ -27,14 +27,8 @@ from torch import nn
 from depthcard.analysis.capture import Activations, capture_sets, free_model
 from depthcard.analysis.curvature import dot as vdot
 from depthcard.analysis.curvature import gradient, norm
-from depthcard.analysis.fragility import (
-    ScoredBatch,
-    loss_terms,
-    only_trainable,
-    scored_batches,
-    select_parameters,
-    summed_nll,
-)
+from depthcard.analysis.fragility import ScoredBatch, loss_terms, scored_batches, summed_nll
+from depthcard.analysis.fragility_subset import only_trainable, select_parameters
 from depthcard.analysis.generation import generate_responses
 from depthcard.analysis.judges import get_judge, refusal_rate
 from depthcard.analysis.models import input_device
@@ -144,7 +138,12 @@ def third_pass(handle, probe: ErosionProbe, tok: TokenizedInputs, cfg: AuditConf
         ref = handle.describe(model).model_copy(update={"role": "third"})
         acts = capture_sets(model, ("harmful_chat",), tok, cfg, layers_path, "third")
         logprob = joint_logprob(model, probe, cfg.batch_size)
-        subset, params = select_parameters(model, cfg.fragility or FragilitySettings(), layers_path)
+        # F is measured before l* is chosen, so its subset is layer_range's even when the
+        # fragility stage centres θ_S on l*
+        settings = (cfg.fragility or FragilitySettings()).model_copy(
+            update={"selected_window": None}
+        )
+        subset, params = select_parameters(model, settings, layers_path)
         cosine = framing_cosine(model, probe, params, cfg.batch_size)
         rate = third_refusal_rate(model, tokenizer, texts, cfg)
     finally:

@@ -4,7 +4,8 @@
 response tokens only; `L_F` is the plain LM loss on benign capability text. Everything is
 taken over a parameter subset θ_S (default: the MLP down-projections of the middle third of
 the decoder blocks); the rest of the model is frozen while we compute, and every flag and
-value is restored afterwards. Hessian-vector products come from double backprop. A vector
+value is restored afterwards. Hessian-vector products come from double backprop or from
+forward over reverse (`FragilitySettings.hvp`). A vector
 over θ_S is a list of tensors, one per parameter, on that parameter's device; every dot
 product and norm is taken in float64.
 """
@@ -12,9 +13,7 @@ product and norm is taken in float64.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,8 +26,10 @@ from depthcard.analysis.curvature import (
     LossTerms,
     RetainedHessian,
     Sharpness,
+    SubsetTerm,
     Vector,
     coupling,
+    forward_over_reverse_product,
     gradient,
     hessian_vector_product,
     norm,
@@ -48,9 +49,9 @@ from depthcard.analysis.fragility_law import (
     set_step_size,
     sgd_deltas,
 )
-from depthcard.analysis.models import decoder_layers, input_device
+from depthcard.analysis.fragility_subset import only_trainable, select_parameters
+from depthcard.analysis.models import input_device
 from depthcard.analysis.progress import purpose, task
-from depthcard.schemas.errors import UserError
 from depthcard.schemas.sections import Fragility, FragilitySettings
 
 log = logging.getLogger(__name__)
@@ -119,14 +120,22 @@ def scored_batches(
     return batches
 
 
+def _model_inputs(batch: ScoredBatch) -> dict:
+    return {
+        "input_ids": batch.input_ids,
+        "attention_mask": batch.attention_mask,
+        "position_ids": batch.position_ids,
+        "use_cache": False,
+    }
+
+
 def summed_nll(model: nn.Module, batch: ScoredBatch) -> torch.Tensor:
     """Σ over scored tokens of −log p(token | prefix): a scalar (float32 at least), with graph."""
-    logits = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    ).logits[:, :-1]  # (batch, seq - 1, vocab)
+    return _nll_of_logits(model(**_model_inputs(batch)).logits, batch)
+
+
+def _nll_of_logits(logits: torch.Tensor, batch: ScoredBatch) -> torch.Tensor:
+    logits = logits[:, :-1]  # (batch, seq - 1, vocab)
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     return F.cross_entropy(
         logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100, reduction="sum"
@@ -144,65 +153,31 @@ def loss_terms(model: nn.Module, batches: list[ScoredBatch]) -> LossTerms:
     return terms
 
 
+def subset_terms(
+    model: nn.Module, batches: list[ScoredBatch], params: Sequence[nn.Parameter]
+) -> list[SubsetTerm]:
+    """`loss_terms` as pure functions of θ_S's values (`torch.func.functional_call`), one per
+    batch, for `forward_over_reverse_product`."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    keys = [names[id(p)] for p in params]
+    count = sum(b.tokens for b in batches)
+
+    def term(batch: ScoredBatch) -> SubsetTerm:
+        def value(theta: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            out = torch.func.functional_call(
+                model, dict(zip(keys, theta, strict=True)), (), _model_inputs(batch)
+            )
+            return _nll_of_logits(out.logits, batch) / count
+
+        return value
+
+    return [term(b) for b in batches]
+
+
 def mean_loss(model: nn.Module, batches: list[ScoredBatch]) -> float:
     """Mean NLL per scored token, no graph, summed in float64."""
     with torch.no_grad():
         return sum(float(t.double()) for t in loss_terms(model, batches)())
-
-
-def middle_third(num_layers: int) -> tuple[int, int]:
-    """Blocks [L//3, ⌈2L/3⌉): where refusal directions are usually read and written."""
-    start = num_layers // 3
-    return start, max(start + 1, -(-2 * num_layers // 3))
-
-
-def select_parameters(
-    model: nn.Module, settings: FragilitySettings, layers_path: str | None = None
-) -> tuple[str, list[nn.Parameter]]:
-    """θ_S: parameters in the chosen decoder blocks whose names match the pattern.
-
-    Returns:
-        (description for the report, parameters in `named_parameters` order).
-
-    Raises:
-        UserError: the layer range is out of bounds or nothing matches; the message says
-            which setting to change.
-    """
-    layers = decoder_layers(model, layers_path)
-    start, stop = settings.layer_range or middle_third(len(layers))
-    if not 0 <= start < stop <= len(layers):
-        raise UserError(f"layer_range ({start}, {stop}) outside the model's {len(layers)} blocks")
-    inside = {id(p) for i in range(start, stop) for p in layers[i].parameters()}
-    pattern = re.compile(settings.parameter_pattern)
-    params = [p for name, p in model.named_parameters() if id(p) in inside and pattern.search(name)]
-    if not params:
-        raise UserError(
-            f"no parameter in blocks {start}..{stop - 1} matches {settings.parameter_pattern!r};"
-            " set parameter_pattern to a regex over model.named_parameters() names"
-        )
-    return f"/{settings.parameter_pattern}/ in blocks {start}..{stop - 1}", params
-
-
-@contextmanager
-def only_trainable(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[None]:
-    """Inside: eval mode, grad enabled, `params` require grad and nothing else does.
-
-    Flags and mode are restored on exit, even on error.
-    """
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    try:
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
-        with torch.enable_grad():
-            yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
 
 
 @dataclass(frozen=True)
@@ -222,7 +197,7 @@ def _curvature(model, params, align, benign, settings: FragilitySettings) -> Cur
     calls = 0
     cap = settings.power_iterations + 1  # the power iteration's cap, then the coupling's HVP
 
-    retained = RetainedHessian(align_terms, params) if _graphs_fit(model, align) else None
+    product = _product(model, params, align, settings)
 
     with purpose("hvp"), task("power iteration", total=cap, unit="HVP") as bar:
 
@@ -230,16 +205,27 @@ def _curvature(model, params, align, benign, settings: FragilitySettings) -> Cur
             nonlocal calls
             calls += 1
             bar.advance()
-            if retained is not None:
-                return retained(v)
-            return hessian_vector_product(align_terms, params, v)
+            return product(v)
 
         start = random_unit(params, settings.seed)
-        sharp = power_iteration(hvp, start, settings.power_iterations, settings.tolerance)
+        sharp = power_iteration(
+            hvp, start, settings.power_iterations, settings.tolerance, settings.stop_rule
+        )
         coupled = coupling(grad_a, grad_f, hvp)
-    if retained is not None:
-        retained.release()
+    if isinstance(product, RetainedHessian):
+        product.release()
     return Curvature(loss_a, grad_a, sharp, coupled, calls)
+
+
+def _product(model, params, align, settings: FragilitySettings) -> Callable[[Vector], Vector]:
+    """v ↦ H_A v by the chosen method; a `RetainedHessian` when its graphs fit the budget."""
+    if settings.hvp == "forward-over-reverse":
+        terms = subset_terms(model, align, params)
+        return lambda v: forward_over_reverse_product(terms, params, v)
+    align_terms = loss_terms(model, align)
+    if _graphs_fit(model, align):
+        return RetainedHessian(align_terms, params)
+    return lambda v: hessian_vector_product(align_terms, params, v)
 
 
 RETAIN_BUDGET_BYTES = 2 * 1024**3
@@ -305,6 +291,7 @@ def fragility(
     inputs: FragilityInputs,
     settings: FragilitySettings | None = None,
     layers_path: str | None = None,
+    selected: int | None = None,
 ) -> Fragility:
     """The report's Fragility section: L_A, sharpness, coupling and the fitted erosion law.
 
@@ -314,17 +301,19 @@ def fragility(
         inputs: refusal and benign token ids.
         settings: cost controls; defaults to `FragilitySettings()`.
         layers_path: dotted path of the decoder blocks when it is not a known one.
+        selected: l*, needed when `settings.selected_window` is set.
 
     Returns:
         A validated `schemas.sections.Fragility`.
 
     Raises:
-        ValueError: empty inputs or an empty parameter subset.
+        ValueError: empty inputs, an empty parameter subset, or `selected_window` without
+            `selected`.
         FloatingPointError: a Hessian-vector product is not finite, or (auto η) L_A is not
             finite after the first benign step even at η / 2^10.
     """
     settings = settings or FragilitySettings()
-    subset, params = select_parameters(model, settings, layers_path)
+    subset, params = select_parameters(model, settings, layers_path, selected)
     if any(p.dtype in (torch.float16, torch.bfloat16) for p in params):
         log.warning("θ_S is in half precision: small SGD updates round away; load in float32")
     device, bs = input_device(model), settings.batch_size
@@ -370,6 +359,8 @@ def _section(settings, subset, params, align, curv, size, run, fit: PowerLawFit)
         power_iterations_used=len(curv.sharpness.history),
         hessian_vector_products=curv.hvps,
         tolerance=settings.tolerance,
+        stop_rule=settings.stop_rule,
+        hvp=settings.hvp,
         seed=settings.seed,
         batch_size=settings.batch_size,
         alignment_tokens=sum(b.tokens for b in align),

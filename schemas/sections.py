@@ -181,6 +181,10 @@ FragilityFlag = Literal[
 LearningRateRule = Literal["set", "first-order", "step-size", "zero"]
 
 
+StopRule = Literal["eigen-residual", "relative-change"]
+HvpMethod = Literal["double-backward", "forward-over-reverse"]
+
+
 class FragilitySettings(Strict):
     """Cost controls of the fragility stage; every value is copied into the report."""
 
@@ -192,9 +196,31 @@ class FragilitySettings(Strict):
     layer_range: tuple[int, int] | None = Field(
         None, description="Decoder blocks [start, stop) θ_S is drawn from; None = middle third."
     )
+    selected_window: int | None = Field(
+        None,
+        ge=0,
+        description="When set, θ_S is drawn from the decoder blocks whose output layer is "
+        "within this many layers of l* (instead of layer_range); None = layer_range.",
+    )
     power_iterations: int = Field(20, ge=1, description="Cap on power-iteration steps.")
     tolerance: float = Field(
-        1e-2, ge=0.0, description="Stop when the eigen-residual ‖Hv − λv‖ ≤ tolerance·|λ|."
+        1e-2,
+        ge=0.0,
+        description="Stopping threshold: with stop_rule 'eigen-residual', stop when "
+        "‖Hv − λv‖ ≤ tolerance·|λ|; with 'relative-change', when two successive estimates of λ "
+        "differ by at most tolerance·|λ|.",
+    )
+    stop_rule: StopRule = Field(
+        "eigen-residual",
+        description="When the power iteration stops: 'eigen-residual' bounds the distance to an "
+        "eigenvalue; 'relative-change' only the last step's change of the estimate (cheaper).",
+    )
+    hvp: HvpMethod = Field(
+        "double-backward",
+        description="How Hessian-vector products are taken: 'double-backward' (reverse over "
+        "reverse; each batch's first-order graph is kept between products when the estimate "
+        "fits 2 GiB, else the forward pass is rerun per product) or 'forward-over-reverse' "
+        "(torch.func jvp of the gradient: no graph kept, about one gradient's work a product).",
     )
     seed: int = Field(0, description="Seed of the power iteration's random start vector.")
     steps: int = Field(10, ge=1, description="Benign SGD steps T for the empirical law.")
@@ -245,7 +271,13 @@ class Fragility(Strict):
     hessian_vector_products: int | None = Field(
         None, ge=0, description="Hessian-vector products in all (power iteration + coupling)."
     )
-    tolerance: NonNeg | None = Field(None, description="Eigen-residual ‖Hv − λv‖/|λ| that stops.")
+    tolerance: NonNeg | None = Field(None, description="Threshold of the stopping rule.")
+    stop_rule: StopRule | None = Field(
+        None, description="Stopping rule the tolerance applies to; None: eigen-residual (older)."
+    )
+    hvp: HvpMethod | None = Field(
+        None, description="How Hessian-vector products were taken; None: double-backward (older)."
+    )
     seed: int | None = Field(None, description="Seed of the power iteration's start vector.")
     batch_size: int | None = Field(None, ge=1, description="Sequences per forward pass.")
     alignment_tokens: int | None = Field(None, ge=0, description="Response tokens in L_A.")
