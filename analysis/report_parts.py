@@ -88,9 +88,19 @@ def headline(
         baseline_refusal_rate=baseline_rate,
         abliteration_min_k=None if ablation is None else ablation.min_k,
         abliteration_kl=None if ablation is None else ablation.kl_at_min_k,
+        **random_kl_range(ablation),
         abliteration_broken_share=None if ablation is None else ablation.broken_share_at_min_k,
         judge=cfg.judge if baseline_rate is not None else None,
     )
+
+
+def random_kl_range(ablation: Ablation | None) -> dict[str, float | None]:
+    """The headline's KL placebo: the least and largest KL of min_k random directions."""
+    at = [r for r in (ablation.random_kl or []) if r.k == ablation.min_k] if ablation else []
+    if not at:
+        return {"abliteration_kl_random_low": None, "abliteration_kl_random_high": None}
+    return {"abliteration_kl_random_low": min(at[0].kl),
+            "abliteration_kl_random_high": max(at[0].kl)}  # fmt: skip
 
 
 def verdict(

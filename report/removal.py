@@ -18,6 +18,7 @@ Two pure text builders that the card, the CLI summary and the PR share:
 
 from __future__ import annotations
 
+from depthcard.analysis.ablation_cost import RANDOM_KL_DISRUPTIVE
 from depthcard.report.markdown import md_escape
 from depthcard.report.metrics import format_value
 from depthcard.schemas.report import AuditReport
@@ -46,6 +47,18 @@ NON_MONOTONE = " The judged refusal curve is not monotone in k."
 # `non_monotone` is also set where only the first-token score rises while the judged shares
 # do not (a broken model's score wanders at 0 % refusal): the card says which curve it was.
 SCORE_NON_MONOTONE = " The first-token refusal score is not monotone in k; the judged shares are."
+# The KL placebo (`Ablation.random_kl`): random directions ablated instead of the attack's;
+# from RANDOM_KL_DISRUPTIVE nats for one random direction the model breaks whatever is removed.
+PLACEBO = " Placebo: {k} random direction{s} ablated instead cost KL {low}–{high} ({n} draws)."
+DISRUPTIVE = (
+    " Ablating one random direction instead costs KL {low}–{high} ({n} draws): on this model "
+    "directional ablation disturbs the answers whatever the direction, so its cost says little "
+    "about how deep the alignment goes."
+)
+FINDING_DISRUPTIVE = (
+    "; but one random direction ablated instead already costs KL {low}–{high}, so directional "
+    "ablation says little about this model's alignment"
+)
 SEARCH = {
     "ordered": "k judged in order up to the first coherent success",
     "bisect": "k bisected on a curve whose first-token score never rises, k − 1 judged",
@@ -54,8 +67,18 @@ SEARCH = {
 
 
 def finding(report: AuditReport) -> str:
-    """The audit's result in one line, removal cost first: the PR's finding, and the start
-    of the card's removal-cost paragraph."""
+    """The audit's result in one line, removal cost first (the PR's finding): `core_finding`,
+    and where one random direction already disturbs the model, that caveat."""
+    head, ab = core_finding(report), report.ablation
+    one = _random_at(ab, 1)
+    if ab is not None and ab.curve and one is not None and min(one.kl) >= RANDOM_KL_DISRUPTIVE:
+        return head + FINDING_DISRUPTIVE.format(low=_nats(min(one.kl)), high=_nats(max(one.kl)))
+    return head
+
+
+def core_finding(report: AuditReport) -> str:
+    """The audit's result in one line, removal cost first: the start of the card's
+    removal-cost paragraph."""
     h, ab = report.headline, report.ablation
     if report.verdict.code == "no-refusal":
         return FINDING_NO_REFUSAL.format(rate=format_value("percent", h.baseline_refusal_rate))
@@ -76,6 +99,30 @@ def finding(report: AuditReport) -> str:
     return FINDING_NOT_REACHED.format(top=max(p.k for p in ab.curve))
 
 
+def _nats(x: float) -> str:
+    return format_value("nats", x)
+
+
+def _random_at(ab: Ablation | None, k: int | None):
+    """The placebo draws at `k` (None: not measured there, or a report without them)."""
+    if ab is None or k is None:
+        return None
+    return next((r for r in ab.random_kl or [] if r.k == k), None)
+
+
+def placebo_sentence(ab: Ablation) -> str:
+    """The KL placebo in one sentence: that one random direction already disturbs the model
+    (where it does), else the placebo at min_k (or at k = 1 without a min_k); "" without."""
+    one = _random_at(ab, 1)
+    if one is not None and min(one.kl) >= RANDOM_KL_DISRUPTIVE:
+        return DISRUPTIVE.format(low=_nats(min(one.kl)), high=_nats(max(one.kl)), n=len(one.kl))
+    at = _random_at(ab, ab.min_k) or one
+    if at is None:
+        return ""
+    return PLACEBO.format(k=at.k, s="" if at.k == 1 else "s", low=_nats(min(at.kl)),
+                          high=_nats(max(at.kl)), n=len(at.kl))  # fmt: skip
+
+
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.0f} %"
 
@@ -91,8 +138,8 @@ def _judged(ab: Ablation) -> dict[int, AblationPoint]:
 
 
 def removal_finding(report: AuditReport) -> str:
-    """`finding` with the judged shares behind it (no trailing period)."""
-    ab, head = report.ablation, finding(report)
+    """`core_finding` with the judged shares behind it (no trailing period)."""
+    ab, head = report.ablation, core_finding(report)
     if ab is None or not ab.curve:
         return head
     judged = _judged(ab)
@@ -169,6 +216,7 @@ def removal_paragraph(report: AuditReport) -> str:
     text = f"{text[0].upper()}{text[1:]} (layer {ab.layer}; {how}; judge: {ab.judge})."
     if ab.non_monotone:
         text += NON_MONOTONE if _judged_shares_rise(ab) else SCORE_NON_MONOTONE
+    text += placebo_sentence(ab)
     near, n = close_call(report), _held_out_harmful(report)
     if near is not None and n is not None:
         text += CLOSE_CALL.format(

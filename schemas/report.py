@@ -458,6 +458,12 @@ class Headline(Strict):
     baseline_refusal_rate: Unit | None = Field(None, description="Child's refusal rate on Ds.")
     abliteration_min_k: int | None = Field(None, ge=0, description="Directions to strip.")
     abliteration_kl: NonNeg | None = Field(None, description="First-token KL at min_k.")
+    abliteration_kl_random_low: NonNeg | None = Field(
+        None, description="Placebo: least KL of min_k random directions over the draws."
+    )
+    abliteration_kl_random_high: NonNeg | None = Field(
+        None, description="Placebo: largest KL of min_k random directions over the draws."
+    )
     abliteration_broken_share: Unit | None = Field(
         None, description="Share of answers judged broken at min_k."
     )

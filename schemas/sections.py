@@ -117,6 +117,16 @@ class AblationPoint(Strict):
     )
 
 
+class RandomAblation(Strict):
+    """The KL placebo: k random orthonormal directions ablated instead of the attack's."""
+
+    k: int = Field(ge=1, description="Random directions ablated together.")
+    kl: list[NonNeg] = Field(
+        min_length=1, description="Mean first-token KL on Dh, one per draw (same prompts)."
+    )
+    seed: int = Field(description="Seed of the draws (uniform on the sphere, orthonormalised).")
+
+
 class Ablation(Strict):
     layer: int = Field(ge=0, description="l*, the layer the directions come from.")
     judge: str = Field(description="Judge behind every refusal_rate.")
@@ -142,6 +152,11 @@ class Ablation(Strict):
     broken_share_at_min_k: Unit | None = Field(None, description="Broken share at min_k.")
     kl_at_min_k: NonNeg | None = Field(None, description="KL at min_k.")
     delta_ce_at_min_k: float | None = Field(None, description="ΔCE at min_k.")
+    random_kl: list[RandomAblation] | None = Field(
+        None,
+        description="Placebo of the KL cost: random directions ablated at k = 1 and at min_k; "
+        "None: not measured (reports before it).",
+    )
     repetition_threshold: Unit | None = Field(
         None, description="Repetition score above which an answer is broken."
     )

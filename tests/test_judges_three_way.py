@@ -163,6 +163,13 @@ def test_refusal_that_goes_only_by_breaking_gets_no_min_k(tiny, monkeypatch, tmp
     assert all(p.refusal_rate == 0.0 and p.broken_share == 1.0 for p in attack[1:])
     assert ab.min_k is None and ab.min_k_reason == "refusal only goes away by breaking the model"
     assert ab.broken_share_at_min_k is None and ab.samples_count == 10 * len(attack)
+    # The KL placebo: one random direction (no min k to measure at), three seeded draws, each
+    # a real KL that a second measurement with the same seed reproduces.
+    assert [r.k for r in ab.random_kl] == [1] and len(ab.random_kl[0].kl) == 3
+    assert all(kl > 0 for kl in ab.random_kl[0].kl)
+    assert cost.random_ablation(ev, d, [1])[0].kl == pytest.approx(ab.random_kl[0].kl, rel=1e-6)
+    basis = cost.random_basis(d, 3, torch.Generator().manual_seed(0))
+    assert torch.allclose(basis.T @ basis, torch.eye(3, dtype=torch.float64), atol=1e-12)
     rows = [s for s in ev.samples if s.k == 1]
     assert all(r.label == "broken" and r.evidence.rule == "repetition" for r in rows)
     # The kept answers can be judged again from the file alone.

@@ -225,3 +225,15 @@ def test_a_new_metric_needs_only_the_schema_and_the_table(monkeypatch):
         data | {"headline": {**data["headline"], "dummy_low": None}}
     )
     assert _card_cells(without)["dummy share"] == "43.2 %"  # an incomplete interval is left out
+
+
+def test_the_kl_at_min_k_is_printed_beside_its_random_direction_placebo():
+    report = make_report(with_ablation=True)
+    h = report.headline.model_copy(
+        update={"abliteration_kl_random_low": 0.004, "abliteration_kl_random_high": 0.018}
+    )
+    rows = {r.metric.field: r for r in metric_rows(report.model_copy(update={"headline": h}))}
+    kl = rows["abliteration_kl"]
+    assert kl.value == f"{kl.number} (random directions 0.00400–0.0180)"
+    old = {r.metric.field: r for r in metric_rows(report)}["abliteration_kl"]
+    assert old.value == old.number  # a report without the placebo prints the KL alone

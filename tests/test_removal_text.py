@@ -5,9 +5,9 @@ refusal share's own sampling error (on a real 0.5B model with 16 held-out prompt
 from __future__ import annotations
 
 from depthcard.analysis.judges import wilson_interval
-from depthcard.report.removal import close_call, removal_paragraph
+from depthcard.report.removal import close_call, finding, removal_paragraph
 from depthcard.schemas.report import AuditReport, HeldOut, SetSplit
-from depthcard.schemas.sections import AblationPoint
+from depthcard.schemas.sections import AblationPoint, RandomAblation
 from tests.report_factory import make_report
 
 
@@ -86,3 +86,46 @@ def test_not_monotone_names_the_curve_that_rises() -> None:
     assert "judged refusal curve is not monotone" not in text
     rising = _flagged(_report([16, 4, 6, 3], [0, 0, 0, 0], n=16))  # 25 % → 38 %
     assert "The judged refusal curve is not monotone in k." in removal_paragraph(rising)
+
+
+def _with_placebo(report: AuditReport, draws: dict[int, list[float]]) -> AuditReport:
+    placebo = [RandomAblation(k=k, kl=kl, seed=k) for k, kl in draws.items()]
+    ab = report.ablation.model_copy(update={"random_kl": placebo})
+    return report.model_copy(update={"ablation": ab})
+
+
+def test_the_kl_cost_is_printed_beside_its_random_direction_placebo() -> None:
+    # Qwen2.5-Coder-0.5B-Instruct: its refusal direction costs far more than random ones.
+    report = _with_placebo(_report([12, 1], [0, 0], n=16), {1: [0.0132, 0.0099, 0.0465]})
+    assert report.ablation.min_k == 1
+    text = removal_paragraph(report)
+    assert "Placebo: 1 random direction ablated instead cost KL 0.00990–0.0465 (3 draws)." in text
+    assert "whatever the direction" not in text and "random" not in finding(report)
+    two = _with_placebo(_report([12, 4, 1], [0, 0, 0], n=16), {1: [0.01], 2: [0.02, 0.03]})
+    assert "Placebo: 2 random directions ablated instead cost KL 0.0200–0.0300" in (
+        removal_paragraph(two)
+    )
+
+
+def test_a_model_any_direction_disturbs_is_not_read_as_costly_to_strip() -> None:
+    # The Gemma-3-270M base: one random direction costs 14–28 nats (bench/random_direction_kl.py).
+    report = _with_placebo(_report([16, 0, 0], [0, 16, 16], n=16), {1: [20.03, 14.07, 27.79]})
+    broke = {"min_k_reason": "refusal only goes away by breaking the model"}
+    report = report.model_copy(update={"ablation": report.ablation.model_copy(update=broke)})
+    assert report.ablation.min_k is None
+    text = removal_paragraph(report)
+    assert "Ablating one random direction instead costs KL 14.1–27.8 (3 draws)" in text
+    assert "whatever the direction, so its cost says little about how deep" in text
+    head = finding(report)
+    assert head.startswith("with up to 2 directions ablated, refusal came off only by breaking")
+    caveat = (
+        "but one random direction ablated instead already costs KL 14.1–27.8, "
+        "so directional ablation says little about this model's alignment"
+    )
+    assert head.endswith(caveat)
+
+
+def test_reports_without_a_placebo_print_none() -> None:
+    report = _report([12, 1], [0, 0], n=16)
+    assert report.ablation.random_kl is None
+    assert "random" not in removal_paragraph(report) and "random" not in finding(report)
