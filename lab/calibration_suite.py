@@ -302,6 +302,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--k-max", type=int, default=16, help="ground truth: directions per layer")
     g.add_argument("--threads", type=int, default=2, help="torch threads")
     g.add_argument("--keep-weights", action="store_true", help="keep each child's folder")
+    g.add_argument("--ignore-placebo", action="store_true",
+                   help="run even where one random direction ablated breaks the base")  # fmt: skip
 
 
 def run(args, token: str | None) -> int:

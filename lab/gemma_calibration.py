@@ -13,7 +13,7 @@ import logging
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,6 +58,7 @@ class GemmaPlan:
     erosion_lr: float = 5e-4
     fit_seed: int = 0
     keep_weights: bool = False
+    ignore_placebo: bool = False
 
 
 def make_plan(children: int | None = None, max_prompts: int = 48, train_steps: int = 150,
@@ -242,13 +243,66 @@ def settings(plan: GemmaPlan, base: Path, digest: str) -> GemmaFamilySettings:
     )  # fmt: skip
 
 
+def base_placebo(base: Path, plan: GemmaPlan) -> list[float]:
+    """The audit's KL placebo on the templated base: first-token KL of one random direction
+    ablated at every residual point (`RANDOM_DRAWS` draws), on the ground truth's eval half of
+    the harmless prompts."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from depthcard.analysis.ablation import ablated, first_token_logprobs
+    from depthcard.analysis.ablation_cost import placebo_kl
+    from depthcard.analysis.capture import tokenize_prompts
+    from depthcard.analysis.models import decoder_layers
+    from depthcard.analysis.prompt_inputs import load_prompt_inputs, split_indices
+
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    cfg = audit_config(plan)
+    s = load_prompt_inputs(max_prompts=plan.max_prompts, seed=cfg.seed).harmless
+    half = split_indices(s.categories, cfg.eval_fraction, GT_SPLIT_SEED, s.name)[1]
+    ids = tokenize_prompts([s.texts[i] for i in half], "chat", tok, tok)
+    layers = decoder_layers(model)
+
+    def logp(basis):
+        with torch.no_grad(), ablated(layers, basis):
+            return first_token_logprobs(model, ids, tok.pad_token_id, 16, False)
+
+    return placebo_kl(logp, logp(None), model.config.hidden_size, 1)
+
+
+def check_base(base: Path, plan: GemmaPlan) -> list[float]:
+    """The base's KL placebo; stops the run where one random direction already disturbs the
+    base (every child would read "removed only by breaking" whatever its training).
+
+    Raises:
+        UserError: the base fails, and `plan.ignore_placebo` is off.
+    """
+    from depthcard.analysis.ablation_cost import RANDOM_KL_DISRUPTIVE
+    from depthcard.schemas.errors import UserError
+
+    draws = base_placebo(base, plan)
+    if min(draws) >= RANDOM_KL_DISRUPTIVE and not plan.ignore_placebo:
+        raise UserError(
+            f"{base}: ablating one random direction costs first-token KL "
+            f"{min(draws):.3g}–{max(draws):.3g} nats on this base (from "
+            f"{RANDOM_KL_DISRUPTIVE:g} directional ablation breaks a model whatever is removed), "
+            "so the family could not calibrate removal cost; --ignore-placebo runs it anyway"
+        )
+    return draws
+
+
 def run_gemma_suite(out: Path, plan: GemmaPlan, raw_base: Path, cache: Path):
-    """Template the base, build (or reuse) the family, run every child; write the results."""
+    """Template the base, check its KL placebo, build (or reuse) the family, run every child;
+    write the results."""
     from depthcard.lab.gemma_predictions import predictions
     from depthcard.lab.organisms import deterministic
 
     start = time.perf_counter()
     base = fam.template_base(raw_base, cache / "base-templated")
+    with deterministic(0, plan.train.threads):
+        placebo = check_base(base, plan)
+    log.info("base placebo: one random direction costs KL %s", placebo)
     children = fam.build_family(base, plan.specs, plan.train, cache / "children")
     seconds = {"build": round(time.perf_counter() - start, 1)}
     with deterministic(0, plan.train.threads):
@@ -258,7 +312,8 @@ def run_gemma_suite(out: Path, plan: GemmaPlan, raw_base: Path, cache: Path):
     report = GemmaCalibrationReport(
         schema_version=GEMMA_CALIBRATION_SCHEMA_VERSION, family="gemma-270m",
         created_at=datetime.now(UTC), tool_version=__version__, commit=git_commit(),
-        settings=settings(plan, base, fam.weights_digest(base)), children=results,
+        settings=settings(plan, base, fam.weights_digest(base)), base_random_kl=placebo,
+        children=results,
         predictions=predictions(results, plan.fit_seed, plan.erosion_steps, plan.erosion_every),
         estimate_seconds=round(estimate_seconds(plan), 1), seconds=seconds,
     )  # fmt: skip
@@ -294,6 +349,9 @@ def markdown(report: GemmaCalibrationReport) -> str:
     for p in report.predictions:
         cells = [p.name, f"{p.x} → {p.y}", p.n, p.spearman, p.p_value, p.verdict]
         lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    kl = report.base_random_kl
+    lines += ["", f"Base placebo: one random direction ablated costs first-token KL "
+              f"{min(kl):.3g}–{max(kl):.3g} nats ({len(kl)} draws)."]  # fmt: skip
     total = report.seconds.get("total", 0.0)
     lines += ["", f"{len(report.children)} children, {total:.0f} s wall time "
               f"(estimated {report.estimate_seconds:.0f} s), commit {report.commit or 'unknown'}, "
@@ -320,6 +378,7 @@ def run_cli(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plan = make_plan(args.children, args.max_prompts, args.train_steps, args.erosion_steps,
                      args.k_max, args.max_new_tokens, args.threads, args.keep_weights)  # fmt: skip
+    plan = replace(plan, ignore_placebo=args.ignore_placebo)
     print(f"gemma-270m family: {len(plan.specs)} children; estimated "
           f"{estimate_seconds(plan) / 3600:.1f} h for Gemma-3-270M on 2 CPU cores "
           f"({estimate_seconds(plan, None) / 3600:.1f} h if every window layer is judged at "

@@ -97,6 +97,10 @@ class GemmaCalibrationReport(Strict):
     tool_version: str = Field(description="depthcard version.")
     commit: str | None = Field(None, description="git commit of the code that ran.")
     settings: GemmaFamilySettings
+    base_random_kl: list[float] = Field(
+        description="The base's KL placebo: first-token KL of one random direction ablated at "
+        "every residual point, per draw (the audit's placebo draws)."
+    )
     children: list[GemmaChild]
     predictions: list[Prediction]
     estimate_seconds: float | None = Field(None, ge=0.0, description="Estimate printed up front.")

@@ -77,5 +77,30 @@ def test_calibrate_gemma_family_end_to_end(tmp_path, capsys) -> None:
     assert all(c.removal and c.erosion for c in report.children)
     assert report.commit is None or len(report.commit) == 40
     assert (out / "calibration.md").read_text().startswith("| child |")
+    assert len(report.base_random_kl) == 3 and "Base placebo: one random direction" in text
     assert not (out / "shallow_s0").exists()  # weights removed after use
     assert json.loads((out / "calibration.json").read_text())["family"] == "gemma-270m"
+
+
+def test_a_base_any_direction_breaks_stops_the_run(tmp_path, monkeypatch) -> None:
+    """Gemma-3-270M itself: one random direction costs 14–28 nats, so every child would read
+    "removed only by breaking" whatever it learned; the run stops before training."""
+    from depthcard.lab import gemma_calibration as gc
+    from depthcard.schemas.errors import UserError
+
+    raw = tiny_gemma_base(tmp_path / "raw", layers=3)
+    base = gc.fam.template_base(raw, tmp_path / "templated")
+    plan = gc.make_plan(children=2, max_prompts=16, train_steps=2, threads=1)
+    draws = gc.base_placebo(base, plan)  # the tiny random base: a real measurement
+    assert len(draws) == 3 and all(0 < kl < 1.0 for kl in draws)
+    assert gc.check_base(base, plan) == pytest.approx(draws)
+    monkeypatch.setattr(gc, "base_placebo", lambda base, plan: [20.03, 14.07, 27.79])
+    with pytest.raises(UserError, match=r"KL 14\.1–27\.8 nats.*--ignore-placebo"):
+        gc.check_base(base, plan)
+    trained = []
+    monkeypatch.setattr(gc.fam, "build_family", lambda *a: trained.append(a) or [])
+    out, cache = str(tmp_path / "out"), str(tmp_path / "cache")
+    args = ["calibrate", "--family", "gemma-270m", "--out", out, "--base", str(raw),
+            "--cache", cache, "--children", "2", "--threads", "1"]  # fmt: skip
+    assert cli.main(args) == 2 and not trained  # a one-line error, nothing trained
+    assert gc.check_base(base, gc.replace(plan, ignore_placebo=True)) == [20.03, 14.07, 27.79]
