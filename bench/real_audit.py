@@ -28,7 +28,7 @@ bisection stops after judging k = n once (a refusing model whose refusal falls b
 threshold is judged at up to 1 + ⌈log2 n⌉ points; the demo in bench/stages.py shows that
 case). Fragility needs the child's own refusals and is skipped on this model.
 
-Each audit prints its stages as seconds and multiples of the bare pass (the issue-22 table:
+Each audit prints its stages as seconds and multiples of the bare pass (the README's table:
 spectra, modes-depth and nulls on one row), then the detailed work table. With
 `--fragility-options`, the first audit also reruns its fragility stage once per option on
 the same model and refusals (bench/fragility_options.py) and prints them beside the
@@ -160,7 +160,7 @@ def cpu_name() -> str:
 
 
 def stage_table(report, seconds: float, bare: float) -> list[str]:
-    """stage | seconds | × bare forward, as issue 22 prints it, with the whole audit last."""
+    """stage | seconds | × bare forward (the README's table), with the whole audit last."""
     rows: dict[str, float] = {}
     for s in report.stages:
         key = GROUPED.get(s.name, s.name)
