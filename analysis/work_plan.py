@@ -125,6 +125,11 @@ class PromptLengths:
         return sum(rows) if idx is None else sum(rows[i] for i in idx)
 
 
+# `analysis.ablation_cost.random_ablation`: RANDOM_DRAWS (3) draws at k = 1 and at min_k (at
+# most; a test holds the two modules to the same count).
+PLACEBO_SETTINGS = 2 * 3
+
+
 def generation_points(k: int, search: MinKSearch) -> int:
     """Attack points that generate, at most: all of k = 1..K+1 (`all`, and `ordered`, whose
     search stops at the first coherent success but runs to the end where there is none), or
@@ -212,6 +217,7 @@ def ablation_items(
     where = getattr(cfg, "capability_ce", "attack")
     judged = 1 + generation_points(k, search)  # the baseline and the points that generate
     ce_settings = {"min-k": 2, "judged": judged, "attack": k + 2}.get(where, score_settings)
+    h_tok = lengths.total("harmless_chat", ev["harmless"])
     items = [
         _forward("ablation", "first token: refusal score + harmless",
                  score_settings, e_s + e_h, eval_tok, _batches(e_s, bs) + _batches(e_h, bs),
@@ -221,6 +227,8 @@ def ablation_items(
                  1 + searched + boot * CANDIDATES, f_rows, fit_tok,
                  _batches(len(fit["harmful"]), bs) + _batches(len(fit["harmless"]), bs),
                  f.first_token(fit_tok, f_rows)),
+        _forward("ablation", "KL placebo: random directions at k = 1 and min k",
+                 PLACEBO_SETTINGS, e_h, h_tok, _batches(e_h, bs), f.first_token(h_tok, e_h)),
     ]  # fmt: skip
     if "capability_raw" in lengths.tokens and "capability" in ev:
         rows, tok = len(ev["capability"]), lengths.total("capability_raw", ev["capability"])

@@ -100,6 +100,13 @@ def hand_lengths() -> PromptLengths:
     )
 
 
+def test_the_placebo_count_is_the_ablation_stages():
+    from depthcard.analysis.ablation_cost import RANDOM_DRAWS
+    from depthcard.analysis.work_plan import PLACEBO_SETTINGS
+
+    assert PLACEBO_SETTINGS == 2 * RANDOM_DRAWS  # k = 1 and min k
+
+
 def test_work_plan_counts_a_hand_computed_case():
     """K = 3, batch 2, 5 new tokens, 5 blocks (window 0.2–0.8: layers 1..4), default fragility."""
     cfg = AuditConfig(num_directions=3, batch_size=2, max_new_tokens=5)
@@ -117,6 +124,8 @@ def test_work_plan_counts_a_hand_computed_case():
         ("ablation", "layer search"): (65, 260, 65 * 32, 130),
         # the baseline and min_k × eval capability (2 rows, 70 tokens)
         ("ablation", "capability cross-entropy"): (2, 4, 140, 2),
+        # the KL placebo: 3 draws at k = 1 and at min k × eval Dh (2 rows, 15 tokens)
+        ("ablation", "KL placebo: random directions at k = 1 and min k"): (6, 12, 6 * 15, 6),
         # the ordered search judges at most all of k = 1..4, the two runner-up layers at most
         # 3 points each: 10 points; rows: Dh 2 + (1 + 10) × Ds 2
         ("ablation", "greedy answers: baseline Ds + Dh"): (11, 24, 15 + 11 * 25 + 120, 60),
