@@ -70,8 +70,8 @@ def finding(report: AuditReport) -> str:
     """The audit's result in one line, removal cost first (the PR's finding): `core_finding`,
     and where one random direction already disturbs the model, that caveat."""
     head, ab = core_finding(report), report.ablation
-    one = _random_at(ab, 1)
-    if ab is not None and ab.curve and one is not None and min(one.kl) >= RANDOM_KL_DISRUPTIVE:
+    one = _disruptive(ab) if ab is not None and ab.curve else None
+    if one is not None:
         return head + FINDING_DISRUPTIVE.format(low=_nats(min(one.kl)), high=_nats(max(one.kl)))
     return head
 
@@ -110,13 +110,19 @@ def _random_at(ab: Ablation | None, k: int | None):
     return next((r for r in ab.random_kl or [] if r.k == k), None)
 
 
+def _disruptive(ab: Ablation):
+    """The k = 1 placebo draws where even the cheapest costs ≥ RANDOM_KL_DISRUPTIVE nats."""
+    one = _random_at(ab, 1)
+    return one if one is not None and min(one.kl) >= RANDOM_KL_DISRUPTIVE else None
+
+
 def placebo_sentence(ab: Ablation) -> str:
     """The KL placebo in one sentence: that one random direction already disturbs the model
     (where it does), else the placebo at min_k (or at k = 1 without a min_k); "" without."""
-    one = _random_at(ab, 1)
-    if one is not None and min(one.kl) >= RANDOM_KL_DISRUPTIVE:
+    one = _disruptive(ab)
+    if one is not None:
         return DISRUPTIVE.format(low=_nats(min(one.kl)), high=_nats(max(one.kl)), n=len(one.kl))
-    at = _random_at(ab, ab.min_k) or one
+    at = _random_at(ab, ab.min_k) or _random_at(ab, 1)
     if at is None:
         return ""
     return PLACEBO.format(k=at.k, s="" if at.k == 1 else "s", low=_nats(min(at.kl)),
