@@ -295,6 +295,11 @@ class Fragility(Strict):
     )
     seed: int | None = Field(None, description="Seed of the power iteration's start vector.")
     batch_size: int | None = Field(None, ge=1, description="Sequences per forward pass.")
+    dtype: str | None = Field(
+        None,
+        description="dtype the stage ran in: float32 on a CPU even where the audit's other "
+        "stages ran in bfloat16; None: the audit's dtype (older reports).",
+    )
     alignment_tokens: int | None = Field(None, ge=0, description="Response tokens in L_A.")
     alignment_loss: NonNeg = Field(description="L_A: mean NLL of the child's refusals on Ds.")
     sharpness: float = Field(
