@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
 from torch import nn
@@ -113,12 +114,18 @@ def first_token_logprobs(
                 logits = last_logits_after(model, cache, suffixes, pad_id, p, device)
                 if verified(model) is None:
                     plain = plain_last_logits(model, rows, pad_id, device)
-                    if not record_check(model, _logp(logits), _logp(plain)):
+                    layout = partial(_row_by_row, model, rows, pad_id, device)
+                    if not record_check(model, _logp(logits), _logp(plain), layout):
                         cache, logits = None, plain
             logp = _logp(logits).cpu()
             for row, i in enumerate(chunk):
                 out[i] = logp[row]
     return torch.stack(out)  # type: ignore[arg-type]
+
+
+def _row_by_row(model: nn.Module, rows: list[list[int]], pad_id: int, device) -> torch.Tensor:
+    """(row, vocab) first-token log-probs, each row run alone: the batch in another layout."""
+    return torch.cat([_logp(plain_last_logits(model, [r], pad_id, device)) for r in rows])
 
 
 def _logp(logits: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,15 @@ import depthcard.analysis.ablation as ablation
 from depthcard.analysis.ablation import ablated, first_token_logprobs, orthonormal_basis
 from depthcard.analysis.capture import tokenize_prompts
 from depthcard.analysis.models import decoder_layers
-from depthcard.analysis.prefix_cache import shared_prefix_length, suffix_batch, verified
+from depthcard.analysis.prefix_cache import (
+    LAYOUT_FACTOR,
+    TOLERANCE,
+    allowed_gap,
+    record_check,
+    shared_prefix_length,
+    suffix_batch,
+    verified,
+)
 from depthcard.analysis.progress import Progress, counting, reporting
 from tests.tiny_models import HARMFUL_WORDS, make_llama, make_tokenizer, prompts
 
@@ -74,3 +82,49 @@ def test_a_model_that_disagrees_is_run_plainly_from_then_on(tiny, monkeypatch) -
     assert verified(model) is False and torch.allclose(got, plain, atol=1e-6)
     got = first_token_logprobs(model, ids, tok.pad_token_id, 4, reuse_opening=True)
     assert torch.allclose(got, plain, atol=1e-6)
+
+
+def _logp_with(top: float) -> torch.Tensor:
+    """Log-probs of a 3-token vocabulary whose first token has probability `top`."""
+    rest = (1.0 - top) / 2
+    return torch.tensor([[top, rest, rest]]).log()
+
+
+def test_a_gap_within_the_plain_passs_own_layout_rounding_keeps_the_cache(tiny) -> None:
+    _, model = tiny
+    plain, cached = _logp_with(0.50), _logp_with(0.52)  # a gap of 0.02, as bf16 rounding gives
+    calls = []
+
+    def layout(gap: float):
+        def run() -> torch.Tensor:
+            calls.append(gap)
+            return _logp_with(0.50 + gap)
+
+        return run
+
+    assert record_check(model, cached, plain, layout(0.015)) and verified(model) is True
+    assert not record_check(model, cached, plain, layout(1e-6)) and verified(model) is False
+    assert not record_check(model, cached, plain, None)  # nothing to compare with: outright
+    assert record_check(model, plain, plain, layout(0.5)) and len(calls) == 2  # not needed
+    assert allowed_gap(None) == TOLERANCE and allowed_gap(1e-6) == TOLERANCE
+    assert allowed_gap(0.02) == pytest.approx(LAYOUT_FACTOR * 0.02)
+
+
+def test_in_bfloat16_a_wrong_cache_is_still_refused(tiny, monkeypatch) -> None:
+    """Rounding is no cover for a cache that is wrong: +5 on a logit is far beyond it."""
+    tok, model = tiny
+    model = model.to(torch.bfloat16)
+    opening = " ".join(HARMFUL_WORDS[:3])
+    ids = tokenize_prompts(
+        [f"{opening} {t}" for t in prompts(HARMFUL_WORDS, 6, 3)], "chat", tok, tok
+    )
+    real = ablation.last_logits_after
+
+    def skewed(*args, **kwargs):
+        out = real(*args, **kwargs).clone()
+        out[:, 0] += 5.0
+        return out
+
+    monkeypatch.setattr(ablation, "last_logits_after", skewed)
+    first_token_logprobs(model, ids, tok.pad_token_id, 4, reuse_opening=True)
+    assert verified(model) is False
