@@ -10,8 +10,10 @@ from pathlib import Path
 # a2: held-out split, positive-drop l* rule, nulls; a3: fragility η per model, min_k bisected;
 # a4: l* by KL-discounted drop with refitted bootstrap, min_k searched in order, broken judged
 # before refusal on full answers, dtype measured on the CPU; a5: abliteration cost measured only
-# for a child whose baseline refusal is clearly above the removal threshold (Wilson lower bound)
-ANALYSIS_VERSION = "a5"
+# for a child whose baseline refusal is clearly above the removal threshold (Wilson lower bound);
+# a6: fragility in float32 on a CPU whatever the audit's dtype, and a half-precision model's
+# first-token passes reuse the cached opening when it agrees within the model's own rounding
+ANALYSIS_VERSION = "a6"
 """Version of the method; part of the audit key, bumped whenever a number's meaning changes."""
 
 try:
