@@ -262,3 +262,28 @@ def test_retained_hessian_gives_the_plain_products_call_after_call():
     assert retained.grads is None
     # SmolLM2-135M's shape, 511 scored tokens: about 1.7 GB kept, under the 2 GiB budget
     assert 1.5e9 < retained_graph_bytes(511, 49152, 576, 30) < 2 * 1024**3
+
+
+def test_the_retain_budget_is_a_share_of_free_memory_above_a_floor(monkeypatch):
+    import types
+
+    import depthcard.analysis.fragility as frag
+
+    gib = 1024**3
+    assert frag.retain_budget(None) == frag.RETAIN_FLOOR_BYTES == 2 * gib
+    assert frag.retain_budget(3 * gib) == 2 * gib  # a small box keeps the old floor
+    assert frag.retain_budget(21 * gib) == 7 * gib  # a third of what is free
+    free = frag.free_memory_bytes(make_llama(VOCAB))
+    assert free is None or free > 0  # the host's MemAvailable where /proc/meminfo exists
+
+    # Qwen2.5-0.5B's shape, 896 padded tokens (its 12 real refusals): about 4.7 GB of graphs
+    qwen = types.SimpleNamespace(
+        config=types.SimpleNamespace(vocab_size=151936, hidden_size=896, num_hidden_layers=24)
+    )
+    batch = types.SimpleNamespace(input_ids=torch.zeros(896, 1))
+    monkeypatch.setattr(frag, "free_memory_bytes", lambda model: 20 * gib)
+    assert frag._graphs_fit(qwen, [batch])
+    monkeypatch.setattr(frag, "free_memory_bytes", lambda model: 12 * gib)
+    assert not frag._graphs_fit(qwen, [batch])
+    monkeypatch.setattr(frag, "free_memory_bytes", lambda model: None)
+    assert not frag._graphs_fit(qwen, [batch])
