@@ -228,6 +228,10 @@ def _product(model, params, align, settings: FragilitySettings) -> Callable[[Vec
     return lambda v: hessian_vector_product(align_terms, params, v)
 
 
+HALF_PRECISION_REASON = (
+    "the benign fine-tune ran in half precision, where its steps round away (load in float32)"
+)
+
 RETAIN_FLOOR_BYTES = 2 * 1024**3
 """Graphs up to this size are kept whatever the free memory: the bundled pair and 135M models
 always retain, as they did under the earlier fixed budget."""
@@ -392,6 +396,8 @@ def _section(settings, subset, params, align, curv, size, run, fit: PowerLawFit)
         settings.min_fit_r2, settings.min_rising_steps, settings.max_extrapolation
     )
     reasons = forecast_reasons(fit, curv.sharpness.converged, checks)
+    if any(p.dtype in (torch.float16, torch.bfloat16) for p in params):
+        reasons.append(HALF_PRECISION_REASON)
     return Fragility(
         parameter_subset=subset,
         parameter_count=sum(p.numel() for p in params),

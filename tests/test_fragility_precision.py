@@ -7,7 +7,12 @@ child to float32 for its duration and back after it.
 
 import torch
 
-from depthcard.analysis.fragility import FragilityInputs, FragilitySettings, fragility
+from depthcard.analysis.fragility import (
+    HALF_PRECISION_REASON,
+    FragilityInputs,
+    FragilitySettings,
+    fragility,
+)
 from depthcard.analysis.fragility_stage import fragility_stage, running_in, stage_dtype
 from depthcard.analysis.prompt_inputs import TokenizedInputs
 from tests.tiny_gemma import tiny_tokenizer
@@ -66,9 +71,12 @@ def test_in_bfloat16_the_same_fine_tune_is_rounding_noise():
     """Why the stage casts: the same steps on the bfloat16 weights give another curve,
     whose every point is off the float32 one by more than five times that point."""
     model, tok, inputs, _ = _child_and_inputs()
-    noisy = fragility(model, _plain(tok, inputs), SETTINGS).delta_loss
+    half = fragility(model, _plain(tok, inputs), SETTINGS)
+    noisy = half.delta_loss
     exact = fragility(model.float(), _plain(tok, inputs), SETTINGS).delta_loss
     assert all(abs(a - b) > 5 * abs(b) for a, b in zip(noisy, exact, strict=True)), (noisy, exact)
+    # so a half-precision run (a GPU audit keeps the model as loaded) forecasts nothing
+    assert HALF_PRECISION_REASON in half.no_forecast_reasons and half.forecast_steps is None
 
 
 def test_running_in_is_a_no_op_in_the_models_own_dtype():
