@@ -238,8 +238,9 @@ always retain, as they did under the earlier fixed budget."""
 
 RETAIN_SHARE = 1 / 3
 """Share of the free memory the kept graphs may take: the second backward of each product
-needs about as much again while it runs (measured on Qwen2.5-Coder-0.5B-Instruct: graphs
-estimated at 4.7 GB took the process from 7.7 GB to 11.3 GB at its peak)."""
+needs about as much again while it runs (`bench/stage_precision.py` on
+Qwen2.5-Coder-0.5B-Instruct: graphs estimated at 8.0 GB took the process's peak from 7.9 GB,
+rebuilding them, to 15.5 GB, keeping them)."""
 
 
 def retain_budget(free_bytes: int | None) -> int:
