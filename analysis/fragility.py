@@ -228,6 +228,14 @@ def _product(model, params, align, settings: FragilitySettings) -> Callable[[Vec
     return lambda v: hessian_vector_product(align_terms, params, v)
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def in_half_precision(params) -> bool:
+    """Whether any parameter of θ_S is float16 or bfloat16."""
+    return any(p.dtype in HALF_DTYPES for p in params)
+
+
 HALF_PRECISION_REASON = (
     "the benign fine-tune ran in half precision, where its steps round away (load in float32)"
 )
@@ -359,7 +367,7 @@ def fragility(
     """
     settings = settings or FragilitySettings()
     subset, params = select_parameters(model, settings, layers_path, selected)
-    if any(p.dtype in (torch.float16, torch.bfloat16) for p in params):
+    if in_half_precision(params):
         log.warning("θ_S is in half precision: small SGD updates round away; load in float32")
     device, bs = input_device(model), settings.batch_size
     align = scored_batches(inputs.refusal_ids, inputs.prompt_lengths, inputs.pad_id, bs, device)
@@ -397,7 +405,7 @@ def _section(settings, subset, params, align, curv, size, run, fit: PowerLawFit)
         settings.min_fit_r2, settings.min_rising_steps, settings.max_extrapolation
     )
     reasons = forecast_reasons(fit, curv.sharpness.converged, checks)
-    if any(p.dtype in (torch.float16, torch.bfloat16) for p in params):
+    if in_half_precision(params):
         reasons.append(HALF_PRECISION_REASON)
     return Fragility(
         parameter_subset=subset,

@@ -8,7 +8,7 @@ The stage runs in float32 on a CPU whatever dtype the audit chose for its forwar
 stages: the benign fine-tune's SGD steps are far below half precision's resolution (bfloat16
 keeps 8 bits of mantissa, so an update under 0.4 % of a weight rounds away), and on a CPU the
 float32 copy costs only time. On a GPU the model stays as loaded, since a float32 copy would
-double the weights' memory (docs/fragility.md, "Precision").
+double the weights' memory (docs/fragility.md, "Precision and kernels").
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from depthcard.analysis.fragility import FragilityInputs, fragility
+from depthcard.analysis.fragility import HALF_DTYPES, FragilityInputs, fragility
 from depthcard.analysis.prompt_inputs import TokenizedInputs
 from depthcard.schemas.sections import Fragility, FragilitySettings
 
@@ -41,13 +41,10 @@ def refusal_rows(
     return rows, lengths
 
 
-HALF = (torch.float16, torch.bfloat16)
-
-
 def stage_dtype(model_dtype: torch.dtype, device_type: str) -> torch.dtype:
     """The dtype the stage runs in: float32 for a half-precision model on a CPU, else the
     model's own."""
-    return torch.float32 if model_dtype in HALF and device_type == "cpu" else model_dtype
+    return torch.float32 if model_dtype in HALF_DTYPES and device_type == "cpu" else model_dtype
 
 
 @contextmanager
